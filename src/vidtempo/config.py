@@ -1,0 +1,106 @@
+"""Typed configuration with the seed system's defaults. Both travel inside every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+from .errors import ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class ModelConfig:
+    feature_dim: int = 1280
+    hidden_dim: int = 768
+    num_classes: int = 4
+    num_lstm_layers: int = 4
+    num_attention_heads: int = 12
+    dropout: float = 0.4
+    bidirectional: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("feature_dim", "hidden_dim", "num_classes", "num_lstm_layers", "num_attention_heads"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"model_config.{name} must be a positive integer, got {getattr(self, name)}")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ConfigError(f"model_config.dropout must be in [0, 1), got {self.dropout}")
+        width = self.hidden_dim * (2 if self.bidirectional else 1)
+        if width % self.num_attention_heads:
+            raise ConfigError(
+                f"model_config: the LSTM output width {width} is not divisible by "
+                f"num_attention_heads={self.num_attention_heads}"
+            )
+
+
+@dataclass
+class TrainingConfig:
+    learning_rate: float = 1e-3
+    batch_size: int = 48
+    num_epochs: int = 150
+    patience: int = 25
+    weight_decay: float = 5e-4
+    grad_clip: float = 1.0
+    focal_gamma: float = 2.0
+    label_smoothing: float = 0.1
+    scheduler_t0: int = 20
+    scheduler_t_mult: int = 2
+    eta_min: float = 1e-6
+    checkpoint_every: int = 20
+    keep_last_checkpoints: int = 3
+    num_workers: int = 4
+    seed: int = 42
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "num_epochs", "patience", "scheduler_t0", "scheduler_t_mult"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"training_config.{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("checkpoint_every", "keep_last_checkpoints", "num_workers"):
+            if int(getattr(self, name)) < 0:
+                raise ConfigError(f"training_config.{name} must be >= 0, got {getattr(self, name)}")
+        if float(self.learning_rate) <= 0:
+            raise ConfigError(f"training_config.learning_rate must be > 0, got {self.learning_rate}")
+        if not 0.0 <= float(self.label_smoothing) < 1.0:
+            raise ConfigError(f"training_config.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"training_config.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+
+C = TypeVar("C", ModelConfig, TrainingConfig)
+
+
+def make_config(cls: type[C], value: C | Mapping[str, Any] | None = None, **overrides: Any) -> C:
+    """Build a config from a dataclass, a dict of overrides or None, then apply keyword overrides."""
+    if value is None:
+        base: dict[str, Any] = {}
+    elif isinstance(value, cls):
+        base = dataclasses.asdict(value)
+    elif isinstance(value, Mapping):
+        base = dict(value)
+    else:
+        raise ConfigError(f"{cls.__name__} must be a dict or {cls.__name__}, got {type(value).__name__}")
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(base) - known)
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return cls(**base)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON config file given on the command line."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a readable JSON file ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object of settings")
+    return data

@@ -1,0 +1,111 @@
+"""Datasets, augmentation, batching and class-balanced sampling over the feature store.
+
+A split that fits in memory is read once (store.read_split) and items are views into that array, so no
+gzip chunk is decompressed per item.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from .store import FeatureSplit
+
+# Augmentation of the seed system (train split only, sequences longer than MIN_AUGMENT_FRAMES).
+MIN_AUGMENT_FRAMES = 8
+SUBSET_PROB, SUBSET_RATIO = 0.5, (0.7, 1.0)
+SHIFT_PROB, MAX_SHIFT = 0.3, 3
+NOISE_PROB, NOISE_STD = 0.2, 0.01
+# Class weights N / (C * n_c) are clipped to this range.
+CLASS_WEIGHT_RANGE = (0.5, 10.0)
+
+
+def augment_sequence(seq: torch.Tensor) -> torch.Tensor:
+    """Random temporal subset, circular shift and Gaussian noise.
+
+    Draws from torch's default generator: in a DataLoader worker that generator is seeded from the
+    loader's own generator, so an epoch's augmentation is reproducible from the run's seed.
+    """
+    length = seq.shape[0]
+    if length <= MIN_AUGMENT_FRAMES:
+        return seq
+    if torch.rand(()) < SUBSET_PROB:
+        lo, hi = SUBSET_RATIO
+        ratio = lo + (hi - lo) * float(torch.rand(()))
+        keep = max(int(length * ratio), MIN_AUGMENT_FRAMES)
+        seq = seq[torch.randperm(length)[:keep].sort().values]
+    if torch.rand(()) < SHIFT_PROB:
+        seq = torch.roll(seq, int(torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, ())), dims=0)
+    if torch.rand(()) < NOISE_PROB:
+        seq = seq + NOISE_STD * torch.randn_like(seq)
+    return seq
+
+
+class FeatureDataset(Dataset):
+    """Items ``(features [T_i, D] float32, label, length)`` with ``T_i`` the video's own frame count."""
+
+    def __init__(self, split: FeatureSplit, augment: bool = False) -> None:
+        self.split = split
+        self.augment = augment
+        self._features = torch.from_numpy(split.features)
+        self.labels = torch.from_numpy(split.labels)
+        self.lengths = torch.from_numpy(split.num_frames)
+
+    def __len__(self) -> int:
+        return self.split.num_videos
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        length = int(self.lengths[index])
+        seq = self._features[index, :length]
+        if self.augment:
+            seq = augment_sequence(seq)
+        return seq, int(self.labels[index]), int(seq.shape[0])
+
+
+def collate_features(batch: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Zero-pad to the longest sequence of the batch: ``(features [B, T, D], labels [B], lengths [B])``."""
+    lengths = torch.tensor([item[2] for item in batch], dtype=torch.long)
+    labels = torch.tensor([item[1] for item in batch], dtype=torch.long)
+    dim = batch[0][0].shape[1]
+    features = torch.zeros(len(batch), int(lengths.max()), dim, dtype=torch.float32)
+    for i, (seq, _, length) in enumerate(batch):
+        features[i, :length] = seq
+    return features, labels, lengths
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Per-class weight ``N / (C * n_c)`` clipped to CLASS_WEIGHT_RANGE (absent classes get the maximum)."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        weights = len(labels) / (num_classes * counts)
+    return torch.tensor(np.clip(weights, *CLASS_WEIGHT_RANGE), dtype=torch.float32)
+
+
+def balanced_sampler(labels: np.ndarray, num_classes: int, generator: torch.Generator) -> WeightedRandomSampler:
+    """Each sample drawn with its class weight; N draws with replacement per epoch."""
+    weights = class_weights(labels, num_classes)[torch.from_numpy(labels)]
+    return WeightedRandomSampler(weights.double(), num_samples=len(labels), replacement=True, generator=generator)
+
+
+def make_loader(
+    split: FeatureSplit,
+    batch_size: int,
+    num_workers: int,
+    train: bool = False,
+    generator: torch.Generator | None = None,
+) -> DataLoader:
+    """A train loader (augmented, class-balanced sampling) or an evaluation loader (in order)."""
+    dataset = FeatureDataset(split, augment=train)
+    sampler = balanced_sampler(split.labels, split.num_classes, generator) if train else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate_features,
+        generator=generator,
+        # Train workers restart each epoch so their random streams derive from that epoch's seed.
+        persistent_workers=num_workers > 0 and not train,
+    )

@@ -1,0 +1,199 @@
+"""An ensemble of trained temporal models: the mean of the members' softmax, optionally over TTA views."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .checkpoint import load_checkpoint
+from .config import ModelConfig, make_config
+from .errors import CheckpointError, ConfigError
+from .metrics import classification_metrics
+from .model import SuperEnhancedTemporalModel
+from .runtime import autocast, resolve_device
+from .store import FeatureSplit, class_names
+from .tta import TTA_VIEWS, average_views, make_views
+
+# The seed system's categories, used for its checkpoints, which carry no category mapping.
+SEED_CATEGORIES = ("Animation", "Flat_Content", "Gaming", "Natural_Content")
+# Rows per forward pass at inference: bounds memory for long inputs and many TTA views.
+INFERENCE_BATCH_ROWS = 64
+
+
+@torch.no_grad()
+def model_probabilities(
+    model: torch.nn.Module,
+    features: torch.Tensor,
+    lengths: torch.Tensor,
+    tta: bool = False,
+    amp_dtype: torch.dtype | None = None,
+    max_rows: int = INFERENCE_BATCH_ROWS,
+) -> torch.Tensor:
+    """Softmax probabilities ``[B, C]`` of one model (in eval mode); with TTA, averaged over the views.
+
+    All views of all videos are stacked and run through the model in as few passes as ``max_rows`` allows.
+    """
+    device = next(model.parameters()).device
+    if tta:
+        rows, row_lengths, applies = make_views(features, lengths, TTA_VIEWS)
+    else:
+        rows, row_lengths, applies = features, lengths.to("cpu", torch.long), None
+    chunks = []
+    for start in range(0, rows.shape[0], max_rows):
+        chunk_lengths = row_lengths[start : start + max_rows]
+        chunk = rows[start : start + max_rows, : int(chunk_lengths.max())].to(device, torch.float32)
+        with autocast(device, amp_dtype):
+            logits = model(chunk, chunk_lengths)
+        chunks.append(torch.softmax(logits.float(), dim=-1).cpu())
+    probs = torch.cat(chunks)
+    return average_views(probs, applies) if tta else probs
+
+
+def _as_tensors(features: Any, lengths: Any | None) -> tuple[torch.Tensor, torch.Tensor]:
+    features = torch.as_tensor(np.asarray(features, dtype=np.float32) if not torch.is_tensor(features) else features)
+    if features.ndim == 2:
+        features = features.unsqueeze(0)
+    if features.ndim != 3:
+        raise ValueError(f"features must be [B, T, D] or [T, D], got shape {tuple(features.shape)}")
+    if lengths is None:
+        lengths = torch.full((features.shape[0],), features.shape[1], dtype=torch.long)
+    lengths = torch.as_tensor(lengths, dtype=torch.long).reshape(-1).cpu()
+    if lengths.shape[0] != features.shape[0] or int(lengths.min()) < 1 or int(lengths.max()) > features.shape[1]:
+        raise ValueError("lengths must hold one value in 1..T per video")
+    return features.float(), lengths
+
+
+class Ensemble:
+    """Members of identical input and output; predictions are the mean of their softmax outputs."""
+
+    def __init__(
+        self,
+        models: Sequence[torch.nn.Module],
+        category_mapping: Mapping[str, int],
+        names: Sequence[str] | None = None,
+        feature_settings: Mapping[str, Any] | None = None,
+        metadata: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
+        if not models:
+            raise ConfigError("an ensemble needs at least one model")
+        self.models = [m.eval() for m in models]
+        self.category_mapping = dict(category_mapping)
+        self.names = list(names) if names is not None else [f"member_{i + 1}" for i in range(len(models))]
+        self.feature_settings = dict(feature_settings or {})
+        self.metadata = [dict(m) for m in metadata] if metadata is not None else [{} for _ in models]
+
+    @property
+    def class_names(self) -> list[str]:
+        return class_names(self.category_mapping)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.category_mapping)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.models[0].parameters()).device
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    @classmethod
+    def from_checkpoints(
+        cls, paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike], device: str | torch.device = "cpu"
+    ) -> "Ensemble":
+        """Load members from checkpoint files, or every ``best_*.pt`` in a folder."""
+        paths = _checkpoint_paths(paths_or_dir)
+        device = resolve_device(device)
+        models, names, metadata = [], [], []
+        mapping: dict[str, int] | None = None
+        settings: dict[str, Any] = {}
+        for path in paths:
+            payload = load_checkpoint(path)
+            model, member_mapping = _model_from_payload(payload, path)
+            if mapping is None:
+                mapping, settings = member_mapping, dict(payload.get("feature_settings") or {})
+            elif member_mapping != mapping or model.config.feature_dim != models[0].config.feature_dim:
+                raise CheckpointError(f"{path}: categories or feature dimension differ from {paths[0]}")
+            models.append(model.to(device))
+            names.append(str(payload.get("model_name") or Path(path).stem.removeprefix("best_")))
+            metadata.append(
+                {
+                    "path": str(path),
+                    "best_epoch": payload.get("best_epoch"),
+                    "best_val_acc": payload.get("best_val_acc"),
+                }
+            )
+        return cls(models, mapping or {}, names=names, feature_settings=settings, metadata=metadata)
+
+    def member_probabilities(self, features: Any, lengths: Any = None, tta: bool = False) -> torch.Tensor:
+        """``[M, B, C]``: each member's probabilities."""
+        features, lengths = _as_tensors(features, lengths)
+        return torch.stack([model_probabilities(m, features, lengths, tta=tta) for m in self.models])
+
+    def predict_proba(self, features: Any, lengths: Any = None, tta: bool = False) -> torch.Tensor:
+        """``[B, C]`` probabilities: the mean of the members' softmax (with TTA, over views too)."""
+        return self.member_probabilities(features, lengths, tta=tta).mean(0)
+
+    def predict(self, features: Any, lengths: Any = None, tta: bool = False) -> torch.Tensor:
+        return self.predict_proba(features, lengths, tta=tta).argmax(-1)
+
+    def evaluate(self, split: FeatureSplit, tta: bool = False, batch_size: int = 256) -> dict[str, Any]:
+        """Metrics for each member and for the ensemble on a feature split."""
+        if split.category_mapping != self.category_mapping:
+            raise ConfigError(
+                f"{split.path}: categories {split.category_mapping} differ from the ensemble's {self.category_mapping}"
+            )
+        member_probs = []
+        for start in range(0, split.num_videos, batch_size):
+            feats = torch.from_numpy(split.features[start : start + batch_size])
+            lengths = torch.from_numpy(split.num_frames[start : start + batch_size])
+            member_probs.append(self.member_probabilities(feats, lengths, tta=tta))
+        probs = torch.cat(member_probs, dim=1)
+        names = self.class_names
+        return {
+            "members": {
+                name: classification_metrics(split.labels, p.argmax(-1).numpy(), names)
+                for name, p in zip(self.names, probs)
+            },
+            "ensemble": classification_metrics(split.labels, probs.mean(0).argmax(-1).numpy(), names),
+        }
+
+
+def _checkpoint_paths(paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    if isinstance(paths_or_dir, (str, os.PathLike)):
+        path = Path(paths_or_dir)
+        if path.is_dir():
+            found = sorted(path.glob("best_*.pt"))
+            if not found:
+                raise CheckpointError(f"{path}: no best_*.pt checkpoints in this folder")
+            return found
+        return [path]
+    paths = [Path(p) for p in paths_or_dir]
+    if not paths:
+        raise CheckpointError("no checkpoints given")
+    return paths
+
+
+def _model_from_payload(payload: Mapping[str, Any], path: Path) -> tuple[SuperEnhancedTemporalModel, dict[str, int]]:
+    state = payload["model_state_dict"]
+    try:
+        config = make_config(ModelConfig, payload.get("model_config") or {})
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    mapping = payload.get("category_mapping")
+    if not mapping:
+        names = SEED_CATEGORIES if config.num_classes == len(SEED_CATEGORIES) else [
+            f"class_{i}" for i in range(config.num_classes)
+        ]
+        mapping = {name: i for i, name in enumerate(names)}
+    model = SuperEnhancedTemporalModel.from_config(config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not match model_config ({first})") from None
+    return model.eval(), dict(mapping)

@@ -1,0 +1,139 @@
+"""Decoding a video and sampling frames uniformly over it, with PyAV.
+
+A sampled frame is resized so its shorter side is ``round(S * 1.15)`` and centre-cropped to ``S x S``.
+Frames travel as uint8 ``[T, 3, S, S]`` (a quarter of the bytes of float32 between decoder processes);
+``to_float`` turns them into 0..1 floats, and the backbone normalises with its own mean and std.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from ..errors import VidtempoError
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
+# The seed's preprocessing: resize the shorter side to S * 1.15, then centre-crop S x S.
+RESIZE_RATIO = 1.15
+
+
+class VideoDecodeError(VidtempoError):
+    """A video file that cannot be decoded (corrupt, empty, no video stream)."""
+
+
+@dataclass
+class DecodedClip:
+    frames: torch.Tensor  # uint8 [T, 3, S, S]
+    indices: list[int]  # which frames of the video, 0-based in decoding order
+    total_frames: int  # frames the video has
+
+
+def is_video_file(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def uniform_indices(total_frames: int, num_frames: int) -> list[int]:
+    """``num_frames`` indices spread evenly from the first to the last frame; every frame when there are
+    no more than ``num_frames``, so a short video never gets repeated or invented frames."""
+    if total_frames <= 0:
+        return []
+    if total_frames <= num_frames:
+        return list(range(total_frames))
+    return np.linspace(0, total_frames - 1, num_frames).astype(np.int64).tolist()
+
+
+def resized_size(width: int, height: int, image_size: int) -> tuple[int, int]:
+    """(width, height) with the shorter side ``round(image_size * 1.15)``, aspect ratio kept."""
+    short = round(image_size * RESIZE_RATIO)
+    if width <= height:
+        return short, max(short, round(height * short / width))
+    return max(short, round(width * short / height)), short
+
+
+def prepare_frame(frame: av.VideoFrame, image_size: int) -> np.ndarray:
+    """Resize (in FFmpeg's swscale, straight from the decoder's pixel format) and centre-crop: uint8 [S, S, 3]."""
+    width, height = resized_size(frame.width, frame.height, image_size)
+    rgb = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BILINEAR")
+    top = (height - image_size) // 2
+    left = (width - image_size) // 2
+    return rgb[top : top + image_size, left : left + image_size]
+
+
+def count_frames(path: str | os.PathLike) -> int:
+    """Frames in the first video stream, counted by demuxing packets (exact, and far cheaper than decoding;
+    the container's own frame count is missing or wrong for many mkv/webm files)."""
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        return sum(1 for packet in container.demux(stream) if packet.size > 0)
+
+
+def decode_clip(path: str | os.PathLike, num_frames: int, image_size: int) -> DecodedClip:
+    """Decode ``path`` and return up to ``num_frames`` uniformly spread frames. Raises VideoDecodeError."""
+    try:
+        total = count_frames(path)
+        indices = uniform_indices(total, num_frames)
+        frames, decoded = _decode_at(path, indices, image_size)
+        if len(frames) < len(indices):
+            # The stream promised more frames than the decoder delivered (a damaged tail): sample again
+            # over the frames that really exist, so the spread stays uniform.
+            indices = uniform_indices(decoded, num_frames)
+            frames, _ = _decode_at(path, indices, image_size)
+            total = decoded
+    except VideoDecodeError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, RuntimeError, EOFError) as exc:
+        raise VideoDecodeError(f"{path}: cannot decode ({_reason(exc)})") from None
+    if not frames:
+        raise VideoDecodeError(f"{path}: no decodable video frames")
+    stacked = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
+    return DecodedClip(frames=stacked, indices=indices[: len(frames)], total_frames=total)
+
+
+def load_video_frames(path: str | os.PathLike, num_frames: int = 64, image_size: int = 256) -> torch.Tensor:
+    """Uniformly sampled, resized and cropped frames as float32 ``[T, 3, S, S]`` in 0..1."""
+    return to_float(decode_clip(path, num_frames, image_size).frames)
+
+
+def to_float(frames: torch.Tensor) -> torch.Tensor:
+    return frames.to(torch.float32).div_(255.0)
+
+
+def _decode_at(path: str | os.PathLike, indices: list[int], image_size: int) -> tuple[list[np.ndarray], int]:
+    """Decode sequentially up to the last wanted frame, converting only the wanted ones.
+    Returns (frames, number of frames decoded)."""
+    wanted = set(indices)
+    last = max(indices) if indices else -1
+    frames: list[np.ndarray] = []
+    decoded = 0
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        for frame in container.decode(stream):
+            if decoded in wanted:
+                frames.append(prepare_frame(frame, image_size))
+            decoded += 1
+            if decoded > last:
+                break
+    return frames, decoded
+
+
+def _open(path: str | os.PathLike) -> av.container.InputContainer:
+    try:
+        return av.open(str(path), mode="r")
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise VideoDecodeError(f"{path}: cannot open as a video ({_reason(exc)})") from None
+
+
+def _video_stream(container: av.container.InputContainer, path: str | os.PathLike) -> av.VideoStream:
+    if not container.streams.video:
+        raise VideoDecodeError(f"{path}: has no video stream")
+    return container.streams.video[0]
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]

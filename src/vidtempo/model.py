@@ -1,0 +1,105 @@
+"""SuperEnhancedTemporalModel: input projection -> BiLSTM -> masked self-attention -> attention pooling.
+
+Parameter names and shapes follow the seed system's layout, so its checkpoints load with strict=True.
+Unlike the seed's code, padded steps are masked out of self-attention and pooling, so a prediction does
+not depend on how much padding a batch carries.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from .config import ModelConfig
+
+
+def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """[B, T] bool, True at padded steps."""
+    steps = torch.arange(max_len, device=lengths.device)
+    return steps.unsqueeze(0) >= lengths.unsqueeze(1)
+
+
+class SuperEnhancedTemporalModel(nn.Module):
+    def __init__(
+        self,
+        feature_dim: int = 1280,
+        hidden_dim: int = 768,
+        num_classes: int = 4,
+        num_lstm_layers: int = 4,
+        num_attention_heads: int = 12,
+        dropout: float = 0.4,
+        bidirectional: bool = True,
+    ) -> None:
+        super().__init__()
+        self.config = ModelConfig(
+            feature_dim, hidden_dim, num_classes, num_lstm_layers, num_attention_heads, dropout, bidirectional
+        )
+        width = hidden_dim * (2 if bidirectional else 1)
+        light_dropout = dropout / 2  # the seed uses 0.2 beside its 0.4
+        self.input_projection = nn.Sequential(
+            nn.Linear(feature_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.ReLU(), nn.Dropout(light_dropout)
+        )
+        self.lstm = nn.LSTM(
+            hidden_dim,
+            hidden_dim,
+            num_layers=num_lstm_layers,
+            batch_first=True,
+            dropout=dropout if num_lstm_layers > 1 else 0.0,
+            bidirectional=bidirectional,
+        )
+        self.attention = nn.MultiheadAttention(width, num_attention_heads, dropout=dropout, batch_first=True)
+        self.attention_norm = nn.LayerNorm(width)
+        self.attention_pooling = nn.Sequential(
+            nn.Linear(width, hidden_dim), nn.LayerNorm(hidden_dim), nn.Tanh(), nn.Dropout(light_dropout),
+            nn.Linear(hidden_dim, 1),
+        )
+        # 1536 -> 768 -> 512 -> 256 -> C for the default hidden size of 768.
+        h1, h2, h3 = hidden_dim, hidden_dim * 2 // 3, hidden_dim // 3
+        self.classifier = nn.Sequential(
+            nn.Linear(width, h1), nn.LayerNorm(h1), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(h1, h2), nn.LayerNorm(h2), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(h2, h3), nn.LayerNorm(h3), nn.ReLU(), nn.Dropout(light_dropout),
+            nn.Linear(h3, num_classes),
+        )
+        self.apply(self._init_weights)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> "SuperEnhancedTemporalModel":
+        return cls(**vars(config))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled representation [B, width] and attention-pooling weights [B, T] (zero at padding)."""
+        batch, max_len, _ = x.shape
+        if lengths is None:
+            lengths = torch.full((batch,), max_len, dtype=torch.long)
+        lengths = lengths.to(device="cpu", dtype=torch.long)
+        pad = padding_mask(lengths, max_len).to(x.device)
+
+        h = self.input_projection(x)
+        packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=max_len)
+
+        attended, _ = self.attention(out, out, out, key_padding_mask=pad, need_weights=False)
+        out = self.attention_norm(out + attended)
+
+        scores = self.attention_pooling(out).squeeze(-1).float()
+        weights = torch.softmax(scores.masked_fill(pad, float("-inf")), dim=1)
+        pooled = torch.bmm(weights.unsqueeze(1).to(out.dtype), out).squeeze(1)
+        return pooled, weights
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, C] for features [B, T, D] with valid lengths [B] (None: every step is valid)."""
+        pooled, _ = self.encode(x, lengths)
+        return self.classifier(pooled)

@@ -1,0 +1,412 @@
+"""EnhancedTemporalModelTrainer: the seed system's training API, exact, resumable and safe.
+
+Randomness: the model is initialised right after seeding from ``training_config.seed``; every epoch then
+reseeds torch, numpy, random and the loader's generator from ``(seed, epoch)``. An epoch is therefore a
+function of the weights and optimiser state it starts from and its number, which is what makes a run
+resumed from a checkpoint end bit-for-bit where the uncut run ends (on the CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch.optim import AdamW
+from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
+from tqdm.auto import tqdm
+
+from . import __version__
+from .checkpoint import CHECKPOINT_FORMAT_VERSION, load_checkpoint, save_checkpoint, write_json
+from .config import ModelConfig, TrainingConfig, make_config
+from .data import class_weights, make_loader
+from .ensemble import Ensemble, model_probabilities
+from .errors import CheckpointError, ConfigError
+from .loss import FocalLoss
+from .metrics import classification_metrics
+from .model import SuperEnhancedTemporalModel
+from .runtime import autocast, derive_seed, resolve_device, resolve_precision, seed_everything
+from .store import FeatureSplit, read_splits
+
+HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_f1", "lr", "epoch_time")
+
+
+@dataclass
+class _RunState:
+    """What changes from epoch to epoch besides weights, optimiser and scheduler."""
+
+    history: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in HISTORY_KEYS})
+    best_val_acc: float = -1.0
+    best_epoch: int = -1
+    patience_counter: int = 0
+    next_epoch: int = 0
+
+
+class EnhancedTemporalModelTrainer:
+    def __init__(
+        self,
+        features_dir: str | os.PathLike,
+        output_dir: str | os.PathLike,
+        device: str = "cuda",
+        model_config: ModelConfig | Mapping[str, Any] | None = None,
+        training_config: TrainingConfig | Mapping[str, Any] | None = None,
+        quiet: bool = False,
+    ) -> None:
+        self.features_dir = Path(features_dir)
+        self.output_dir = Path(output_dir)
+        self.device = resolve_device(device)
+        self.training_config = make_config(TrainingConfig, training_config)
+        self._model_overrides = dataclasses.asdict(model_config) if isinstance(model_config, ModelConfig) else dict(
+            model_config or {}
+        )
+        make_config(ModelConfig, self._model_overrides)  # fail early on unknown keys
+        self.quiet = quiet
+        self.splits: dict[str, FeatureSplit] = {}
+        self._splits_suffix: str | None = None
+        self._generator = torch.Generator()
+
+    # ----------------------------------------------------------------------------------------- data
+    def load_features(self, feature_file_suffix: str = "_multiscale") -> dict[str, FeatureSplit]:
+        """Read and cross-check the three splits once; later calls reuse them."""
+        if self._splits_suffix != feature_file_suffix:
+            self.splits = read_splits(self.features_dir, feature_file_suffix)
+            self._splits_suffix = feature_file_suffix
+        return self.splits
+
+    @property
+    def category_mapping(self) -> dict[str, int]:
+        return self.splits["train"].category_mapping
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.splits["train"].class_names
+
+    @property
+    def class_weights(self) -> torch.Tensor:
+        train = self.splits["train"]
+        return class_weights(train.labels, train.num_classes)
+
+    @property
+    def model_config(self) -> ModelConfig:
+        train = self.splits["train"]
+        overrides = dict(self._model_overrides)
+        for key, actual in (("feature_dim", train.feature_dim), ("num_classes", train.num_classes)):
+            if key in overrides and int(overrides[key]) != actual:
+                raise ConfigError(f"model_config.{key}={overrides[key]} but the feature files have {actual}")
+            overrides[key] = actual
+        return make_config(ModelConfig, overrides)
+
+    def create_dataloaders(
+        self, batch_size: int | None = None, num_workers: int | None = None, feature_file_suffix: str = "_multiscale"
+    ):
+        """Train (class-balanced sampling, augmented), validation and test loaders."""
+        cfg = self.training_config
+        splits = self.load_features(feature_file_suffix)
+        batch_size = batch_size or cfg.batch_size
+        num_workers = cfg.num_workers if num_workers is None else num_workers
+        self._generator.manual_seed(cfg.seed)
+        train = make_loader(splits["train"], batch_size, num_workers, train=True, generator=self._generator)
+        val = make_loader(splits["val"], batch_size, num_workers)
+        test = make_loader(splits["test"], batch_size, num_workers)
+        return train, val, test
+
+    # ------------------------------------------------------------------------------------- training
+    def train_single_model(
+        self,
+        num_epochs: int | None = None,
+        batch_size: int | None = None,
+        learning_rate: float | None = None,
+        model_name: str = "model",
+        feature_file_suffix: str = "_multiscale",
+        results_dir: str | os.PathLike = "results",
+        resume_from: str | os.PathLike | None = None,
+        seed: int | None = None,
+    ) -> tuple[SuperEnhancedTemporalModel, dict[str, Any]]:
+        """Train one model; returns it with its best weights, and its results (also written as JSON)."""
+        resume = load_checkpoint(resume_from) if resume_from else None
+        base = resume["training_config"] if resume and resume.get("training_config") else self.training_config
+        cfg = make_config(
+            TrainingConfig, base, num_epochs=num_epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed
+        )
+        train_loader, val_loader, test_loader = self._loaders_for(cfg, feature_file_suffix)
+        model_config = self.model_config
+        amp_dtype = resolve_precision(cfg.precision, self.device)
+
+        seed_everything(cfg.seed)
+        model = SuperEnhancedTemporalModel.from_config(model_config).to(self.device)
+        criterion = FocalLoss(self.class_weights, gamma=cfg.focal_gamma, smoothing=cfg.label_smoothing).to(self.device)
+        optimizer = AdamW(model.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+        scheduler = CosineAnnealingWarmRestarts(optimizer, T_0=cfg.scheduler_t0, T_mult=cfg.scheduler_t_mult,
+                                                eta_min=cfg.eta_min)
+        state = _RunState()
+        if resume is not None:
+            state = self._restore(resume, resume_from, model, optimizer, scheduler, model_config)
+
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        run_record = {
+            "model_name": model_name,
+            "features_dir": str(self.features_dir),
+            "feature_file_suffix": feature_file_suffix,
+            "device": str(self.device),
+            "precision": str(amp_dtype or torch.float32).removeprefix("torch."),
+            "resumed_from": str(resume_from) if resume_from else None,
+            "model_config": dataclasses.asdict(model_config),
+            "training_config": dataclasses.asdict(cfg),
+            "vidtempo_version": __version__,
+            "torch_version": torch.__version__,
+        }
+        write_json(run_record, self.output_dir / f"{model_name}_config.json")
+
+        context = _EpochContext(self, model, criterion, optimizer, scheduler, cfg, amp_dtype, model_name, model_config)
+        stopped_early = False
+        started = time.perf_counter()
+        for epoch in range(state.next_epoch, cfg.num_epochs):
+            self._seed_epoch(cfg.seed, epoch)
+            epoch_start = time.perf_counter()
+            train_metrics = context.train_epoch(train_loader, epoch)
+            val_metrics = self._evaluate_loss(model, val_loader, criterion, amp_dtype)
+            lr = optimizer.param_groups[0]["lr"]
+            epoch_time = time.perf_counter() - epoch_start
+            for key, value in (("train_loss", train_metrics["loss"]), ("train_acc", train_metrics["accuracy"]),
+                               ("val_loss", val_metrics["loss"]), ("val_acc", val_metrics["accuracy"]),
+                               ("val_f1", val_metrics["f1_weighted"]), ("lr", lr), ("epoch_time", epoch_time)):
+                state.history[key].append(float(value))
+            state.next_epoch = epoch + 1
+            if val_metrics["accuracy"] > state.best_val_acc:
+                state.best_val_acc, state.best_epoch, state.patience_counter = val_metrics["accuracy"], epoch, 0
+                context.save(self.output_dir / f"best_{model_name}.pt", epoch, state, val_metrics, train_metrics)
+            else:
+                state.patience_counter += 1
+            if cfg.checkpoint_every and epoch > 0 and epoch % cfg.checkpoint_every == 0:
+                context.save(self.output_dir / f"{model_name}_checkpoint_epoch_{epoch}.pt", epoch, state,
+                             val_metrics, train_metrics)
+                self._prune_checkpoints(model_name, cfg.keep_last_checkpoints)
+            self._log_epoch(model_name, epoch, cfg.num_epochs, train_metrics, val_metrics, lr, epoch_time,
+                            (time.perf_counter() - started) / (epoch + 1 - (resume["epoch"] + 1 if resume else 0)))
+            if state.patience_counter >= cfg.patience:
+                stopped_early = True
+                self._log(f"{model_name}: no validation improvement for {cfg.patience} epochs; stopping early")
+                break
+
+        best = load_checkpoint(self.output_dir / f"best_{model_name}.pt", map_location=self.device)
+        model.load_state_dict(best["model_state_dict"])
+        model.eval()
+        results = {
+            "model_name": model_name,
+            "best_epoch": state.best_epoch,
+            "best_val_acc": state.best_val_acc,
+            "stopped_early": stopped_early,
+            "epochs_trained": state.next_epoch,
+            "test": self._evaluate_probs(model, test_loader, tta=False, amp_dtype=amp_dtype),
+            "test_tta": self._evaluate_probs(model, test_loader, tta=True, amp_dtype=amp_dtype),
+            "history": state.history,
+            "model_config": dataclasses.asdict(model_config),
+            "training_config": dataclasses.asdict(cfg),
+        }
+        write_json(results, Path(results_dir) / f"{model_name}_results.json")
+        self._log(
+            f"{model_name}: best epoch {state.best_epoch} (val acc {state.best_val_acc:.2f}%), "
+            f"test acc {results['test']['accuracy']:.2f}% (TTA {results['test_tta']['accuracy']:.2f}%)"
+        )
+        return model, results
+
+    def train_ensemble(
+        self,
+        num_models: int = 3,
+        num_epochs: int | None = None,
+        batch_size: int | None = None,
+        learning_rate: float | None = None,
+        feature_file_suffix: str = "_multiscale",
+        results_dir: str | os.PathLike = "results",
+    ) -> tuple[Ensemble, dict[str, Any]]:
+        """Train members ``ensemble_model_1..N``, member i (0-based) seeded with ``seed + i``."""
+        if num_models < 1:
+            raise ConfigError(f"num_models must be at least 1, got {num_models}")
+        models, member_results, names = [], [], []
+        for i in range(num_models):
+            name = f"ensemble_model_{i + 1}"
+            model, results = self.train_single_model(
+                num_epochs=num_epochs, batch_size=batch_size, learning_rate=learning_rate, model_name=name,
+                feature_file_suffix=feature_file_suffix, results_dir=results_dir,
+                seed=self.training_config.seed + i,
+            )
+            models.append(model)
+            member_results.append(results)
+            names.append(name)
+        test = self.splits["test"]
+        ensemble = Ensemble(
+            models, self.category_mapping, names=names, feature_settings=test.extraction_settings(),
+            metadata=[{"best_epoch": r["best_epoch"], "best_val_acc": r["best_val_acc"]} for r in member_results],
+        )
+        plain, tta = ensemble.evaluate(test, tta=False), ensemble.evaluate(test, tta=True)
+        average = {
+            "accuracy": float(np.mean([r["test"]["accuracy"] for r in member_results])),
+            "accuracy_tta": float(np.mean([r["test_tta"]["accuracy"] for r in member_results])),
+        }
+        results = {
+            "num_models": num_models,
+            "ensemble": {"test": plain["ensemble"], "test_tta": tta["ensemble"]},
+            "members": member_results,
+            "members_average": average,
+            "improvement_over_members_average": {
+                "accuracy": plain["ensemble"]["accuracy"] - average["accuracy"],
+                "accuracy_tta": tta["ensemble"]["accuracy"] - average["accuracy_tta"],
+            },
+        }
+        write_json(results, Path(results_dir) / "ensemble_final_results.json")
+        self._log(
+            f"ensemble of {num_models}: test acc {plain['ensemble']['accuracy']:.2f}% "
+            f"(TTA {tta['ensemble']['accuracy']:.2f}%), members' average {average['accuracy']:.2f}%"
+        )
+        return ensemble, results
+
+    # -------------------------------------------------------------------------------------- helpers
+    def _loaders_for(self, cfg: TrainingConfig, suffix: str):
+        saved = self.training_config
+        self.training_config = cfg
+        try:
+            return self.create_dataloaders(cfg.batch_size, cfg.num_workers, suffix)
+        finally:
+            self.training_config = saved
+
+    def _seed_epoch(self, seed: int, epoch: int) -> None:
+        epoch_seed = derive_seed(seed, epoch)
+        seed_everything(epoch_seed)
+        self._generator.manual_seed(epoch_seed)
+
+    def _restore(self, payload, path, model, optimizer, scheduler, model_config: ModelConfig) -> _RunState:
+        saved_config = payload.get("model_config") or {}
+        if saved_config and make_config(ModelConfig, saved_config) != model_config:
+            raise CheckpointError(f"{path}: its model_config differs from this run's {dataclasses.asdict(model_config)}")
+        if payload.get("category_mapping") not in (None, self.category_mapping):
+            raise CheckpointError(f"{path}: its categories differ from the feature files'")
+        missing = [k for k in ("optimizer_state_dict", "scheduler_state_dict", "history", "epoch") if k not in payload]
+        if missing:
+            raise CheckpointError(f"{path}: cannot resume exactly, missing {', '.join(missing)}")
+        model.load_state_dict(payload["model_state_dict"])
+        optimizer.load_state_dict(payload["optimizer_state_dict"])
+        scheduler.load_state_dict(payload["scheduler_state_dict"])
+        history = {k: list(payload["history"].get(k, [])) for k in HISTORY_KEYS}
+        return _RunState(history, float(payload["best_val_acc"]), int(payload["best_epoch"]),
+                         int(payload["patience_counter"]), int(payload["epoch"]) + 1)
+
+    def _prune_checkpoints(self, model_name: str, keep: int) -> None:
+        prefix = f"{model_name}_checkpoint_epoch_"
+        found = []
+        for path in self.output_dir.glob(f"{prefix}*.pt"):
+            tail = path.stem[len(prefix):]
+            if tail.isdigit():
+                found.append((int(tail), path))
+        for _, path in sorted(found)[: max(len(found) - keep, 0)]:
+            path.unlink()
+
+    @torch.no_grad()
+    def _evaluate_loss(self, model, loader, criterion, amp_dtype) -> dict[str, Any]:
+        model.eval()
+        total_loss, preds, labels = 0.0, [], []
+        for features, targets, lengths in loader:
+            features, targets = features.to(self.device, non_blocking=True), targets.to(self.device)
+            with autocast(self.device, amp_dtype):
+                logits = model(features, lengths)
+            total_loss += float(criterion(logits, targets)) * targets.shape[0]
+            preds.append(logits.argmax(-1).cpu())
+            labels.append(targets.cpu())
+        labels_all = torch.cat(labels).numpy()
+        return classification_metrics(labels_all, torch.cat(preds).numpy(), self.class_names,
+                                      loss=total_loss / max(len(labels_all), 1))
+
+    def _evaluate_probs(self, model, loader, tta: bool, amp_dtype) -> dict[str, Any]:
+        model.eval()
+        preds, labels = [], []
+        for features, targets, lengths in loader:
+            preds.append(model_probabilities(model, features, lengths, tta=tta, amp_dtype=amp_dtype).argmax(-1))
+            labels.append(targets)
+        return classification_metrics(torch.cat(labels).numpy(), torch.cat(preds).numpy(), self.class_names)
+
+    def _log(self, message: str) -> None:
+        if not self.quiet:
+            tqdm.write(message, file=sys.stderr)
+
+    def _log_epoch(self, name, epoch, num_epochs, train, val, lr, seconds, mean_seconds) -> None:
+        eta = _format_duration(mean_seconds * (num_epochs - epoch - 1))
+        self._log(
+            f"{name} epoch {epoch + 1}/{num_epochs} | train loss {train['loss']:.4f} acc {train['accuracy']:.2f}% | "
+            f"val loss {val['loss']:.4f} acc {val['accuracy']:.2f}% f1 {val['f1_weighted']:.2f}% | "
+            f"lr {lr:.2e} | {seconds:.1f}s | ETA {eta}"
+        )
+
+
+class _EpochContext:
+    """The objects one run trains with, and how it steps and saves them."""
+
+    def __init__(self, trainer, model, criterion, optimizer, scheduler, cfg, amp_dtype, model_name, model_config):
+        self.trainer, self.model, self.criterion = trainer, model, criterion
+        self.optimizer, self.scheduler, self.cfg, self.amp_dtype = optimizer, scheduler, cfg, amp_dtype
+        self.model_name, self.model_config = model_name, model_config
+
+    def train_epoch(self, loader, epoch: int) -> dict[str, float]:
+        trainer, model, device = self.trainer, self.model, self.trainer.device
+        model.train()
+        num_batches = len(loader)
+        total_loss, correct, seen = 0.0, 0, 0
+        bar = tqdm(loader, desc=f"{self.model_name} epoch {epoch + 1}", leave=False, disable=trainer.quiet,
+                   unit="batch", dynamic_ncols=True)
+        for step, (features, targets, lengths) in enumerate(bar):
+            features, targets = features.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            with autocast(device, self.amp_dtype):
+                logits = model(features, lengths)
+            loss = self.criterion(logits, targets)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+            self.optimizer.step()
+            # Per batch, with the fractional epoch: restarts after 20, 40, 80 ... epochs.
+            self.scheduler.step(epoch + (step + 1) / num_batches)
+            batch_loss = float(loss.detach())
+            total_loss += batch_loss * targets.shape[0]
+            correct += int((logits.detach().argmax(-1) == targets).sum())
+            seen += targets.shape[0]
+            bar.set_postfix(loss=f"{batch_loss:.4f}")
+        if not math.isfinite(total_loss):
+            raise FloatingPointError(f"{self.model_name}: the training loss became {total_loss} in epoch {epoch + 1}")
+        return {"loss": total_loss / max(seen, 1), "accuracy": 100.0 * correct / max(seen, 1)}
+
+    def save(self, path: Path, epoch: int, state: _RunState, val_metrics, train_metrics) -> None:
+        trainer = self.trainer
+        save_checkpoint(
+            {
+                "epoch": epoch,
+                "model_state_dict": self.model.state_dict(),
+                "optimizer_state_dict": self.optimizer.state_dict(),
+                "scheduler_state_dict": self.scheduler.state_dict(),
+                "metrics": val_metrics,
+                "train_metrics": train_metrics,
+                "history": state.history,
+                "best_val_acc": state.best_val_acc,
+                "best_epoch": state.best_epoch,
+                "patience_counter": state.patience_counter,
+                "model_config": dataclasses.asdict(self.model_config),
+                "training_config": dataclasses.asdict(self.cfg),
+                "category_mapping": trainer.category_mapping,
+                "feature_settings": trainer.splits["train"].extraction_settings(),
+                "model_name": self.model_name,
+                "format_version": CHECKPOINT_FORMAT_VERSION,
+                "vidtempo_version": __version__,
+            },
+            path,
+        )
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
