@@ -67,7 +67,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as exc:
+        # torch names the class it would have had to import; anything else is a damaged file.
+        if "global" not in str(exc).lower():
+            raise CheckpointError(f"{path}: not a readable checkpoint (damaged or not a torch file)") from None
         raise CheckpointError(
             f"{path}: refused: the checkpoint holds pickled Python objects, not plain data "
             "(only tensors, numbers, strings, lists and dicts are loaded)"

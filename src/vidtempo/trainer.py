@@ -96,8 +96,12 @@ class EnhancedTemporalModelTrainer:
 
     @property
     def model_config(self) -> ModelConfig:
+        return self._model_config()
+
+    def _model_config(self, saved: Mapping[str, Any] | None = None) -> ModelConfig:
+        """The model for these files: a resumed checkpoint's settings, then this trainer's overrides."""
         train = self.splits["train"]
-        overrides = dict(self._model_overrides)
+        overrides = {**(saved or {}), **self._model_overrides}
         for key, actual in (("feature_dim", train.feature_dim), ("num_classes", train.num_classes)):
             if key in overrides and int(overrides[key]) != actual:
                 raise ConfigError(f"model_config.{key}={overrides[key]} but the feature files have {actual}")
@@ -137,7 +141,7 @@ class EnhancedTemporalModelTrainer:
             TrainingConfig, base, num_epochs=num_epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed
         )
         train_loader, val_loader, test_loader = self._loaders_for(cfg, feature_file_suffix)
-        model_config = self.model_config
+        model_config = self._model_config(resume.get("model_config") if resume else None)
         amp_dtype = resolve_precision(cfg.precision, self.device)
 
         seed_everything(cfg.seed)

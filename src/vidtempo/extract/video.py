@@ -135,5 +135,6 @@ def _video_stream(container: av.container.InputContainer, path: str | os.PathLik
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    # FFmpeg errors carry the file name and errno in str(); their strerror is the part worth reading.
+    text = (getattr(exc, "strerror", None) or str(exc)).strip() or type(exc).__name__
     return text.splitlines()[0][:200]

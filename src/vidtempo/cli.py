@@ -1,0 +1,219 @@
+"""The ``vidtempo`` command: a thin layer over the Python API.
+
+Exit status: 0 on success, 2 for bad input or usage (one line naming the file or argument), 1 for anything
+unexpected (with its traceback, since that is a bug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .errors import VidtempoError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.formatwarning = lambda message, category, *rest: f"vidtempo: warning: {message}\n"
+    try:
+        return int(args.run(args) or 0)
+    except VidtempoError as exc:
+        print(f"vidtempo: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vidtempo: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidtempo", description="Sort videos by content type.")
+    parser.add_argument("--version", action="version", version=f"vidtempo {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_extract(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_inspect(sub)
+    _add_demo(sub)
+    return parser
+
+
+# --------------------------------------------------------------------------------------------- extract
+def _add_extract(sub) -> None:
+    try:
+        from .extract.cli import add_extract_arguments, run_extract
+    except ImportError:  # extraction needs PyAV and the backbone weights package
+        return
+    p = sub.add_parser("extract", help="decode videos and write per-frame CNN features to the feature store")
+    add_extract_arguments(p)
+    p.set_defaults(run=run_extract)
+
+
+# ----------------------------------------------------------------------------------------------- train
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train one model or an ensemble on a feature folder")
+    p.add_argument("--features-dir", required=True, type=Path, help="folder with {split}_features{suffix}.h5")
+    p.add_argument("--output-dir", required=True, type=Path, help="where checkpoints go")
+    p.add_argument("--results-dir", type=Path, help="where results JSON goes (default: OUTPUT_DIR/results)")
+    p.add_argument("--suffix", help="feature file suffix (default: _multiscale or none, whichever exists)")
+    p.add_argument("--num-models", type=int, default=3, help="ensemble members (default 3)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default 150)")
+    p.add_argument("--batch-size", type=int, help="batch size (default 48)")
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    p.add_argument("--workers", type=int, help="data loader workers (default 4)")
+    p.add_argument("--seed", type=int, help="random seed of the first member (default 42)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="numeric precision (default auto)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--model-config", type=Path, help="JSON file of model settings")
+    p.add_argument("--training-config", type=Path, help="JSON file of training settings")
+    p.add_argument("--resume", type=Path, help="continue the run saved in this checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args) -> int:
+    from .checkpoint import load_checkpoint
+    from .config import load_config_file
+    from .store import detect_suffix
+    from .trainer import EnhancedTemporalModelTrainer
+
+    if args.num_models < 1:
+        raise VidtempoError(f"--num-models must be at least 1, got {args.num_models}")
+    model_config = load_config_file(args.model_config) if args.model_config else None
+    training_config = load_config_file(args.training_config) if args.training_config else {}
+    for key, value in (("num_workers", args.workers), ("seed", args.seed), ("precision", args.precision)):
+        if value is not None:
+            training_config[key] = value
+    suffix = detect_suffix(args.features_dir) if args.suffix is None else args.suffix
+    trainer = EnhancedTemporalModelTrainer(
+        args.features_dir, args.output_dir, device=args.device, model_config=model_config,
+        training_config=training_config, quiet=args.quiet,
+    )
+    results_dir = args.results_dir or args.output_dir / "results"
+    common = dict(num_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                  feature_file_suffix=suffix, results_dir=results_dir)
+    if args.resume:
+        name = load_checkpoint(args.resume).get("model_name") or "ensemble_model_1"
+        _, results = trainer.train_single_model(model_name=name, resume_from=args.resume, **common)
+        print(f"{name}: test accuracy {results['test']['accuracy']:.2f}% -> {results_dir}/{name}_results.json")
+    elif args.num_models == 1:
+        _, results = trainer.train_single_model(model_name="ensemble_model_1", **common)
+        print(f"test accuracy {results['test']['accuracy']:.2f}% -> {results_dir}/ensemble_model_1_results.json")
+    else:
+        _, results = trainer.train_ensemble(num_models=args.num_models, **common)
+        print(
+            f"ensemble test accuracy {results['ensemble']['test']['accuracy']:.2f}% "
+            f"(TTA {results['ensemble']['test_tta']['accuracy']:.2f}%) -> {results_dir}/ensemble_final_results.json"
+        )
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- evaluate
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score checkpoints on a feature split, members and ensemble")
+    p.add_argument("--features-dir", required=True, type=Path)
+    p.add_argument("--checkpoints", required=True, nargs="+", type=Path, help="a folder of best_*.pt, or files")
+    p.add_argument("--split", default="test", help="split to score (default test)")
+    p.add_argument("--suffix", help="feature file suffix (default: _multiscale or none, whichever exists)")
+    p.add_argument("--tta", action="store_true", help="also score with test-time augmentation")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--output", type=Path, help="JSON report (default: CHECKPOINTS/evaluation_{split}.json)")
+    p.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from .checkpoint import write_json
+    from .ensemble import Ensemble
+    from .store import detect_suffix, read_split, split_path
+
+    suffix = detect_suffix(args.features_dir) if args.suffix is None else args.suffix
+    split = read_split(split_path(args.features_dir, args.split, suffix))
+    source = args.checkpoints[0] if len(args.checkpoints) == 1 else args.checkpoints
+    ensemble = Ensemble.from_checkpoints(source, device=args.device)
+    report: dict[str, Any] = {"file": str(split.path), "split": args.split, "classes": ensemble.class_names,
+                              "plain": ensemble.evaluate(split, tta=False)}
+    if args.tta:
+        report["tta"] = ensemble.evaluate(split, tta=True)
+    first = args.checkpoints[0]
+    output = args.output or (first if first.is_dir() else first.parent) / f"evaluation_{args.split}.json"
+    write_json(report, output)
+    print(_format_evaluation(report))
+    print(f"report: {output}")
+    return 0
+
+
+def _format_evaluation(report: dict[str, Any]) -> str:
+    modes = [m for m in ("plain", "tta") if m in report]
+    header = f"{'model':<24}" + "".join(f"{m + ' acc':>12}{m + ' F1':>12}" for m in modes)
+    lines = [f"{report['file']} ({report['split']}, {report['plain']['ensemble']['num_samples']} videos)", header]
+    names = list(report["plain"]["members"]) + ["ensemble"]
+    for name in names:
+        row = f"{name:<24}"
+        for mode in modes:
+            m = report[mode]["members"].get(name) if name != "ensemble" else report[mode]["ensemble"]
+            row += f"{m['accuracy']:>11.2f}%{m['f1_weighted']:>11.2f}%"
+        lines.append(row)
+    ensemble = report["plain"]["ensemble"]
+    lines.append("per-class F1 (ensemble): " + ", ".join(f"{k} {v:.1f}%" for k, v in ensemble["per_class_f1"].items()))
+    lines.append("confusion matrix (rows: true, columns: predicted; " + ", ".join(report["classes"]) + "):")
+    lines.extend("  " + " ".join(f"{v:>6d}" for v in row) for row in ensemble["confusion_matrix"])
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- inspect
+def _add_inspect(sub) -> None:
+    p = sub.add_parser("inspect", help="validate one feature file and summarise it")
+    p.add_argument("file", type=Path, help="a {split}_features{suffix}.h5 file")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(run=_run_inspect)
+
+
+def _run_inspect(args) -> int:
+    from .store import read_split, summarize
+
+    summary = summarize(read_split(args.file))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    frames = summary["frames_per_video"]
+    print(f"{summary['file']}: valid")
+    print(f"  videos        {summary['num_videos']}")
+    print(f"  frames        max {summary['max_frames']} (per video min {frames['min']}, mean {frames['mean']}, "
+          f"max {frames['max']})")
+    print(f"  feature dim   {summary['feature_dim']}")
+    print(f"  multi-scale   {summary['multi_scale']}")
+    print(f"  video ids     {'yes' if summary['has_video_ids'] else 'no'}")
+    print("  classes")
+    for name, count in summary["classes"].items():
+        print(f"    {name:<24} {count}")
+    if summary["extra_attributes"]:
+        print("  extra attributes")
+        for key, value in summary["extra_attributes"].items():
+            print(f"    {key:<24} {value}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ demo
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="run the pipeline offline on a built-in default data set")
+    p.add_argument("--output-dir", type=Path, default=Path("demo_output"))
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--num-models", type=int, default=2)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.output_dir, epochs=args.epochs, num_models=args.num_models, quiet=args.quiet)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""Stage 1: decode videos, sample frames, run a frozen CNN, store per-frame features (SPEC section 3)."""
+
+from .backbones import FrozenBackbone, backbone_names, build_backbone
+from .extractor import ExtractionFailed, ExtractionReport, FeatureExtractor, SplitReport, extract_features
+from .multiscale import DEFAULT_SCALES, multiscale_length, multiscale_sequence, scale_indices
+from .settings import ExtractionSettings, RunOptions
+from .video import VideoDecodeError, decode_clip, load_video_frames, uniform_indices
+
+__all__ = [
+    "DEFAULT_SCALES",
+    "ExtractionFailed",
+    "ExtractionReport",
+    "ExtractionSettings",
+    "FeatureExtractor",
+    "FrozenBackbone",
+    "RunOptions",
+    "SplitReport",
+    "VideoDecodeError",
+    "backbone_names",
+    "build_backbone",
+    "decode_clip",
+    "extract_features",
+    "load_video_frames",
+    "multiscale_length",
+    "multiscale_sequence",
+    "scale_indices",
+    "uniform_indices",
+]

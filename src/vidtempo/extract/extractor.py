@@ -1,0 +1,391 @@
+"""Videos in, one HDF5 feature file per split out.
+
+Decoder worker processes (a torch DataLoader over videos) decode and sample frames while the main process
+runs the CNN on the previous video, so decoding and inference overlap. Each video's frames go through the
+CNN in chunks of ``batch_size`` frames of that video only: a video's features then depend on nothing but the
+video and the settings, so they are the same in every run and every split.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from ..errors import VidtempoError
+from ..store import split_path, write_split
+from .backbones import FrozenBackbone, build_backbone, feature_dim
+from .catalog import VideoItem, scan_videos
+from .multiscale import multiscale_sequence
+from .resume import PartialSplit
+from .settings import ExtractionSettings, RunOptions
+from .video import VideoDecodeError, decode_clip
+
+
+class ExtractionFailed(Exception):
+    """A video failed under ``strict``: the run stops with exit status 1 (not a usage error)."""
+
+
+def failures_path(output_dir: str | os.PathLike, split: str, suffix: str = "") -> Path:
+    """Where the videos a split could not decode are listed, next to its feature file."""
+    return Path(output_dir) / f"{split}_failures{suffix}.json"
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        print("vidtempo: warning: CUDA is not available; extracting on the CPU", file=sys.stderr)
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def default_workers(device: torch.device) -> int:
+    """Decoder processes. On a CPU they share the cores with the CNN, so leave it half of them."""
+    cores = os.cpu_count() or 2
+    if device.type == "cuda":
+        return max(1, min(8, cores - 1))
+    return max(1, min(8, cores // 2))
+
+
+@dataclass
+class SplitReport:
+    split: str
+    output: Path
+    videos: int = 0
+    extracted: int = 0  # videos whose features this run computed
+    resumed: int = 0  # videos taken from an interrupted run's saved progress
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (video_id, reason)
+    frames: int = 0  # frames that went through the CNN in this run
+    seconds: float = 0.0
+    skipped: bool = False  # already extracted, left as it was
+    failures_file: Path | None = None
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        if self.skipped:
+            return f"{self.split}: already extracted, kept {self.output} (use --overwrite to redo)"
+        done = self.videos - len(self.failed)
+        resumed = f" ({self.extracted} extracted, {self.resumed} resumed)" if self.resumed else ""
+        parts = [
+            f"{self.split}: {done}/{self.videos} videos done{resumed},",
+            f"{len(self.failed)} failed,",
+            f"{self.frames} frames in {self.seconds:.1f} s ({self.frames_per_second:.1f} frames/s)",
+        ]
+        return " ".join(parts) + f" -> {self.output}"
+
+
+@dataclass
+class ExtractionReport:
+    splits: dict[str, SplitReport] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> int:
+        return sum(len(r.failed) for r in self.splits.values())
+
+
+class _DecodeVideos(Dataset):
+    """Item i: (i, uint8 frames [T, 3, S, S] or None, failure reason or None). Runs in decoder workers."""
+
+    def __init__(self, items: Sequence[VideoItem], frames_per_video: int, image_size: int):
+        self.items = list(items)
+        self.frames_per_video = frames_per_video
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+        path = self.items[index].path
+        try:
+            return index, decode_clip(path, self.frames_per_video, self.image_size).frames, None
+        except VideoDecodeError as exc:
+            return index, None, str(exc).removeprefix(f"{path}: ")
+        except Exception as exc:  # a decoder crash on one file must not end the run
+            return index, None, f"unexpected decoding error ({type(exc).__name__}: {exc})"
+
+
+# How much to lower decoder processes' priority when they share the CPU with the CNN.
+DECODER_NICENESS = int(os.environ.get("VIDTEMPO_DECODER_NICE", "10"))
+
+
+def _decoder_priority(worker_id: int) -> None:
+    """The CNN's threads meet at a barrier after every layer, so a decoder that preempts one of them stalls
+    them all. At a lower priority decoders take the cycles the CNN leaves idle (and all of them while it
+    waits for the next video), which keeps the CNN at its full speed."""
+    try:
+        os.nice(DECODER_NICENESS)
+    except OSError:
+        pass
+
+
+class FeatureExtractor:
+    """Turns videos into feature sequences with one set of ExtractionSettings."""
+
+    def __init__(
+        self,
+        settings: ExtractionSettings | None = None,
+        *,
+        device: str = "auto",
+        batch_size: int = 32,
+        workers: int | None = None,
+        backbone: FrozenBackbone | None = None,
+    ):
+        self.settings = settings or ExtractionSettings()
+        self.device = resolve_device(device)
+        if batch_size < 1:
+            raise VidtempoError(f"--batch-size must be at least 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.workers = default_workers(self.device) if workers is None else workers
+        self._backbone = backbone
+
+    @classmethod
+    def from_settings(
+        cls, settings: ExtractionSettings | Mapping[str, Any], **runtime: Any
+    ) -> "FeatureExtractor":
+        """An extractor that reproduces the features of a file whose attributes (or a checkpoint's copy of
+        them) are ``settings``; ``runtime`` takes device, batch_size, workers."""
+        if not isinstance(settings, ExtractionSettings):
+            settings = ExtractionSettings.from_attrs(settings)
+        return cls(settings, **runtime)
+
+    @property
+    def backbone(self) -> FrozenBackbone:
+        if self._backbone is None:
+            self._backbone = build_backbone(self.settings.backbone, self.settings.weights, self.device)
+        return self._backbone
+
+    @property
+    def feature_dim(self) -> int:
+        return feature_dim(self.settings.backbone)
+
+    def frame_features(self, frames: torch.Tensor) -> np.ndarray:
+        """CNN features of each frame: uint8 (or 0..1 float) ``[T, 3, S, S]`` -> float32 ``[T, D]``."""
+        outputs = []
+        for start in range(0, frames.shape[0], self.batch_size):
+            chunk = frames[start : start + self.batch_size].to(self.device, non_blocking=True)
+            outputs.append(self.backbone(chunk).cpu())
+        return torch.cat(outputs).numpy()
+
+    def sequence_features(self, frames: torch.Tensor) -> np.ndarray:
+        """The stored sequence of a video from its sampled frames: ``[T, D]``, or ``[T', D]`` multi-scale."""
+        features = self.frame_features(frames)
+        if self.settings.multi_scale:
+            features = multiscale_sequence(features, self.settings.scales)
+        return np.ascontiguousarray(features, dtype=np.float32)
+
+    def extract_video(self, path: str | os.PathLike) -> np.ndarray:
+        """Features of one video file, exactly as a split extraction would store them. Raises
+        VideoDecodeError (a VidtempoError) when the file cannot be decoded."""
+        clip = decode_clip(path, self.settings.frames_per_video, self.settings.image_size)
+        return self.sequence_features(clip.frames)
+
+    def extract_split(
+        self,
+        split: str,
+        items: Sequence[VideoItem],
+        output_path: Path,
+        category_mapping: Mapping[str, int],
+        *,
+        strict: bool = False,
+        quiet: bool = False,
+    ) -> SplitReport:
+        """Extract ``items`` into ``output_path``, resuming saved progress. The file appears under its final
+        name only when complete."""
+        report = SplitReport(split=split, output=output_path, videos=len(items))
+        partial = PartialSplit(output_path, self.settings.identity(), self.feature_dim)
+        try:
+            pending = [item for item in items if partial.finished(item) is None]
+            report.resumed = len(items) - len(pending)
+            started = time.perf_counter()
+            self._run(split, pending, partial, report, strict=strict, quiet=quiet)
+            report.seconds = time.perf_counter() - started
+            self._write(items, partial, output_path, category_mapping, report, strict=strict)
+        except BaseException:
+            partial.close()  # keep the progress for the next run
+            raise
+        partial.remove()
+        return report
+
+    def _run(
+        self,
+        split: str,
+        pending: list[VideoItem],
+        partial: PartialSplit,
+        report: SplitReport,
+        *,
+        strict: bool,
+        quiet: bool,
+    ) -> None:
+        if not pending:
+            return
+        loader = DataLoader(
+            _DecodeVideos(pending, self.settings.frames_per_video, self.settings.image_size),
+            batch_size=None,  # one video per item; the CNN batches frames itself
+            shuffle=False,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=2 if self.workers > 0 else None,
+            worker_init_fn=_decoder_priority if self.device.type == "cpu" else None,
+        )
+        started = time.perf_counter()
+        with tqdm(
+            total=report.videos,
+            initial=report.resumed,
+            desc=split,
+            unit="video",
+            disable=quiet,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        ) as bar:
+            for index, frames, error in loader:
+                item = pending[index]
+                if frames is None:
+                    partial.add_failure(item, error)
+                    if strict:
+                        raise ExtractionFailed(f"{item.video_id}: {error} (--strict)")
+                else:
+                    partial.add_features(item, self.sequence_features(frames))
+                    report.extracted += 1
+                    report.frames += int(frames.shape[0])
+                bar.update(1)
+                bar.set_postfix_str(f"{report.frames / max(time.perf_counter() - started, 1e-9):.1f} frames/s")
+
+    def _write(
+        self,
+        items: Sequence[VideoItem],
+        partial: PartialSplit,
+        output_path: Path,
+        category_mapping: Mapping[str, int],
+        report: SplitReport,
+        *,
+        strict: bool,
+    ) -> None:
+        kept: list[tuple[VideoItem, np.ndarray]] = []
+        for item in items:
+            record = partial.records.get(item.video_id)
+            if record is None:
+                report.failed.append((item.video_id, "changed or vanished during extraction"))
+            elif record.failed:
+                report.failed.append((item.video_id, record.error or "failed"))
+            else:
+                kept.append((item, partial.features(record)))
+        suffix = self.settings.suffix
+        failures_file = failures_path(output_path.parent, report.split, suffix)
+        if report.failed:
+            _write_failures(failures_file, report)
+            report.failures_file = failures_file
+        elif failures_file.exists():
+            failures_file.unlink()  # from an earlier run; nothing failed this time
+        if strict and report.failed:
+            video_id, reason = report.failed[0]
+            raise ExtractionFailed(f"{video_id}: {reason} (--strict)")
+        if not kept:
+            raise VidtempoError(
+                f"{report.split}: none of its {len(items)} videos could be decoded (listed in {failures_file})"
+            )
+        max_steps = max(f.shape[0] for _, f in kept)
+        features = np.zeros((len(kept), max_steps, self.feature_dim), dtype=np.float32)
+        for row, (_, seq) in enumerate(kept):
+            features[row, : seq.shape[0]] = seq
+        write_split(
+            output_path,
+            features,
+            labels=[item.label for item, _ in kept],
+            num_frames=[seq.shape[0] for _, seq in kept],
+            category_mapping=category_mapping,
+            multi_scale=self.settings.multi_scale,
+            video_ids=[item.video_id for item, _ in kept],
+            extra_attrs=self.settings.file_attrs(),
+        )
+
+
+def _write_failures(path: Path, report: SplitReport) -> None:
+    payload = {
+        "split": report.split,
+        "failed": [{"video": video_id, "error": reason} for video_id, reason in report.failed],
+    }
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _existing_attrs(path: Path) -> dict[str, Any]:
+    try:
+        with h5py.File(path, "r") as f:
+            return dict(f.attrs)
+    except OSError:
+        return {}
+
+
+def extract_features(
+    videos_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    settings: ExtractionSettings | None = None,
+    options: RunOptions | None = None,
+    splits: Sequence[str] | None = None,
+) -> ExtractionReport:
+    """Extract every split of ``videos_dir`` into ``output_dir``. Raises VidtempoError for bad input and
+    ExtractionFailed when a video fails under ``options.strict``."""
+    settings = settings or ExtractionSettings()
+    options = options or RunOptions()
+    catalog = scan_videos(videos_dir, splits)
+    output_dir = Path(output_dir)
+    report = ExtractionReport()
+    todo: list[str] = []
+    for split in catalog.splits:
+        path = split_path(output_dir, split, settings.suffix)
+        if path.exists() and not options.overwrite:
+            differing = settings.matches_attrs(_existing_attrs(path))
+            if differing:
+                raise VidtempoError(
+                    f"{path}: already extracted with other settings ({'; '.join(differing)}); "
+                    "use --overwrite to replace it"
+                )
+            skipped = SplitReport(split=split, output=path, videos=len(catalog.splits[split]), skipped=True)
+            report.splits[split] = skipped
+            if not options.quiet:
+                print(skipped.summary())
+        else:
+            todo.append(split)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    extractor = FeatureExtractor(settings, device=options.device, batch_size=options.batch_size, workers=options.workers)
+    for split in todo:
+        items = catalog.splits[split]
+        if not items:
+            if not options.quiet:
+                print(f"{split}: no videos, nothing to extract")
+            continue
+        path = split_path(output_dir, split, settings.suffix)
+        split_report = extractor.extract_split(
+            split, items, path, catalog.category_mapping, strict=options.strict, quiet=options.quiet
+        )
+        report.splits[split] = split_report
+        _announce(split_report, options.quiet)
+    return report
+
+
+def _announce(report: SplitReport, quiet: bool) -> None:
+    if not quiet:
+        print(report.summary())
+        for video_id, reason in report.failed:
+            print(f"  failed: {video_id}: {reason}")
+    if report.failed:
+        print(
+            f"vidtempo: warning: {report.split}: {len(report.failed)} video(s) could not be decoded, "
+            f"listed in {report.failures_file}",
+            file=sys.stderr,
+        )

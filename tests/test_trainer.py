@@ -1,0 +1,143 @@
+"""EnhancedTemporalModelTrainer: the seed's API as written, files left, exact resume, learning."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_MODEL, TINY_TRAINING
+from vidtempo import Ensemble, EnhancedTemporalModelTrainer
+from vidtempo.synthetic import write_synthetic_features
+
+
+def make_trainer(features, output, **training):
+    return EnhancedTemporalModelTrainer(features, output, device="cpu", model_config=TINY_MODEL,
+                                        training_config={**TINY_TRAINING, **training}, quiet=True)
+
+
+def test_seed_import_path_and_cuda_fallback(small_features, tmp_path):
+    from model_train_new import EnhancedTemporalModelTrainer as SeedName
+
+    assert SeedName is EnhancedTemporalModelTrainer
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present, so there is no fallback to see")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = SeedName(features_dir=str(small_features), output_dir=str(tmp_path / "checkpoints"), device="cuda")
+    assert trainer.device.type == "cpu"
+    assert len([w for w in caught if "CUDA" in str(w.message)]) == 1
+
+
+def test_single_model_leaves_the_seed_files(small_features, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    trainer = make_trainer(small_features, "checkpoints", checkpoint_every=2)
+    model, results = trainer.train_single_model(num_epochs=10, batch_size=48, learning_rate=1e-3,
+                                                model_name="ensemble_model_1", feature_file_suffix="_multiscale",
+                                                results_dir="results")
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["best_ensemble_model_1.pt", "ensemble_model_1_checkpoint_epoch_4.pt",
+                     "ensemble_model_1_checkpoint_epoch_6.pt", "ensemble_model_1_checkpoint_epoch_8.pt",
+                     "ensemble_model_1_config.json"]
+    saved = json.loads((tmp_path / "results" / "ensemble_model_1_results.json").read_text())
+    assert {"best_epoch", "best_val_acc", "stopped_early", "test", "test_tta", "history"} <= set(saved)
+    assert len(saved["history"]["val_acc"]) == 10
+    assert saved["best_val_acc"] == max(saved["history"]["val_acc"])
+    assert saved["best_epoch"] == saved["history"]["val_acc"].index(saved["best_val_acc"])
+    for path in (tmp_path / "checkpoints").glob("*.pt"):
+        payload = torch.load(path, weights_only=True)
+        for key in ("epoch", "model_state_dict", "optimizer_state_dict", "scheduler_state_dict", "metrics",
+                    "train_metrics", "history", "best_val_acc", "best_epoch", "patience_counter", "model_config",
+                    "training_config", "category_mapping"):
+            assert key in payload, (path.name, key)
+    best = torch.load(tmp_path / "checkpoints" / "best_ensemble_model_1.pt", weights_only=True)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, best["model_state_dict"][name]), "the returned model holds the best weights"
+    config = json.loads((tmp_path / "checkpoints" / "ensemble_model_1_config.json").read_text())
+    assert config["training_config"]["checkpoint_every"] == 2 and config["model_config"]["hidden_dim"] == 32
+
+
+def test_early_stopping_after_patience(small_features, tmp_path):
+    trainer = make_trainer(small_features, tmp_path / "c", patience=2, learning_rate=1e-7)
+    _, results = trainer.train_single_model(num_epochs=30, model_name="m", results_dir=tmp_path / "r")
+    assert results["stopped_early"]
+    assert results["epochs_trained"] == results["best_epoch"] + 3
+
+
+def _final_state(trainer, name, **kwargs):
+    model, results = trainer.train_single_model(model_name=name, **kwargs)
+    last = torch.load(trainer.output_dir / f"{name}_checkpoint_epoch_8.pt", weights_only=True)
+    return model.state_dict(), results, last
+
+
+def test_resume_ends_exactly_where_the_uncut_run_ends(small_features, tmp_path):
+    settings = dict(checkpoint_every=2, num_workers=2)
+    uncut_state, uncut, uncut_last = _final_state(make_trainer(small_features, tmp_path / "a", **settings), "m",
+                                                  num_epochs=10, results_dir=tmp_path / "ra")
+    # The cut run stops after epoch 5 (0-based 4), as a crash right after that checkpoint would.
+    cut = make_trainer(small_features, tmp_path / "b", **settings)
+    cut.train_single_model(model_name="m", num_epochs=5, results_dir=tmp_path / "rb")
+    torch.manual_seed(1234)  # whatever ran before in the process must not matter
+    np.random.seed(99)
+    resumed_trainer = make_trainer(small_features, tmp_path / "b", **settings)
+    resumed_state, resumed, resumed_last = _final_state(
+        resumed_trainer, "m", num_epochs=10, results_dir=tmp_path / "rb",
+        resume_from=tmp_path / "b" / "m_checkpoint_epoch_4.pt")
+    assert _same_history(resumed, uncut)
+    assert resumed["best_epoch"] == uncut["best_epoch"]
+    for name in uncut_state:
+        assert torch.equal(resumed_state[name], uncut_state[name]), name
+        assert torch.equal(resumed_last["model_state_dict"][name], uncut_last["model_state_dict"][name]), name
+
+
+def _same_history(a, b):
+    # epoch_time differs between runs; everything else must be identical.
+    return all(a["history"][k] == b["history"][k] for k in a["history"] if k != "epoch_time")
+
+
+def test_same_seed_gives_the_same_weights(small_features, tmp_path):
+    first, _ = make_trainer(small_features, tmp_path / "a").train_single_model(
+        num_epochs=2, model_name="m", results_dir=tmp_path / "r")
+    torch.manual_seed(7)
+    torch.randn(100)
+    second, _ = make_trainer(small_features, tmp_path / "b").train_single_model(
+        num_epochs=2, model_name="m", results_dir=tmp_path / "r")
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_ensemble_members_and_results(small_features, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    trainer = make_trainer(small_features, "checkpoints")
+    ensemble, results = trainer.train_ensemble(num_models=2, num_epochs=3, batch_size=48, learning_rate=1e-3,
+                                               feature_file_suffix="_multiscale", results_dir="results")
+    assert isinstance(ensemble, Ensemble) and len(ensemble) == 2
+    assert (tmp_path / "checkpoints" / "best_ensemble_model_1.pt").is_file()
+    assert (tmp_path / "checkpoints" / "best_ensemble_model_2.pt").is_file()
+    saved = json.loads((tmp_path / "results" / "ensemble_final_results.json").read_text())
+    assert {"ensemble", "members", "members_average", "improvement_over_members_average"} <= set(saved)
+    assert [m["training_config"]["seed"] for m in saved["members"]] == [42, 43]
+    loaded = Ensemble.from_checkpoints(tmp_path / "checkpoints")
+    feats = torch.from_numpy(trainer.splits["test"].features)
+    lengths = torch.from_numpy(trainer.splits["test"].num_frames)
+    torch.testing.assert_close(loaded.predict_proba(feats, lengths), ensemble.predict_proba(feats, lengths))
+
+
+def test_it_learns_what_a_frame_mean_cannot(tmp_path):
+    write_synthetic_features(tmp_path / "f", videos_per_split={"train": 256, "val": 64, "test": 128})
+    started = time.perf_counter()
+    trainer = make_trainer(tmp_path / "f", tmp_path / "c")
+    _, results = trainer.train_single_model(num_epochs=15, model_name="m", results_dir=tmp_path / "r")
+    elapsed = time.perf_counter() - started
+    assert results["test"]["accuracy"] >= 90.0, results["history"]["val_acc"]
+    print(f"reached {results['test']['accuracy']:.1f}% test accuracy in {elapsed:.1f}s")
+    # A mean over frames carries no class information in this task.
+    split = trainer.splits["test"]
+    means = np.stack([split.features[i, :n].mean(0) for i, n in enumerate(split.num_frames)])
+    centroids = np.stack([means[split.labels == c].mean(0) for c in range(4)])
+    spread = np.linalg.norm(centroids - centroids.mean(0), axis=1).max()
+    assert spread < 0.2 * np.linalg.norm(centroids, axis=1).mean()
