@@ -203,7 +203,7 @@ def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="run the pipeline offline on a built-in default data set")
     p.add_argument("--output-dir", type=Path, default=Path("demo_output"))
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--num-models", type=int, default=2)
+    p.add_argument("--num-models", type=int, default=3)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_run_demo)
 

@@ -16,12 +16,12 @@ from .synthetic import write_synthetic_features
 from .trainer import EnhancedTemporalModelTrainer
 
 # Small enough to train in seconds per member on a laptop CPU; the default model is the seed's full size.
-DEMO_MODEL = {"hidden_dim": 64, "num_lstm_layers": 2, "num_attention_heads": 4, "dropout": 0.2}
-DEMO_TRAINING = {"learning_rate": 3e-3, "batch_size": 32, "patience": 10, "checkpoint_every": 10,
+DEMO_MODEL = {"hidden_dim": 48, "num_lstm_layers": 1, "num_attention_heads": 4, "dropout": 0.1}
+DEMO_TRAINING = {"learning_rate": 3e-3, "batch_size": 32, "patience": 15, "checkpoint_every": 10,
                  "num_workers": 0}
 
 
-def run_demo(output_dir: str | os.PathLike, epochs: int = 30, num_models: int = 2, quiet: bool = False) -> dict:
+def run_demo(output_dir: str | os.PathLike, epochs: int = 30, num_models: int = 3, quiet: bool = False) -> dict:
     output_dir = Path(output_dir)
     features_dir = output_dir / "features"
     write_synthetic_features(features_dir)
