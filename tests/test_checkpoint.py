@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -39,6 +40,14 @@ def test_saved_checkpoints_are_plain_and_atomic(tmp_path):
     path = save_checkpoint({"model_state_dict": {"w": torch.ones(2)}, "history": {"a": [1.0]}}, tmp_path / "x.pt")
     assert torch.load(path, weights_only=True)["history"] == {"a": [1.0]}
     assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]
+
+
+def test_numpy_numbers_in_seed_checkpoints_load(tmp_path):
+    """The seed system stored metrics computed with numpy; those numbers are data, not code."""
+    metrics = {"accuracy": np.float64(91.9), "per_class_f1": np.array([90.0, 80.5]), "n": np.int64(3)}
+    torch.save({"model_state_dict": {"w": torch.zeros(1)}, "metrics": metrics}, tmp_path / "seed.pt")
+    loaded = load_checkpoint(tmp_path / "seed.pt")["metrics"]
+    assert loaded["accuracy"] == 91.9 and loaded["per_class_f1"].tolist() == [90.0, 80.5]
 
 
 def test_unreadable_checkpoints_are_refused(tmp_path):

@@ -16,11 +16,23 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .errors import CheckpointError
 
 CHECKPOINT_FORMAT_VERSION = 1
+
+# numpy numbers and arrays of numbers, as the seed system's metrics hold them. These rebuild plain data
+# and run no code; an object array would still need a further global and be refused.
+_NUMPY_GLOBALS = [
+    np._core.multiarray._reconstruct if hasattr(np, "_core") else np.core.multiarray._reconstruct,
+    np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar,
+    np.ndarray,
+    np.dtype,
+    *{type(np.dtype(t)) for t in ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
+                                  "bool")},
+]
 
 
 def _temp_path(path: Path) -> Path:
@@ -66,7 +78,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(_NUMPY_GLOBALS):
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch names the class it would have had to import; anything else is a damaged file.
         if "global" not in str(exc).lower():

@@ -1,0 +1,77 @@
+"""Ensemble: loading members, probabilities, TTA, and the seed system's checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vidtempo import Ensemble, SuperEnhancedTemporalModel
+from vidtempo.errors import CheckpointError
+
+SEED_MODEL_CONFIG = {"feature_dim": 12, "hidden_dim": 16, "num_classes": 4, "num_lstm_layers": 2,
+                     "num_attention_heads": 4, "dropout": 0.4, "bidirectional": True}
+
+
+def write_seed_checkpoint(path, seed):
+    """A checkpoint with only the keys the seed system's trainer saves."""
+    torch.manual_seed(seed)
+    model = SuperEnhancedTemporalModel(**SEED_MODEL_CONFIG)
+    torch.save({
+        "epoch": 40, "model_state_dict": model.state_dict(), "optimizer_state_dict": {},
+        "metrics": {"accuracy": np.float64(91.9)}, "train_metrics": {}, "history": {}, "best_val_acc": 91.9,
+        "best_epoch": 40, "patience_counter": 0, "model_config": SEED_MODEL_CONFIG,
+        "training_config": {"learning_rate": 0.001, "batch_size": 48, "num_epochs": 150, "patience": 25},
+    }, path)
+    return model
+
+
+@pytest.fixture
+def seed_checkpoints(tmp_path):
+    models = [write_seed_checkpoint(tmp_path / f"best_ensemble_model_{i}.pt", i) for i in (1, 2)]
+    (tmp_path / "ensemble_model_1_checkpoint_epoch_20.pt").write_bytes(b"periodic checkpoints are ignored")
+    return tmp_path, models
+
+
+def test_seed_checkpoints_load_strictly(seed_checkpoints):
+    folder, models = seed_checkpoints
+    ensemble = Ensemble.from_checkpoints(folder, device="cpu")
+    assert len(ensemble) == 2
+    assert ensemble.class_names == ["Animation", "Flat_Content", "Gaming", "Natural_Content"]
+    assert ensemble.names == ["ensemble_model_1", "ensemble_model_2"]
+    torch.manual_seed(0)
+    feats, lengths = torch.randn(5, 9, 12), torch.tensor([9, 3, 7, 1, 6])
+    expected = torch.stack([torch.softmax(m.eval()(feats, lengths), -1) for m in models]).mean(0)
+    torch.testing.assert_close(ensemble.predict_proba(feats, lengths), expected.detach())
+
+
+def test_probabilities_and_tta(seed_checkpoints):
+    folder, _ = seed_checkpoints
+    ensemble = Ensemble.from_checkpoints([folder / "best_ensemble_model_1.pt", folder / "best_ensemble_model_2.pt"])
+    torch.manual_seed(1)
+    feats, lengths = torch.randn(4, 14, 12), torch.tensor([14, 11, 6, 2])
+    for tta in (False, True):
+        probs = ensemble.predict_proba(feats, lengths, tta=tta)
+        assert probs.shape == (4, 4)
+        torch.testing.assert_close(probs.sum(-1), torch.ones(4))
+    members = ensemble.member_probabilities(feats, lengths, tta=True)
+    assert members.shape == (2, 4, 4)
+    # A video of 2 frames has only the original and reversed views.
+    from vidtempo.ensemble import model_probabilities
+    single = feats[3:4, :2]
+    by_hand = torch.stack([model_probabilities(m, v, torch.tensor([2])) for m in ensemble.models
+                           for v in (single, single.flip(1))]).reshape(2, 2, 1, 4).mean(1)
+    torch.testing.assert_close(members[:, 3:4], by_hand)
+
+
+def test_mismatched_members_are_refused(tmp_path):
+    write_seed_checkpoint(tmp_path / "best_a.pt", 0)
+    other = dict(SEED_MODEL_CONFIG, feature_dim=8)
+    torch.save({"model_state_dict": SuperEnhancedTemporalModel(**other).state_dict(), "model_config": other},
+               tmp_path / "best_b.pt")
+    with pytest.raises(CheckpointError, match="best_b.pt"):
+        Ensemble.from_checkpoints(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CheckpointError, match="no best_"):
+        Ensemble.from_checkpoints(empty)
