@@ -94,9 +94,9 @@ def cli_env() -> dict[str, str]:
 
 
 def run_cli(*args: str | os.PathLike, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``vidtempo extract ARGS`` in a fresh process (the stand-alone module until the top-level CLI mounts it)."""
+    """``vidtempo extract ARGS`` in a fresh process, through the top-level CLI."""
     return subprocess.run(
-        [sys.executable, "-m", "vidtempo.extract.cli", *map(str, args)],
+        [sys.executable, "-m", "vidtempo", "extract", *map(str, args)],
         capture_output=True,
         text=True,
         env=cli_env(),

@@ -303,14 +303,16 @@ def test_killed_extraction_resumes_without_recomputing_and_matches_an_uninterrup
     )
     report = extract_features(videos, out, settings, options)
     train = report.splits["train"]
-    assert train.resumed == 2 and train.extracted == 3 and len(train.failed) == 1
-    assert len(computed) == 3  # the two finished videos were not recomputed
+    # Sorted order: bunny, broken, bikes | killed during carphone. Resumed: two videos and the broken file's
+    # recorded failure; computed again: only the three videos that had not finished.
+    assert train.resumed == 3 and train.extracted == 3 and len(train.failed) == 1
+    assert len(computed) == 3
     assert not partial_dir(final).exists()
 
     with h5py.File(final, "r") as resumed, h5py.File(split_path(uninterrupted, "train", "_multiscale"), "r") as ref:
         for name in ("features", "labels", "num_frames", "video_ids"):
             assert np.array_equal(resumed[name][()], ref[name][()]), name
-        assert dict(resumed.attrs) .keys() == dict(ref.attrs).keys()
+        assert dict(resumed.attrs).keys() == dict(ref.attrs).keys()
         for key in ref.attrs:
             assert np.array_equal(resumed.attrs[key], ref.attrs[key]), key
 

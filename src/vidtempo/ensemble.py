@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -16,6 +17,7 @@ from .metrics import classification_metrics
 from .model import SuperEnhancedTemporalModel
 from .runtime import autocast, resolve_device
 from .store import FeatureSplit, class_names
+from .trust import distance_ratio, trust
 from .tta import TTA_VIEWS, average_views, make_views
 
 # The seed system's categories, used for its checkpoints, which carry no category mapping.
@@ -24,33 +26,61 @@ SEED_CATEGORIES = ("Animation", "Flat_Content", "Gaming", "Natural_Content")
 INFERENCE_BATCH_ROWS = 64
 
 
+@dataclass
+class ModelOutputs:
+    """One model's outputs for a batch of videos."""
+
+    probs: torch.Tensor  # [B, C] softmax, averaged over the TTA views when asked for
+    pooled: torch.Tensor  # [B, W] attention-pooled representation of the original view
+    attention: torch.Tensor  # [B, T] attention-pooling weights over the original view's steps
+
+
 @torch.no_grad()
-def model_probabilities(
-    model: torch.nn.Module,
+def model_outputs(
+    model: SuperEnhancedTemporalModel,
     features: torch.Tensor,
     lengths: torch.Tensor,
     tta: bool = False,
     amp_dtype: torch.dtype | None = None,
     max_rows: int = INFERENCE_BATCH_ROWS,
-) -> torch.Tensor:
-    """Softmax probabilities ``[B, C]`` of one model (in eval mode); with TTA, averaged over the views.
+) -> ModelOutputs:
+    """Run one model (in eval mode) on a batch; with TTA, on every view of every video.
 
     All views of all videos are stacked and run through the model in as few passes as ``max_rows`` allows.
     """
     device = next(model.parameters()).device
+    batch, max_len = features.shape[0], features.shape[1]
     if tta:
         rows, row_lengths, applies = make_views(features, lengths, TTA_VIEWS)
     else:
         rows, row_lengths, applies = features, lengths.to("cpu", torch.long), None
-    chunks = []
+    probs, pooled, attention = [], [], []
     for start in range(0, rows.shape[0], max_rows):
         chunk_lengths = row_lengths[start : start + max_rows]
         chunk = rows[start : start + max_rows, : int(chunk_lengths.max())].to(device, torch.float32)
         with autocast(device, amp_dtype):
-            logits = model(chunk, chunk_lengths)
-        chunks.append(torch.softmax(logits.float(), dim=-1).cpu())
-    probs = torch.cat(chunks)
-    return average_views(probs, applies) if tta else probs
+            chunk_pooled, weights = model.encode(chunk, chunk_lengths)
+            logits = model.classifier(chunk_pooled)
+        probs.append(torch.softmax(logits.float(), dim=-1).cpu())
+        pooled.append(chunk_pooled.float().cpu())
+        padded = weights.new_zeros((weights.shape[0], rows.shape[1]))
+        padded[:, : weights.shape[1]] = weights
+        attention.append(padded.float().cpu())
+    all_probs = torch.cat(probs)
+    # The original view is the first block of rows (see tta.make_views).
+    return ModelOutputs(
+        probs=average_views(all_probs, applies) if tta else all_probs,
+        pooled=torch.cat(pooled)[:batch],
+        attention=torch.cat(attention)[:batch, :max_len],
+    )
+
+
+def model_probabilities(
+    model: SuperEnhancedTemporalModel, features: torch.Tensor, lengths: torch.Tensor, tta: bool = False,
+    amp_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Softmax probabilities ``[B, C]`` of one model; with TTA, averaged over the views."""
+    return model_outputs(model, features, lengths, tta=tta, amp_dtype=amp_dtype).probs
 
 
 def _as_tensors(features: Any, lengths: Any | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,6 +107,7 @@ class Ensemble:
         names: Sequence[str] | None = None,
         feature_settings: Mapping[str, Any] | None = None,
         metadata: Sequence[Mapping[str, Any]] | None = None,
+        representation_stats: Sequence[Mapping[str, torch.Tensor] | None] | None = None,
     ) -> None:
         if not models:
             raise ConfigError("an ensemble needs at least one model")
@@ -85,6 +116,7 @@ class Ensemble:
         self.names = list(names) if names is not None else [f"member_{i + 1}" for i in range(len(models))]
         self.feature_settings = dict(feature_settings or {})
         self.metadata = [dict(m) for m in metadata] if metadata is not None else [{} for _ in models]
+        self.representation_stats = list(representation_stats or [None] * len(models))
 
     @property
     def class_names(self) -> list[str]:
@@ -108,7 +140,7 @@ class Ensemble:
         """Load members from checkpoint files, or every ``best_*.pt`` in a folder."""
         paths = _checkpoint_paths(paths_or_dir)
         device = resolve_device(device)
-        models, names, metadata = [], [], []
+        models, names, metadata, stats = [], [], [], []
         mapping: dict[str, int] | None = None
         settings: dict[str, Any] = {}
         for path in paths:
@@ -119,6 +151,7 @@ class Ensemble:
             elif member_mapping != mapping or model.config.feature_dim != models[0].config.feature_dim:
                 raise CheckpointError(f"{path}: categories or feature dimension differ from {paths[0]}")
             models.append(model.to(device))
+            stats.append(payload.get("representation_stats"))
             names.append(str(payload.get("model_name") or Path(path).stem.removeprefix("best_")))
             metadata.append(
                 {
@@ -127,12 +160,29 @@ class Ensemble:
                     "best_val_acc": payload.get("best_val_acc"),
                 }
             )
-        return cls(models, mapping or {}, names=names, feature_settings=settings, metadata=metadata)
+        return cls(models, mapping or {}, names=names, feature_settings=settings, metadata=metadata,
+                   representation_stats=stats)
 
     def member_probabilities(self, features: Any, lengths: Any = None, tta: bool = False) -> torch.Tensor:
         """``[M, B, C]``: each member's probabilities."""
         features, lengths = _as_tensors(features, lengths)
         return torch.stack([model_probabilities(m, features, lengths, tta=tta) for m in self.models])
+
+    def analyze(self, features: Any, lengths: Any = None, tta: bool = False) -> dict[str, Any]:
+        """Everything a result reports: probabilities (ensemble and members), the members' mean
+        attention-pooling weights over the original view ``[B, T]``, and the trust signals."""
+        features, lengths = _as_tensors(features, lengths)
+        outputs = [model_outputs(m, features, lengths, tta=tta) for m in self.models]
+        member_probs = torch.stack([o.probs for o in outputs])
+        probs = member_probs.mean(0)
+        predicted = probs.argmax(-1)
+        ratios = torch.stack([distance_ratio(o.pooled, predicted, s) for o, s in zip(outputs, self.representation_stats)])
+        return {
+            "probs": probs,
+            "member_probs": member_probs,
+            "attention": torch.stack([o.attention for o in outputs]).mean(0),
+            "trust": trust(member_probs, probs, ratios.mean(0)),
+        }
 
     def predict_proba(self, features: Any, lengths: Any = None, tta: bool = False) -> torch.Tensor:
         """``[B, C]`` probabilities: the mean of the members' softmax (with TTA, over views too)."""

@@ -28,13 +28,14 @@ from . import __version__
 from .checkpoint import CHECKPOINT_FORMAT_VERSION, load_checkpoint, save_checkpoint, write_json
 from .config import ModelConfig, TrainingConfig, make_config
 from .data import class_weights, make_loader
-from .ensemble import Ensemble, model_probabilities
+from .ensemble import Ensemble, model_outputs, model_probabilities
 from .errors import CheckpointError, ConfigError
 from .loss import FocalLoss
 from .metrics import classification_metrics
 from .model import SuperEnhancedTemporalModel
 from .runtime import autocast, derive_seed, resolve_device, resolve_precision, seed_everything
 from .store import FeatureSplit, read_splits
+from .trust import representation_stats
 
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_f1", "lr", "epoch_time")
 
@@ -200,9 +201,12 @@ class EnhancedTemporalModelTrainer:
                 self._log(f"{model_name}: no validation improvement for {cfg.patience} epochs; stopping early")
                 break
 
-        best = load_checkpoint(self.output_dir / f"best_{model_name}.pt", map_location=self.device)
+        best_path = self.output_dir / f"best_{model_name}.pt"
+        best = load_checkpoint(best_path, map_location=self.device)
         model.load_state_dict(best["model_state_dict"])
         model.eval()
+        best["representation_stats"] = self._representation_stats(model, cfg.batch_size, amp_dtype)
+        save_checkpoint(best, best_path)
         results = {
             "model_name": model_name,
             "best_epoch": state.best_epoch,
@@ -234,22 +238,18 @@ class EnhancedTemporalModelTrainer:
         """Train members ``ensemble_model_1..N``, member i (0-based) seeded with ``seed + i``."""
         if num_models < 1:
             raise ConfigError(f"num_models must be at least 1, got {num_models}")
-        models, member_results, names = [], [], []
+        member_results, names = [], []
         for i in range(num_models):
             name = f"ensemble_model_{i + 1}"
-            model, results = self.train_single_model(
+            _, results = self.train_single_model(
                 num_epochs=num_epochs, batch_size=batch_size, learning_rate=learning_rate, model_name=name,
                 feature_file_suffix=feature_file_suffix, results_dir=results_dir,
                 seed=self.training_config.seed + i,
             )
-            models.append(model)
             member_results.append(results)
             names.append(name)
         test = self.splits["test"]
-        ensemble = Ensemble(
-            models, self.category_mapping, names=names, feature_settings=test.extraction_settings(),
-            metadata=[{"best_epoch": r["best_epoch"], "best_val_acc": r["best_val_acc"]} for r in member_results],
-        )
+        ensemble = Ensemble.from_checkpoints([self.output_dir / f"best_{name}.pt" for name in names], self.device)
         plain, tta = ensemble.evaluate(test, tta=False), ensemble.evaluate(test, tta=True)
         average = {
             "accuracy": float(np.mean([r["test"]["accuracy"] for r in member_results])),
@@ -326,6 +326,14 @@ class EnhancedTemporalModelTrainer:
         labels_all = torch.cat(labels).numpy()
         return classification_metrics(labels_all, torch.cat(preds).numpy(), self.class_names,
                                       loss=total_loss / max(len(labels_all), 1))
+
+    def _representation_stats(self, model, batch_size: int, amp_dtype) -> dict[str, torch.Tensor]:
+        """Class centroids of the training videos' pooled representations, for the trust score."""
+        train = self.splits["train"]
+        pooled = []
+        for features, _, lengths in make_loader(train, batch_size, num_workers=0):
+            pooled.append(model_outputs(model, features, lengths, amp_dtype=amp_dtype).pooled)
+        return representation_stats(torch.cat(pooled), torch.from_numpy(train.labels), train.num_classes)
 
     def _evaluate_probs(self, model, loader, tta: bool, amp_dtype) -> dict[str, Any]:
         model.eval()

@@ -1,0 +1,423 @@
+"""An evaluation report: PNG plots and one Markdown file that links them and tabulates the numbers.
+
+The inputs are the dicts vidtempo already produces: ``metrics.classification_metrics`` output (percent),
+the trainer's per-epoch ``history`` and ``calibration.reliability_bins``. Every file is written under a
+temporary name and renamed, so a reader never sees half a PNG or half a report.
+
+``evaluation`` (for :func:`write_report` and :func:`build_report`) is shaped like::
+
+    {"test": {"plain": {"members": {name: metrics}, "ensemble": metrics}, "tta": {...}},
+     "val": {...}}
+
+Any split or mode may be left out; the report shows what is there.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import matplotlib
+
+# Plots are only ever written to files, also on machines with no display: select the file-only backend
+# before pyplot is imported, so pyplot never tries to open a window.
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix  # noqa: E402
+from sklearn.metrics import precision_recall_fscore_support  # noqa: E402
+
+from .calibration import ece_from_bins  # noqa: E402
+from .checkpoint import atomic_write_bytes  # noqa: E402
+
+REPORT_NAME = "report.md"
+CONFUSION_MATRIX_PNG = "confusion_matrix.png"
+TRAINING_CURVES_PNG = "training_curves.png"
+RELIABILITY_PNG = "reliability.png"
+# Report order of splits and of evaluation modes; others follow in the order given.
+SPLIT_ORDER = ("val", "test")
+MODE_ORDER = ("plain", "tta")
+MODE_LABELS = {"plain": "", "tta": " (TTA)"}
+_DPI = 100
+
+
+# --------------------------------------------------------------------------------------------- plots
+
+
+def plot_confusion_matrix(
+    matrix: Sequence[Sequence[int]] | np.ndarray,
+    class_names: Sequence[str],
+    path: str | os.PathLike,
+    title: str | None = None,
+    normalize: bool = True,
+) -> Path:
+    """A confusion matrix (rows: true class) with each cell's count written in it.
+
+    With ``normalize`` the colours (and a percentage under each count) are row fractions, so a rare class's
+    errors show as clearly as a common one's; the counts stay visible either way.
+    """
+    counts = np.asarray(matrix, dtype=np.int64)
+    if counts.shape != (len(class_names), len(class_names)):
+        raise ValueError(f"a {len(class_names)}-class matrix must be square of that size, got {counts.shape}")
+    shown = _row_fractions(counts) if normalize else counts.astype(np.float64)
+    size = 2.0 + 1.1 * len(class_names)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    try:
+        image = ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else max(1.0, shown.max()))
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class" if normalize else "count")
+        _annotate_cells(ax, counts, shown, normalize)
+        ticks = np.arange(len(class_names))
+        ax.set_xticks(ticks, labels=list(class_names), rotation=30, ha="right")
+        ax.set_yticks(ticks, labels=list(class_names))
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(title or "Confusion matrix")
+        fig.tight_layout()
+        return _save_png(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def _row_fractions(counts: np.ndarray) -> np.ndarray:
+    totals = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, totals, out=np.zeros(counts.shape, dtype=np.float64), where=totals > 0)
+
+
+def _annotate_cells(ax, counts: np.ndarray, shown: np.ndarray, normalize: bool) -> None:
+    # White text on dark cells, black on light ones, so every number stays readable.
+    dark = shown > 0.5 * (shown.max() if shown.max() > 0 else 1.0)
+    for row in range(counts.shape[0]):
+        for col in range(counts.shape[1]):
+            text = f"{counts[row, col]}\n{100 * shown[row, col]:.0f}%" if normalize else f"{counts[row, col]}"
+            ax.text(col, row, text, ha="center", va="center", fontsize=9,
+                    color="white" if dark[row, col] else "black")
+
+
+def plot_training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], path: str | os.PathLike) -> Path:
+    """Four panels per epoch, one line colour per member: loss (train solid, val dashed), accuracy (same),
+    validation weighted F1, learning rate (log scale). Keys missing from a history are skipped."""
+    if not histories:
+        raise ValueError("no histories to plot")
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), sharex=True)
+    try:
+        panels = [
+            (axes[0, 0], "Loss", ("train_loss", "val_loss")),
+            (axes[0, 1], "Accuracy (%)", ("train_acc", "val_acc")),
+            (axes[1, 0], "Validation weighted F1 (%)", ("val_f1",)),
+            (axes[1, 1], "Learning rate", ("lr",)),
+        ]
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for index, (name, history) in enumerate(histories.items()):
+            colour = colours[index % len(colours)]
+            for ax, _, keys in panels:
+                _plot_history_lines(ax, name, history, keys, colour)
+        for ax, label, _ in panels:
+            ax.set_title(label)
+            ax.grid(True, alpha=0.3)
+            if ax.lines:
+                ax.legend(fontsize=8)
+        for ax in axes[1]:
+            ax.set_xlabel("epoch")
+        _log_scale_if_positive(axes[1, 1])
+        fig.tight_layout()
+        return _save_png(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def _plot_history_lines(ax, member: str, history: Mapping[str, Sequence[float]], keys: Sequence[str],
+                        colour: str) -> None:
+    for key in keys:
+        values = list(history.get(key) or [])
+        if not values:
+            continue
+        split = key.split("_")[0] if len(keys) > 1 else ""
+        label = f"{member} {split}".strip()
+        ax.plot(range(1, len(values) + 1), values, color=colour, label=label,
+                linestyle="--" if split == "val" else "-")
+
+
+def _log_scale_if_positive(ax) -> None:
+    # Cosine warm restarts span orders of magnitude; a log axis shows every cycle, but needs values > 0.
+    values = np.concatenate([line.get_ydata() for line in ax.lines]) if ax.lines else np.array([])
+    if values.size and (values > 0).all():
+        ax.set_yscale("log")
+
+
+def plot_reliability_diagram(
+    bins_before: Mapping[str, Sequence[float]],
+    bins_after: Mapping[str, Sequence[float]] | None,
+    path: str | os.PathLike,
+) -> Path:
+    """Reliability diagrams (accuracy against confidence per bin, ECE in the title) before and after
+    temperature scaling, side by side; ``bins_*`` are ``calibration.reliability_bins`` output."""
+    panels = [("Before temperature scaling", bins_before)]
+    if bins_after is not None:
+        panels.append(("After temperature scaling", bins_after))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5.5), squeeze=False)
+    try:
+        for ax, (label, bins) in zip(axes[0], panels):
+            _draw_reliability(ax, bins, label)
+        fig.tight_layout()
+        return _save_png(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def _draw_reliability(ax, bins: Mapping[str, Sequence[float]], label: str) -> None:
+    edges = np.asarray(bins["edges"], dtype=np.float64)
+    accuracy = np.asarray(bins["accuracy"], dtype=np.float64)
+    confidence = np.asarray(bins["confidence"], dtype=np.float64)
+    filled = np.asarray(bins["count"]) > 0  # an empty bin has no accuracy to show
+    widths = np.diff(edges)
+    ax.bar(edges[:-1][filled], accuracy[filled], width=widths[filled], align="edge", edgecolor="black",
+           color="tab:blue", alpha=0.8, label="accuracy")
+    # The gap to each bin's mean confidence: above the bar over-confident, below it under-confident.
+    ax.bar(edges[:-1][filled], confidence[filled] - accuracy[filled], bottom=accuracy[filled],
+           width=widths[filled], align="edge", edgecolor="tab:red", color="tab:red", alpha=0.25, hatch="//",
+           label="gap to confidence")
+    ax.plot([0, 1], [0, 1], color="gray", linestyle="--", label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{label}\nECE {100 * ece_from_bins(bins):.2f}%")
+    ax.legend(loc="upper left", fontsize=8)
+
+
+def _save_png(fig, path: str | os.PathLike) -> Path:
+    # The temporary name has no .png suffix, so the format is given explicitly.
+    return atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI))
+
+
+# --------------------------------------------------------------------------------------------- tables
+
+
+def per_class_table(
+    y_true: Sequence[int] | np.ndarray,
+    y_pred: Sequence[int] | np.ndarray,
+    class_names: Sequence[str],
+) -> list[dict[str, Any]]:
+    """One row per class: ``class``, ``precision``, ``recall``, ``f1`` (percent) and ``support``."""
+    labels = list(range(len(class_names)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        np.asarray(y_true), np.asarray(y_pred), labels=labels, average=None, zero_division=0
+    )
+    return [
+        {
+            "class": name,
+            "precision": 100.0 * float(precision[i]),
+            "recall": 100.0 * float(recall[i]),
+            "f1": 100.0 * float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(class_names)
+    ]
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _cell(text: Any) -> str:
+    # A pipe would end the table cell early.
+    return str(text).replace("|", "\\|")
+
+
+def _percent(value: Any) -> str:
+    return "–" if value is None else f"{float(value):.2f}"
+
+
+def _ordered(keys: Sequence[str], preferred: Sequence[str]) -> list[str]:
+    return [k for k in preferred if k in keys] + [k for k in keys if k not in preferred]
+
+
+def _results_section(evaluation: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    lines = ["## Accuracy and weighted F1 (%)", ""]
+    for split in _ordered(list(evaluation), SPLIT_ORDER):
+        modes = _ordered(list(evaluation[split]), MODE_ORDER)
+        if not modes:
+            continue
+        header = ["model"]
+        for mode in modes:
+            suffix = MODE_LABELS.get(mode, f" ({mode})")
+            header += [f"accuracy{suffix}", f"F1{suffix}"]
+        rows = [[_cell(name)] + _scores(evaluation[split], modes, name) for name in _member_names(evaluation[split])]
+        rows.append(["**ensemble**"] + [f"**{v}**" for v in _scores(evaluation[split], modes, None)])
+        lines += [f"### {split}{_sample_count(evaluation[split])}", ""]
+        lines += _markdown_table(header, rows) + [""]
+    return lines
+
+
+def _member_names(split_results: Mapping[str, Any]) -> list[str]:
+    names: list[str] = []
+    for mode_results in split_results.values():
+        names += [n for n in (mode_results.get("members") or {}) if n not in names]
+    return names
+
+
+def _scores(split_results: Mapping[str, Any], modes: Sequence[str], member: str | None) -> list[str]:
+    """Accuracy and F1 per mode of one member (``None``: the ensemble); a dash where it was not measured."""
+    cells = []
+    for mode in modes:
+        results = split_results[mode]
+        metrics = results.get("ensemble") if member is None else (results.get("members") or {}).get(member)
+        metrics = metrics or {}
+        cells += [_percent(metrics.get("accuracy")), _percent(metrics.get("f1_weighted"))]
+    return cells
+
+
+def _sample_count(split_results: Mapping[str, Any]) -> str:
+    for results in split_results.values():
+        count = (results.get("ensemble") or {}).get("num_samples")
+        if count is not None:
+            return f" ({count} videos)"
+    return ""
+
+
+def _per_class_section(rows: Sequence[Mapping[str, Any]], caption: str | None) -> list[str]:
+    lines = ["## Per class", ""]
+    if caption:
+        lines += [caption, ""]
+    table_rows = [
+        [_cell(r["class"]), _percent(r["precision"]), _percent(r["recall"]), _percent(r["f1"]), str(r["support"])]
+        for r in rows
+    ]
+    return lines + _markdown_table(["class", "precision (%)", "recall (%)", "F1 (%)", "support"], table_rows) + [""]
+
+
+def _calibration_section(calibration: Mapping[str, Any]) -> list[str]:
+    lines = ["## Calibration", ""]
+    if calibration.get("split"):
+        lines += [f"Temperature fitted on {calibration['split']}; ECE over equal-width confidence bins.", ""]
+    rows = [["temperature", f"{float(calibration['temperature']):.4f}"]]
+    for key, label in (("ece_before", "ECE before scaling (%)"), ("ece_after", "ECE after scaling (%)")):
+        if calibration.get(key) is not None:
+            # ECE is a fraction in [0, 1]; the rest of the report is in percent.
+            rows.append([label, f"{100 * float(calibration[key]):.2f}"])
+    return lines + _markdown_table(["", "value"], rows) + [""]
+
+
+def _training_section(histories: Mapping[str, Mapping[str, Sequence[float]]]) -> list[str]:
+    rows = []
+    for name, history in histories.items():
+        val_acc = list(history.get("val_acc") or [])
+        times = list(history.get("epoch_time") or [])
+        best = int(np.argmax(val_acc)) if val_acc else None
+        rows.append([
+            _cell(name),
+            str(len(history.get("train_loss") or val_acc)),
+            "–" if best is None else f"{val_acc[best]:.2f}",
+            "–" if best is None else str(best + 1),
+            "–" if not times else f"{float(np.mean(times)):.1f}",
+        ])
+    header = ["member", "epochs", "best val accuracy (%)", "best epoch", "mean epoch time (s)"]
+    return ["## Training", ""] + _markdown_table(header, rows) + [""]
+
+
+def _figure_lines(output_dir: Path, caption: str, figure: str | os.PathLike) -> list[str]:
+    # Relative links keep the report readable when the folder is moved or published as a whole.
+    figure = Path(figure)
+    if figure.is_absolute():
+        figure = Path(os.path.relpath(figure, output_dir.resolve()))
+    relative = figure.as_posix()
+    return [f"![{caption}]({relative})", ""]
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+def write_report(
+    output_dir: str | os.PathLike,
+    *,
+    title: str,
+    evaluation: Mapping[str, Mapping[str, Any]] | None = None,
+    histories: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    calibration: Mapping[str, Any] | None = None,
+    per_class: Sequence[Mapping[str, Any]] | None = None,
+    per_class_caption: str | None = None,
+    figures: Mapping[str, str | os.PathLike] | None = None,
+    notes: Sequence[str] | None = None,
+) -> Path:
+    """Write ``output_dir/report.md`` and return its path.
+
+    ``evaluation``: see the module docstring. ``histories``: member name -> trainer history.
+    ``calibration``: ``temperature``, optional ``ece_before``, ``ece_after`` (fractions in [0, 1]) and
+    ``split`` (where the temperature was fitted). ``per_class``: :func:`per_class_table` rows.
+    ``figures``: PNG paths (absolute, or relative to ``output_dir``) keyed ``confusion_matrix``,
+    ``training_curves`` or ``reliability``, each shown in its section; other keys go under "Figures".
+    ``notes``: free text, one bullet each.
+    """
+    output_dir = Path(output_dir)
+    figures = dict(figures or {})
+    lines = [f"# {title}", ""]
+    if notes:
+        lines += [f"- {note}" for note in notes] + [""]
+    if evaluation:
+        lines += _results_section(evaluation)
+    if per_class:
+        lines += _per_class_section(per_class, per_class_caption)
+    if "confusion_matrix" in figures:
+        lines += _figure_lines(output_dir, "Confusion matrix", figures.pop("confusion_matrix"))
+    if calibration:
+        lines += _calibration_section(calibration)
+    if "reliability" in figures:
+        lines += _figure_lines(output_dir, "Reliability diagram", figures.pop("reliability"))
+    if histories:
+        lines += _training_section(histories)
+    if "training_curves" in figures:
+        lines += _figure_lines(output_dir, "Training curves", figures.pop("training_curves"))
+    if figures:
+        lines += ["## Figures", ""]
+        for caption, figure in figures.items():
+            lines += _figure_lines(output_dir, caption, figure)
+    text = "\n".join(lines).rstrip("\n") + "\n"
+    return atomic_write_bytes(output_dir / REPORT_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def build_report(
+    output_dir: str | os.PathLike,
+    evaluation: Mapping[str, Mapping[str, Any]] | None,
+    histories: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    calibration: Mapping[str, Any] | None = None,
+    y_true: Sequence[int] | np.ndarray | None = None,
+    y_pred: Sequence[int] | np.ndarray | None = None,
+    class_names: Sequence[str] | None = None,
+    reliability: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    title: str = "vidtempo evaluation report",
+    notes: Sequence[str] | None = None,
+) -> Path:
+    """Write every plot the inputs allow, then ``report.md`` linking them; returns the report's path.
+
+    ``y_true``/``y_pred`` with ``class_names`` (the ensemble's predictions on one split, say test) give the
+    per-class table and the confusion matrix. ``reliability`` is ``{"before": bins, "after": bins}`` from
+    ``calibration.reliability_bins`` (``after`` optional).
+    """
+    output_dir = Path(output_dir)
+    figures: dict[str, str] = {}  # file names, relative to output_dir as the report links them
+    per_class = None
+    if y_true is not None and y_pred is not None and class_names is not None:
+        per_class = per_class_table(y_true, y_pred, class_names)
+        matrix = sklearn_confusion_matrix(np.asarray(y_true), np.asarray(y_pred), labels=range(len(class_names)))
+        plot_confusion_matrix(matrix, class_names, output_dir / CONFUSION_MATRIX_PNG)
+        figures["confusion_matrix"] = CONFUSION_MATRIX_PNG
+    if histories and any(histories.values()):
+        plot_training_curves(histories, output_dir / TRAINING_CURVES_PNG)
+        figures["training_curves"] = TRAINING_CURVES_PNG
+    if reliability and reliability.get("before") is not None:
+        plot_reliability_diagram(reliability["before"], reliability.get("after"), output_dir / RELIABILITY_PNG)
+        figures["reliability"] = RELIABILITY_PNG
+    return write_report(
+        output_dir,
+        title=title,
+        evaluation=evaluation,
+        histories=histories,
+        calibration=calibration,
+        per_class=per_class,
+        per_class_caption=f"Ensemble predictions, {len(y_true)} videos." if per_class else None,
+        figures=figures,
+        notes=notes,
+    )

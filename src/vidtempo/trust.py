@@ -1,0 +1,88 @@
+"""How far to trust a prediction, from signals available at inference.
+
+Signals, per video:
+
+- ``confidence``: the ensemble's top probability;
+- ``agreement``: the share of members whose own top class is the ensemble's;
+- ``distance_ratio``: how far each member's pooled representation lies from the centroid of the predicted
+  class in the training set, divided by the 95th percentile of the training videos' distances to their own
+  class centroid, averaged over members (1.0: as far as a typical training video's outer edge).
+
+``score = confidence * agreement * min(1, 1 / distance_ratio)`` lies in [0, 1]. A prediction is flagged
+``out_of_distribution`` when ``distance_ratio > OOD_DISTANCE_RATIO`` and ``uncertain`` when the score is
+below ``UNCERTAIN_BELOW``; otherwise ``ok``. Members trained before representation statistics existed
+contribute no distance (ratio 1.0).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+# A representation twice as far from its class as the outer edge of the training videos is unlike them.
+OOD_DISTANCE_RATIO = 2.0
+# Below this score the prediction is reported as uncertain; see benchmarks/RESULTS.md for the measurement.
+UNCERTAIN_BELOW = 0.5
+DISTANCE_QUANTILE = 0.95
+
+
+def representation_stats(pooled: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, torch.Tensor]:
+    """Class centroids of training representations and the spread of distances to them."""
+    pooled = pooled.float()
+    centroids = torch.zeros(num_classes, pooled.shape[1])
+    quantiles = torch.ones(num_classes)
+    for c in range(num_classes):
+        members = pooled[labels == c]
+        if members.shape[0] == 0:
+            continue
+        centroids[c] = members.mean(0)
+        distances = torch.linalg.vector_norm(members - centroids[c], dim=1)
+        quantiles[c] = torch.quantile(distances, DISTANCE_QUANTILE).clamp_min(1e-6)
+    return {"centroids": centroids, "distance_q95": quantiles}
+
+
+def distance_ratio(pooled: torch.Tensor, predicted: torch.Tensor, stats: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
+    """[B] distance to the predicted class's centroid over that class's 95th-percentile training distance."""
+    if not stats:
+        return torch.ones(pooled.shape[0])
+    centroids = stats["centroids"][predicted]
+    return torch.linalg.vector_norm(pooled.float() - centroids, dim=1) / stats["distance_q95"][predicted]
+
+
+def trust(member_probs: torch.Tensor, probs: torch.Tensor, ratios: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Signals and score per video. ``member_probs [M, B, C]``, ``probs [B, C]``, ``ratios [B]``."""
+    confidence, predicted = probs.max(-1)
+    agreement = (member_probs.argmax(-1) == predicted.unsqueeze(0)).float().mean(0)
+    score = confidence * agreement * torch.clamp(1.0 / ratios, max=1.0)
+    return {"score": score, "confidence": confidence, "agreement": agreement, "distance_ratio": ratios}
+
+
+def flag(score: float, ratio: float) -> str:
+    if ratio > OOD_DISTANCE_RATIO:
+        return "out_of_distribution"
+    if score < UNCERTAIN_BELOW:
+        return "uncertain"
+    return "ok"
+
+
+def auroc_correct_vs_wrong(scores: np.ndarray, correct: np.ndarray) -> float | None:
+    """AUROC of the score for telling correct from wrong predictions (None when one group is empty)."""
+    from sklearn.metrics import roc_auc_score
+
+    if correct.all() or not correct.any():
+        return None
+    return float(roc_auc_score(correct.astype(int), scores))
+
+
+def describe(signals: Mapping[str, torch.Tensor], index: int) -> dict[str, Any]:
+    """The trust part of one video's result."""
+    score, ratio = float(signals["score"][index]), float(signals["distance_ratio"][index])
+    return {
+        "score": score,
+        "flag": flag(score, ratio),
+        "confidence": float(signals["confidence"][index]),
+        "member_agreement": float(signals["agreement"][index]),
+        "distance_ratio": ratio,
+    }
