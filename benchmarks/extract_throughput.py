@@ -26,7 +26,8 @@ except ImportError:  # run from a checkout without installing
 import torch
 from torch.utils.data import DataLoader
 
-from vidtempo.extract.extractor import FeatureExtractor, _DecodeVideos, extract_features, resolve_device, default_workers
+from vidtempo.extract.decoding import DecodeVideos
+from vidtempo.extract.extractor import FeatureExtractor, default_workers, extract_features, resolve_device
 from vidtempo.extract.catalog import scan_videos
 from vidtempo.extract.settings import ExtractionSettings, RunOptions
 
@@ -51,7 +52,7 @@ def build_videos(root: Path, repeats: int) -> None:
 
 def time_decode(items, settings: ExtractionSettings, workers: int) -> tuple[int, float]:
     loader = DataLoader(
-        _DecodeVideos(items, settings.frames_per_video, settings.image_size),
+        DecodeVideos(items, settings.frames_per_video, settings.image_size),
         batch_size=None,
         num_workers=workers,
         prefetch_factor=2 if workers else None,
@@ -62,7 +63,7 @@ def time_decode(items, settings: ExtractionSettings, workers: int) -> tuple[int,
 
 
 def time_cnn(items, extractor: FeatureExtractor) -> tuple[int, float]:
-    loader = _DecodeVideos(items, extractor.settings.frames_per_video, extractor.settings.image_size)
+    loader = DecodeVideos(items, extractor.settings.frames_per_video, extractor.settings.image_size)
     clips = [loader[i][1] for i in range(len(items))]
     extractor.frame_features(clips[0][:2])  # warm-up: first-call kernel selection
     started = time.perf_counter()

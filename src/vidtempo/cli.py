@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_extract(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_predict(sub)
+    _add_serve(sub)
     _add_inspect(sub)
     _add_demo(sub)
     return parser
@@ -165,6 +167,72 @@ def _format_evaluation(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------------------------- predict
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="classify video files")
+    p.add_argument("videos", nargs="+", type=Path, help="video files")
+    p.add_argument("--checkpoints", required=True, nargs="+", type=Path, help="a folder of best_*.pt, or files")
+    p.add_argument("--tta", action="store_true", help="average over test-time augmentation views")
+    p.add_argument("--json", action="store_true", help="print the full results as JSON")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run=_run_predict)
+
+
+def _run_predict(args) -> int:
+    from .classify import VideoClassifier
+
+    source = args.checkpoints[0] if len(args.checkpoints) == 1 else args.checkpoints
+    classifier = VideoClassifier.from_checkpoints(source, device=args.device, tta=args.tta)
+    results = classifier.classify(args.videos)
+    failed = [r for r in results if "error" in r]
+    for r in failed:
+        print(f"vidtempo: error: {r['error']}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([r for r in results if "error" not in r], indent=2))
+    else:
+        for r in results:
+            if "error" in r:
+                continue
+            trust = r["trust"]
+            top = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])
+            print(f"{r['video']}: {r['predicted_class']} ({100 * r['confidence']:.1f}%) trust {trust['score']:.2f} "
+                  f"[{trust['flag']}] | " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in top)
+                  + f" | {r['timings_s']['total_s']:.2f}s")
+    return 2 if failed else 0
+
+
+# ----------------------------------------------------------------------------------------------- serve
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="HTTP service and web page for classifying videos")
+    p.add_argument("--checkpoints", required=True, nargs="+", type=Path, help="a folder of best_*.pt, or files")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-upload-mb", type=float, default=200)
+    p.add_argument("--url-timeout", type=float, default=60.0, help="seconds allowed to download a URL")
+    p.add_argument("--allow-private-urls", action="store_true",
+                   help="let /predict/url fetch from private, loopback and link-local addresses")
+    p.add_argument("--tta", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run=_run_serve)
+
+
+def _run_serve(args) -> int:
+    try:
+        import uvicorn
+
+        from .serve.app import ServiceSettings, create_app
+    except ImportError as exc:
+        raise VidtempoError(f"serving needs the serve extra: pip install 'vidtempo[serve]' ({exc})") from None
+    from .classify import VideoClassifier
+
+    source = args.checkpoints[0] if len(args.checkpoints) == 1 else args.checkpoints
+    classifier = VideoClassifier.from_checkpoints(source, device=args.device, tta=args.tta)
+    settings = ServiceSettings(max_upload_mb=args.max_upload_mb, allow_private_urls=args.allow_private_urls,
+                               url_timeout_s=args.url_timeout)
+    uvicorn.run(create_app(classifier, settings), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------- inspect
 def _add_inspect(sub) -> None:
     p = sub.add_parser("inspect", help="validate one feature file and summarise it")
@@ -202,7 +270,7 @@ def _run_inspect(args) -> int:
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="run the pipeline offline on a built-in default data set")
     p.add_argument("--output-dir", type=Path, default=Path("demo_output"))
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--num-models", type=int, default=3)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_run_demo)

@@ -1,7 +1,8 @@
 """Stage 1: decode videos, sample frames, run a frozen CNN, store per-frame features (SPEC section 3)."""
 
 from .backbones import FrozenBackbone, backbone_names, build_backbone
-from .extractor import ExtractionFailed, ExtractionReport, FeatureExtractor, SplitReport, extract_features
+from .extractor import ExtractionFailed, FeatureExtractor, extract_features
+from .report import ExtractionReport, SplitReport
 from .multiscale import DEFAULT_SCALES, multiscale_length, multiscale_sequence, scale_indices
 from .settings import ExtractionSettings, RunOptions
 from .video import VideoDecodeError, decode_clip, load_video_frames, uniform_indices

@@ -12,24 +12,25 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..errors import VidtempoError
-from ..store import split_path, write_split
+from ..store import parse_category_mapping, split_path, write_split
 from .backbones import FrozenBackbone, build_backbone, feature_dim
 from .catalog import VideoItem, scan_videos
 from .multiscale import multiscale_sequence
 from .resume import PartialSplit
 from .settings import ExtractionSettings, RunOptions
-from .video import VideoDecodeError, decode_clip
+from .decoding import DecodeVideos, lower_decoder_priority
+from .report import ExtractionReport, SplitReport
+from .video import decode_clip
 
 
 class ExtractionFailed(Exception):
@@ -56,80 +57,6 @@ def default_workers(device: torch.device) -> int:
     if device.type == "cuda":
         return max(1, min(8, cores - 1))
     return max(1, min(8, cores // 2))
-
-
-@dataclass
-class SplitReport:
-    split: str
-    output: Path
-    videos: int = 0
-    extracted: int = 0  # videos whose features this run computed
-    resumed: int = 0  # videos taken from an interrupted run's saved progress
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (video_id, reason)
-    frames: int = 0  # frames that went through the CNN in this run
-    seconds: float = 0.0
-    skipped: bool = False  # already extracted, left as it was
-    failures_file: Path | None = None
-
-    @property
-    def frames_per_second(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-    def summary(self) -> str:
-        if self.skipped:
-            return f"{self.split}: already extracted, kept {self.output} (use --overwrite to redo)"
-        done = self.videos - len(self.failed)
-        resumed = f" ({self.extracted} extracted, {self.resumed} resumed)" if self.resumed else ""
-        parts = [
-            f"{self.split}: {done}/{self.videos} videos done{resumed},",
-            f"{len(self.failed)} failed,",
-            f"{self.frames} frames in {self.seconds:.1f} s ({self.frames_per_second:.1f} frames/s)",
-        ]
-        return " ".join(parts) + f" -> {self.output}"
-
-
-@dataclass
-class ExtractionReport:
-    splits: dict[str, SplitReport] = field(default_factory=dict)
-
-    @property
-    def failed(self) -> int:
-        return sum(len(r.failed) for r in self.splits.values())
-
-
-class _DecodeVideos(Dataset):
-    """Item i: (i, uint8 frames [T, 3, S, S] or None, failure reason or None). Runs in decoder workers."""
-
-    def __init__(self, items: Sequence[VideoItem], frames_per_video: int, image_size: int):
-        self.items = list(items)
-        self.frames_per_video = frames_per_video
-        self.image_size = image_size
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
-        path = self.items[index].path
-        try:
-            return index, decode_clip(path, self.frames_per_video, self.image_size).frames, None
-        except VideoDecodeError as exc:
-            return index, None, str(exc).removeprefix(f"{path}: ")
-        except Exception as exc:  # a decoder crash on one file must not end the run
-            return index, None, f"unexpected decoding error ({type(exc).__name__}: {exc})"
-
-
-# How much to lower decoder processes' priority when they share the CPU with the CNN.
-DECODER_NICENESS = int(os.environ.get("VIDTEMPO_DECODER_NICE", "10"))
-
-
-def _decoder_priority(worker_id: int) -> None:
-    """The CNN's threads meet at a barrier after every layer, so a decoder that preempts one of them stalls
-    them all. At a lower priority decoders take the cycles the CNN leaves idle (and all of them while it
-    waits for the next video), which keeps the CNN at its full speed."""
-    try:
-        os.nice(DECODER_NICENESS)
-    except OSError:
-        pass
 
 
 class FeatureExtractor:
@@ -233,13 +160,13 @@ class FeatureExtractor:
         if not pending:
             return
         loader = DataLoader(
-            _DecodeVideos(pending, self.settings.frames_per_video, self.settings.image_size),
+            DecodeVideos(pending, self.settings.frames_per_video, self.settings.image_size),
             batch_size=None,  # one video per item; the CNN batches frames itself
             shuffle=False,
             num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
             prefetch_factor=2 if self.workers > 0 else None,
-            worker_init_fn=_decoder_priority if self.device.type == "cpu" else None,
+            worker_init_fn=lower_decoder_priority if self.device.type == "cpu" else None,
         )
         started = time.perf_counter()
         with tqdm(
@@ -343,13 +270,21 @@ def extract_features(
     settings = settings or ExtractionSettings()
     options = options or RunOptions()
     catalog = scan_videos(videos_dir, splits)
+    extractor = FeatureExtractor(settings, device=options.device, batch_size=options.batch_size, workers=options.workers)
+    _ = extractor.backbone  # load it now: a missing torchvision or weights file is reported before anything else
     output_dir = Path(output_dir)
     report = ExtractionReport()
     todo: list[str] = []
     for split in catalog.splits:
         path = split_path(output_dir, split, settings.suffix)
         if path.exists() and not options.overwrite:
-            differing = settings.matches_attrs(_existing_attrs(path))
+            attrs = _existing_attrs(path)
+            differing = settings.matches_attrs(attrs)
+            if "category_mapping" in attrs and parse_category_mapping(attrs["category_mapping"], str(path)) != (
+                catalog.category_mapping
+            ):
+                # Every split of one folder must share the mapping; the videos now imply another one.
+                differing.append(f"category_mapping (now {json.dumps(catalog.category_mapping)})")
             if differing:
                 raise VidtempoError(
                     f"{path}: already extracted with other settings ({'; '.join(differing)}); "
@@ -362,7 +297,6 @@ def extract_features(
         else:
             todo.append(split)
     output_dir.mkdir(parents=True, exist_ok=True)
-    extractor = FeatureExtractor(settings, device=options.device, batch_size=options.batch_size, workers=options.workers)
     for split in todo:
         items = catalog.splits[split]
         if not items:
@@ -374,18 +308,5 @@ def extract_features(
             split, items, path, catalog.category_mapping, strict=options.strict, quiet=options.quiet
         )
         report.splits[split] = split_report
-        _announce(split_report, options.quiet)
+        split_report.announce(options.quiet)
     return report
-
-
-def _announce(report: SplitReport, quiet: bool) -> None:
-    if not quiet:
-        print(report.summary())
-        for video_id, reason in report.failed:
-            print(f"  failed: {video_id}: {reason}")
-    if report.failed:
-        print(
-            f"vidtempo: warning: {report.split}: {len(report.failed)} video(s) could not be decoded, "
-            f"listed in {report.failures_file}",
-            file=sys.stderr,
-        )

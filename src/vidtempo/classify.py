@@ -1,0 +1,197 @@
+"""Classify video files: extract them as the training features were made, then run the ensemble.
+
+The extraction settings travel from the feature files into every checkpoint (``feature_settings``), so a
+new video is decoded, sampled, cropped and embedded exactly like the training videos.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import av
+import numpy as np
+import torch
+
+from .ensemble import Ensemble
+from .errors import VidtempoError
+from .extract import ExtractionSettings, FeatureExtractor, decode_clip, scale_indices
+from .trust import describe
+
+THUMBNAIL_SIZE = 96
+Progress = Callable[[str, float], None]
+
+
+@dataclass
+class PreparedVideo:
+    """A decoded and embedded video, ready for the ensemble."""
+
+    path: Path
+    features: np.ndarray  # [T', D] as stored in a feature file
+    frame_indices: list[int]  # sampled frames, in the video's decoding order
+    frame_times: list[float]  # seconds
+    step_frames: np.ndarray  # [T', F]: how much each sampled frame contributes to each step
+    timings: dict[str, float] = field(default_factory=dict)
+    thumbnails: list[str] | None = None  # data URLs
+
+
+class VideoClassifier:
+    """``classify(paths)`` -> one result dict per video (see README, "Classifying videos")."""
+
+    def __init__(self, ensemble: Ensemble, extractor: FeatureExtractor | None = None, tta: bool = False) -> None:
+        self.ensemble = ensemble
+        self.tta = tta
+        if extractor is None:
+            if not ensemble.feature_settings.get("backbone") or ensemble.feature_settings["backbone"] == "synthetic":
+                raise VidtempoError(
+                    "these checkpoints were not trained on features extracted from videos "
+                    "(no extraction settings recorded), so they cannot classify video files"
+                )
+            extractor = FeatureExtractor.from_settings(ensemble.feature_settings, device=str(ensemble.device))
+        self.extractor = extractor
+
+    @classmethod
+    def from_checkpoints(cls, checkpoints: Any, device: str = "cpu", tta: bool = False) -> "VideoClassifier":
+        return cls(Ensemble.from_checkpoints(checkpoints, device=device), tta=tta)
+
+    @property
+    def categories(self) -> list[str]:
+        return self.ensemble.class_names
+
+    @property
+    def settings(self) -> ExtractionSettings:
+        return self.extractor.settings
+
+    def prepare(self, path: str | os.PathLike, thumbnails: bool = False) -> PreparedVideo:
+        """Decode and embed one video. Raises a VidtempoError naming the file when it cannot be read."""
+        path = Path(path)
+        if not path.is_file():
+            raise VidtempoError(f"{path}: file not found")
+        settings = self.settings
+        start = time.perf_counter()
+        clip = decode_clip(path, settings.frames_per_video, settings.image_size)
+        decoded = time.perf_counter()
+        features = self.extractor.sequence_features(clip.frames)
+        embedded = time.perf_counter()
+        rate = _frame_rate(path)
+        return PreparedVideo(
+            path=path,
+            features=features,
+            frame_indices=list(clip.indices),
+            frame_times=[round(i / rate, 3) if rate else 0.0 for i in clip.indices],
+            step_frames=step_frame_matrix(len(clip.indices), settings.scales if settings.multi_scale else (1.0,)),
+            timings={"decode_s": decoded - start, "cnn_s": embedded - decoded},
+            thumbnails=_thumbnails(clip.frames) if thumbnails else None,
+        )
+
+    def classify(
+        self, paths: Iterable[str | os.PathLike], thumbnails: bool = False, progress: Progress | None = None
+    ) -> list[dict[str, Any]]:
+        """Results in input order; a video that cannot be read gets ``{"video", "error"}`` instead."""
+        paths = list(paths)
+        prepared: list[PreparedVideo | str] = []
+        for i, path in enumerate(paths):
+            if progress:
+                progress(f"extracting {Path(path).name}", i / (len(paths) + 1))
+            try:
+                prepared.append(self.prepare(path, thumbnails=thumbnails))
+            except VidtempoError as exc:
+                prepared.append(str(exc))
+        if progress:
+            progress("classifying", len(paths) / (len(paths) + 1))
+        ready = [p for p in prepared if isinstance(p, PreparedVideo)]
+        results = dict(zip(map(id, ready), self._classify_prepared(ready))) if ready else {}
+        if progress:
+            progress("done", 1.0)
+        return [
+            results[id(p)] if isinstance(p, PreparedVideo) else {"video": str(path), "error": p}
+            for path, p in zip(paths, prepared)
+        ]
+
+    def classify_file(self, path: str | os.PathLike, thumbnails: bool = False,
+                      progress: Progress | None = None) -> dict[str, Any]:
+        """One video's result; raises VidtempoError when it cannot be read."""
+        result = self.classify([path], thumbnails=thumbnails, progress=progress)[0]
+        if "error" in result:
+            raise VidtempoError(result["error"])
+        return result
+
+    def _classify_prepared(self, videos: Sequence[PreparedVideo]) -> list[dict[str, Any]]:
+        """All videos (and all their TTA views) go through each member in as few passes as possible."""
+        lengths = torch.tensor([v.features.shape[0] for v in videos])
+        batch = torch.zeros(len(videos), int(lengths.max()), videos[0].features.shape[1])
+        for i, v in enumerate(videos):
+            batch[i, : v.features.shape[0]] = torch.from_numpy(v.features)
+        start = time.perf_counter()
+        analysis = self.ensemble.analyze(batch, lengths, tta=self.tta)
+        ensemble_seconds = (time.perf_counter() - start) / len(videos)
+        names = self.categories
+        results = []
+        for i, video in enumerate(videos):
+            probs = analysis["probs"][i]
+            predicted = int(probs.argmax())
+            steps = analysis["attention"][i, : int(lengths[i])].numpy()
+            frame_weights = steps @ video.step_frames
+            frame_weights = frame_weights / max(float(frame_weights.sum()), 1e-12)
+            timings = {**video.timings, "ensemble_s": ensemble_seconds}
+            timings["total_s"] = sum(timings.values())
+            results.append({
+                "video": str(video.path),
+                "predicted_class": names[predicted],
+                "confidence": float(probs[predicted]),
+                "probabilities": {name: float(p) for name, p in zip(names, probs)},
+                "members": {
+                    member: {name: float(p) for name, p in zip(names, analysis["member_probs"][m, i])}
+                    for m, member in enumerate(self.ensemble.names)
+                },
+                "frames": [
+                    {"index": idx, "time_s": t, "attention": float(w),
+                     **({"thumbnail": video.thumbnails[f]} if video.thumbnails else {})}
+                    for f, (idx, t, w) in enumerate(zip(video.frame_indices, video.frame_times, frame_weights))
+                ],
+                "trust": describe(analysis["trust"], i),
+                "tta": self.tta,
+                "timings_s": {k: round(v, 4) for k, v in timings.items()},
+            })
+        return results
+
+
+def step_frame_matrix(num_frames: int, scales: Sequence[float]) -> np.ndarray:
+    """``[T', F]``: the share of each sampled frame in each step of the (multi-scale) sequence.
+
+    A multi-scale step averages one frame of each scale that reaches it, so attention on a step is split
+    evenly among those frames.
+    """
+    rows = [scale_indices(num_frames, s) for s in scales]
+    matrix = np.zeros((max(len(r) for r in rows), num_frames), dtype=np.float32)
+    for indices in rows:
+        matrix[np.arange(len(indices)), indices] += 1.0
+    return matrix / matrix.sum(axis=1, keepdims=True)
+
+
+def _frame_rate(path: Path) -> float | None:
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            return float(rate) if rate else None
+    except (av.FFmpegError, IndexError):
+        return None
+
+
+def _thumbnails(frames: torch.Tensor) -> list[str]:
+    from PIL import Image
+
+    urls = []
+    for frame in frames:
+        image = Image.fromarray(frame.permute(1, 2, 0).numpy())
+        image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=80)
+        urls.append("data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"))
+    return urls

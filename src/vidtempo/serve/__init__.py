@@ -1,0 +1,1 @@
+"""HTTP service (FastAPI) for classifying videos; needs the ``serve`` extra."""
