@@ -30,3 +30,24 @@ def features_copy(small_features, tmp_path) -> Path:
     target = tmp_path / "features"
     shutil.copytree(small_features, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def video_model(tmp_path_factory):
+    """Real clips cut from the sample videos, their features, and a small ensemble trained on them."""
+    from types import SimpleNamespace
+
+    from vidtempo import EnhancedTemporalModelTrainer
+    from vidtempo.demo_data import build_demo_videos
+    from vidtempo.extract import ExtractionSettings, RunOptions, extract_features
+
+    root = tmp_path_factory.mktemp("video_model")
+    videos = build_demo_videos(root / "videos")
+    settings = ExtractionSettings(frames_per_video=8, image_size=96)
+    extract_features(videos.root, root / "features", settings, RunOptions(device="cpu", quiet=True))
+    trainer = EnhancedTemporalModelTrainer(root / "features", root / "checkpoints", device="cpu",
+                                           model_config=TINY_MODEL, training_config={**TINY_TRAINING, "batch_size": 16},
+                                           quiet=True)
+    trainer.train_ensemble(num_models=2, num_epochs=8, results_dir=root / "results")
+    return SimpleNamespace(root=root, videos=videos.root, features=root / "features",
+                           checkpoints=root / "checkpoints", settings=settings)
