@@ -121,7 +121,11 @@ def test_ensemble_members_and_results(small_features, tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "results" / "ensemble_final_results.json").read_text())
     assert {"ensemble", "members", "members_average", "improvement_over_members_average"} <= set(saved)
     assert [m["training_config"]["seed"] for m in saved["members"]] == [42, 43]
+    manifest = json.loads((tmp_path / "checkpoints" / "ensemble.json").read_text())
+    assert manifest["members"] == ["best_ensemble_model_1.pt", "best_ensemble_model_2.pt"]
+    assert manifest["settings"]["fitted_on"] == "val" and 0 <= manifest["settings"]["uncertain_below"] <= 1
     loaded = Ensemble.from_checkpoints(tmp_path / "checkpoints")
+    assert loaded.settings.uncertain_below == manifest["settings"]["uncertain_below"]
     feats = torch.from_numpy(trainer.splits["test"].features)
     lengths = torch.from_numpy(trainer.splits["test"].num_frames)
     torch.testing.assert_close(loaded.predict_proba(feats, lengths), ensemble.predict_proba(feats, lengths))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +18,24 @@ from .metrics import classification_metrics
 from .model import SuperEnhancedTemporalModel
 from .runtime import autocast, resolve_device
 from .store import FeatureSplit, class_names
-from .trust import distance_ratio, trust
+from .trust import DEFAULT_UNCERTAIN_BELOW, distance_ratio, trust
 from .tta import TTA_VIEWS, average_views, make_views
 
 # The seed system's categories, used for its checkpoints, which carry no category mapping.
 SEED_CATEGORIES = ("Animation", "Flat_Content", "Gaming", "Natural_Content")
 # Rows per forward pass at inference: bounds memory for long inputs and many TTA views.
 INFERENCE_BATCH_ROWS = 64
+# Written beside the members' checkpoints: which files form the ensemble and what was fitted for it.
+MANIFEST_NAME = "ensemble.json"
+MANIFEST_FORMAT_VERSION = 1
+
+
+@dataclass
+class EnsembleSettings:
+    """What is decided for an ensemble as a whole, on validation data, and stored in its manifest."""
+
+    uncertain_below: float = DEFAULT_UNCERTAIN_BELOW  # trust-score threshold of the "uncertain" flag
+    fitted_on: str | None = None  # the split the settings were fitted on
 
 
 @dataclass
@@ -108,6 +120,7 @@ class Ensemble:
         feature_settings: Mapping[str, Any] | None = None,
         metadata: Sequence[Mapping[str, Any]] | None = None,
         representation_stats: Sequence[Mapping[str, torch.Tensor] | None] | None = None,
+        settings: EnsembleSettings | None = None,
     ) -> None:
         if not models:
             raise ConfigError("an ensemble needs at least one model")
@@ -117,6 +130,7 @@ class Ensemble:
         self.feature_settings = dict(feature_settings or {})
         self.metadata = [dict(m) for m in metadata] if metadata is not None else [{} for _ in models]
         self.representation_stats = list(representation_stats or [None] * len(models))
+        self.settings = settings or EnsembleSettings()
 
     @property
     def class_names(self) -> list[str]:
@@ -137,8 +151,9 @@ class Ensemble:
     def from_checkpoints(
         cls, paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike], device: str | torch.device = "cpu"
     ) -> "Ensemble":
-        """Load members from checkpoint files, or every ``best_*.pt`` in a folder."""
-        paths = _checkpoint_paths(paths_or_dir)
+        """Load members from checkpoint files, or from a folder: the members its ``ensemble.json`` names
+        (with the settings fitted for them), else every ``best_*.pt`` in it."""
+        paths, manifest = _checkpoint_paths(paths_or_dir)
         device = resolve_device(device)
         models, names, metadata, stats = [], [], [], []
         mapping: dict[str, int] | None = None
@@ -160,8 +175,19 @@ class Ensemble:
                     "best_val_acc": payload.get("best_val_acc"),
                 }
             )
+        known = set(EnsembleSettings.__dataclass_fields__)
+        fitted = EnsembleSettings(**{k: v for k, v in (manifest or {}).get("settings", {}).items() if k in known})
         return cls(models, mapping or {}, names=names, feature_settings=settings, metadata=metadata,
-                   representation_stats=stats)
+                   representation_stats=stats, settings=fitted)
+
+    def save_manifest(self, folder: str | os.PathLike, member_files: Sequence[str]) -> Path:
+        """Record the member files and the fitted settings in ``folder/ensemble.json``."""
+        from dataclasses import asdict
+
+        from .checkpoint import write_json
+
+        return write_json({"format_version": MANIFEST_FORMAT_VERSION, "members": list(member_files),
+                           "names": self.names, "settings": asdict(self.settings)}, Path(folder) / MANIFEST_NAME)
 
     def member_probabilities(self, features: Any, lengths: Any = None, tta: bool = False) -> torch.Tensor:
         """``[M, B, C]``: each member's probabilities."""
@@ -213,19 +239,35 @@ class Ensemble:
         }
 
 
-def _checkpoint_paths(paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+def _checkpoint_paths(paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike]) -> tuple[list[Path], dict | None]:
+    """The member files to load and the folder's manifest, if any."""
     if isinstance(paths_or_dir, (str, os.PathLike)):
         path = Path(paths_or_dir)
         if path.is_dir():
+            manifest = _read_manifest(path / MANIFEST_NAME)
+            if manifest is not None:
+                return [path / name for name in manifest["members"]], manifest
             found = sorted(path.glob("best_*.pt"))
             if not found:
                 raise CheckpointError(f"{path}: no best_*.pt checkpoints in this folder")
-            return found
-        return [path]
+            return found, None
+        return [path], None
     paths = [Path(p) for p in paths_or_dir]
     if not paths:
         raise CheckpointError("no checkpoints given")
-    return paths
+    return paths, None
+
+
+def _read_manifest(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest.get("members"), list) or not manifest["members"]:
+            raise ValueError("no members listed")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: not a readable ensemble manifest ({exc})") from None
+    return manifest
 
 
 def _model_from_payload(payload: Mapping[str, Any], path: Path) -> tuple[SuperEnhancedTemporalModel, dict[str, int]]:

@@ -28,14 +28,14 @@ from . import __version__
 from .checkpoint import CHECKPOINT_FORMAT_VERSION, load_checkpoint, save_checkpoint, write_json
 from .config import ModelConfig, TrainingConfig, make_config
 from .data import class_weights, make_loader
-from .ensemble import Ensemble, model_outputs, model_probabilities
+from .ensemble import Ensemble, EnsembleSettings, model_outputs, model_probabilities
 from .errors import CheckpointError, ConfigError
 from .loss import FocalLoss
 from .metrics import classification_metrics
 from .model import SuperEnhancedTemporalModel
 from .runtime import autocast, derive_seed, resolve_device, resolve_precision, seed_everything
 from .store import FeatureSplit, read_splits
-from .trust import representation_stats
+from .trust import fit_uncertain_threshold, representation_stats
 
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_f1", "lr", "epoch_time")
 
@@ -249,7 +249,10 @@ class EnhancedTemporalModelTrainer:
             member_results.append(results)
             names.append(name)
         test = self.splits["test"]
-        ensemble = Ensemble.from_checkpoints([self.output_dir / f"best_{name}.pt" for name in names], self.device)
+        member_files = [f"best_{name}.pt" for name in names]
+        ensemble = Ensemble.from_checkpoints([self.output_dir / f for f in member_files], self.device)
+        ensemble.settings = fit_ensemble_settings(ensemble, self.splits["val"])
+        ensemble.save_manifest(self.output_dir, member_files)
         plain, tta = ensemble.evaluate(test, tta=False), ensemble.evaluate(test, tta=True)
         average = {
             "accuracy": float(np.mean([r["test"]["accuracy"] for r in member_results])),
@@ -354,6 +357,14 @@ class EnhancedTemporalModelTrainer:
             f"val loss {val['loss']:.4f} acc {val['accuracy']:.2f}% f1 {val['f1_weighted']:.2f}% | "
             f"lr {lr:.2e} | {seconds:.1f}s | ETA {eta}"
         )
+
+
+def fit_ensemble_settings(ensemble: Ensemble, val: FeatureSplit) -> EnsembleSettings:
+    """Decide the ensemble-wide settings on the validation split."""
+    analysis = ensemble.analyze(val.features, val.num_frames)
+    correct = analysis["probs"].argmax(-1).numpy() == val.labels
+    return EnsembleSettings(uncertain_below=fit_uncertain_threshold(analysis["trust"]["score"].numpy(), correct),
+                            fitted_on="val")
 
 
 class _EpochContext:

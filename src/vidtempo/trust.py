@@ -8,10 +8,17 @@ Signals, per video:
   class in the training set, divided by the 95th percentile of the training videos' distances to their own
   class centroid, averaged over members (1.0: as far as a typical training video's outer edge).
 
-``score = confidence * agreement * min(1, 1 / distance_ratio)`` lies in [0, 1]. A prediction is flagged
-``out_of_distribution`` when ``distance_ratio > OOD_DISTANCE_RATIO`` and ``uncertain`` when the score is
-below ``UNCERTAIN_BELOW``; otherwise ``ok``. Members trained before representation statistics existed
-contribute no distance (ratio 1.0).
+``score = confidence * sqrt(agreement) * min(1, 1 / distance_ratio)`` lies in [0, 1]: the confidence,
+discounted when members disagree or the video lies farther from its class than training videos do.
+On held-out data it tells correct from wrong predictions better than confidence alone (AUROC in
+benchmarks/RESULTS.md, from benchmarks/trust_auroc.py).
+
+A prediction is flagged ``out_of_distribution`` when ``distance_ratio > OOD_DISTANCE_RATIO`` and
+``uncertain`` when its score is below the ensemble's threshold; otherwise ``ok``. The threshold is fitted
+on the validation split when an ensemble is trained: the 5th percentile of the scores of correctly
+classified validation videos (so 95% of such predictions count as ``ok``), stored in ``ensemble.json``
+beside the checkpoints. Without one, ``DEFAULT_UNCERTAIN_BELOW`` applies. Members trained before
+representation statistics existed contribute no distance (ratio 1.0).
 """
 
 from __future__ import annotations
@@ -23,8 +30,10 @@ import torch
 
 # A representation twice as far from its class as the outer edge of the training videos is unlike them.
 OOD_DISTANCE_RATIO = 2.0
-# Below this score the prediction is reported as uncertain; see benchmarks/RESULTS.md for the measurement.
-UNCERTAIN_BELOW = 0.5
+# Used when no threshold was fitted on validation data.
+DEFAULT_UNCERTAIN_BELOW = 0.5
+# Share of correct validation predictions that fall below the fitted threshold.
+UNCERTAIN_QUANTILE = 0.05
 DISTANCE_QUANTILE = 0.95
 
 
@@ -55,14 +64,21 @@ def trust(member_probs: torch.Tensor, probs: torch.Tensor, ratios: torch.Tensor)
     """Signals and score per video. ``member_probs [M, B, C]``, ``probs [B, C]``, ``ratios [B]``."""
     confidence, predicted = probs.max(-1)
     agreement = (member_probs.argmax(-1) == predicted.unsqueeze(0)).float().mean(0)
-    score = confidence * agreement * torch.clamp(1.0 / ratios, max=1.0)
+    score = confidence * agreement.sqrt() * torch.clamp(1.0 / ratios, max=1.0)
     return {"score": score, "confidence": confidence, "agreement": agreement, "distance_ratio": ratios}
 
 
-def flag(score: float, ratio: float) -> str:
+def fit_uncertain_threshold(scores: np.ndarray, correct: np.ndarray) -> float:
+    """The score below which only UNCERTAIN_QUANTILE of correct (validation) predictions fall."""
+    if not correct.any():
+        return DEFAULT_UNCERTAIN_BELOW
+    return float(np.quantile(scores[correct], UNCERTAIN_QUANTILE))
+
+
+def flag(score: float, ratio: float, uncertain_below: float = DEFAULT_UNCERTAIN_BELOW) -> str:
     if ratio > OOD_DISTANCE_RATIO:
         return "out_of_distribution"
-    if score < UNCERTAIN_BELOW:
+    if score < uncertain_below:
         return "uncertain"
     return "ok"
 
@@ -76,12 +92,13 @@ def auroc_correct_vs_wrong(scores: np.ndarray, correct: np.ndarray) -> float | N
     return float(roc_auc_score(correct.astype(int), scores))
 
 
-def describe(signals: Mapping[str, torch.Tensor], index: int) -> dict[str, Any]:
+def describe(signals: Mapping[str, torch.Tensor], index: int,
+             uncertain_below: float = DEFAULT_UNCERTAIN_BELOW) -> dict[str, Any]:
     """The trust part of one video's result."""
     score, ratio = float(signals["score"][index]), float(signals["distance_ratio"][index])
     return {
         "score": score,
-        "flag": flag(score, ratio),
+        "flag": flag(score, ratio, uncertain_below),
         "confidence": float(signals["confidence"][index]),
         "member_agreement": float(signals["agreement"][index]),
         "distance_ratio": ratio,
