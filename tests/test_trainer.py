@@ -47,7 +47,10 @@ def test_single_model_leaves_the_seed_files(small_features, tmp_path, monkeypatc
     assert {"best_epoch", "best_val_acc", "stopped_early", "test", "test_tta", "history"} <= set(saved)
     assert len(saved["history"]["val_acc"]) == 10
     assert saved["best_val_acc"] == max(saved["history"]["val_acc"])
-    assert saved["best_epoch"] == saved["history"]["val_acc"].index(saved["best_val_acc"])
+    # Ties in accuracy are broken by validation loss (the default selection).
+    history = saved["history"]
+    tied = [e for e, acc in enumerate(history["val_acc"]) if acc == saved["best_val_acc"]]
+    assert saved["best_epoch"] == min(tied, key=lambda e: history["val_loss"][e])
     for path in (tmp_path / "checkpoints").glob("*.pt"):
         payload = torch.load(path, weights_only=True)
         for key in ("epoch", "model_state_dict", "optimizer_state_dict", "scheduler_state_dict", "metrics",
@@ -62,7 +65,8 @@ def test_single_model_leaves_the_seed_files(small_features, tmp_path, monkeypatc
 
 
 def test_early_stopping_after_patience(small_features, tmp_path):
-    trainer = make_trainer(small_features, tmp_path / "c", patience=2, learning_rate=1e-7)
+    # The seed's strict rule: only a higher validation accuracy counts as improvement.
+    trainer = make_trainer(small_features, tmp_path / "c", patience=2, learning_rate=1e-7, selection="accuracy")
     _, results = trainer.train_single_model(num_epochs=30, model_name="m", results_dir=tmp_path / "r")
     assert results["stopped_early"]
     assert results["epochs_trained"] == results["best_epoch"] + 3
@@ -112,7 +116,7 @@ def test_same_seed_gives_the_same_weights(small_features, tmp_path):
 
 def test_ensemble_members_and_results(small_features, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    trainer = make_trainer(small_features, "checkpoints")
+    trainer = make_trainer(small_features, "checkpoints", collapse_retries=0)
     ensemble, results = trainer.train_ensemble(num_models=2, num_epochs=3, batch_size=48, learning_rate=1e-3,
                                                feature_file_suffix="_multiscale", results_dir="results")
     assert isinstance(ensemble, Ensemble) and len(ensemble) == 2
@@ -129,6 +133,34 @@ def test_ensemble_members_and_results(small_features, tmp_path, monkeypatch):
     feats = torch.from_numpy(trainer.splits["test"].features)
     lengths = torch.from_numpy(trainer.splits["test"].num_frames)
     torch.testing.assert_close(loaded.predict_proba(feats, lengths), ensemble.predict_proba(feats, lengths))
+
+
+def test_collapsed_members_are_caught_and_retrained(small_features, tmp_path):
+    # A learning rate this small leaves the model at chance: every attempt collapses.
+    trainer = make_trainer(small_features, tmp_path / "c", learning_rate=1e-9, collapse_retries=2)
+    with pytest.warns(RuntimeWarning, match="collapsed") as caught:
+        _, results = trainer.train_ensemble(num_models=2, num_epochs=2, results_dir=tmp_path / "r")
+    messages = [str(w.message) for w in caught]
+    assert any("retraining with seed 44" in m for m in messages), messages
+    assert any("every attempt collapsed" in m for m in messages), messages
+    first = results["members"][0]["collapse_check"]
+    assert [a["seed"] for a in first["attempts"]] == [42, 44, 45]
+    assert all("chance" in a["collapsed"] for a in first["attempts"])
+    assert [a["seed"] for a in results["members"][1]["collapse_check"]["attempts"]] == [43, 46, 47]
+    kept_seed = results["members"][0]["training_config"]["seed"]
+    best = torch.load(tmp_path / "c" / "best_ensemble_model_1.pt", weights_only=True)
+    assert best["training_config"]["seed"] == kept_seed, "the kept attempt's weights are the member's"
+    assert not list((tmp_path / "c").glob(".best_*")), "no stashed attempt is left behind"
+    saved = json.loads((tmp_path / "r" / "ensemble_model_1_results.json").read_text())
+    assert saved["collapse_check"]["collapsed"]
+
+
+def test_a_healthy_member_is_not_retrained(small_features, tmp_path):
+    trainer = make_trainer(small_features, tmp_path / "c", collapse_min_class_f1=0.0, collapse_margin=-100.0)
+    _, results = trainer.train_ensemble(num_models=1, num_epochs=1, results_dir=tmp_path / "r")
+    assert results["members"][0]["collapse_check"] == {
+        "attempts": [{"seed": 42, "best_val_acc": results["members"][0]["best_val_acc"], "collapsed": None}],
+        "collapsed": None}
 
 
 def test_it_learns_what_a_frame_mean_cannot(tmp_path):

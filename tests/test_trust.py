@@ -20,12 +20,12 @@ def test_representation_stats_and_distance_ratio():
     assert torch.equal(distance_ratio(pooled, torch.zeros(4, dtype=torch.long), None), torch.ones(4))
 
 
-def test_score_combines_confidence_agreement_and_distance():
+def test_score_combines_confidence_and_distance():
     member_probs = torch.tensor([[[0.8, 0.2], [0.6, 0.4]], [[0.6, 0.4], [0.3, 0.7]]])
     probs = member_probs.mean(0)
     signals = trust(member_probs, probs, torch.tensor([0.5, 2.0]))
     torch.testing.assert_close(signals["agreement"], torch.tensor([1.0, 0.5]))
-    torch.testing.assert_close(signals["score"], torch.tensor([0.7, 0.55 * 0.5 ** 0.5 * 0.5]))
+    torch.testing.assert_close(signals["score"], torch.tensor([0.7, 0.55 * 0.5]))
 
 
 def test_threshold_and_flags():

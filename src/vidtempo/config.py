@@ -11,6 +11,9 @@ from typing import Any, Mapping, TypeVar
 from .errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16")
+# How the best epoch is chosen: the seed's strict accuracy rule, or accuracy with ties broken by loss.
+SELECTIONS = ("accuracy_then_loss", "accuracy")
+MEMBER_WEIGHTINGS = ("equal", "val_accuracy")
 
 
 @dataclass
@@ -55,6 +58,15 @@ class TrainingConfig:
     num_workers: int = 4
     seed: int = 42
     precision: str = "auto"
+    # Beyond the seed: model selection, and how an ensemble is checked and combined.
+    selection: str = "accuracy_then_loss"
+    collapse_retries: int = 2  # retrain a collapsed member with the next unused seed this many times
+    collapse_margin: float = 5.0  # collapsed: best val accuracy within this many points of chance ...
+    collapse_min_class_f1: float = 10.0  # ... or some class's val F1 (percent) below this
+    member_weighting: str = "equal"
+    drop_members_below: float | None = None  # val accuracy (percent) under which a member gets weight 0
+    choose_tta_views: bool = True  # keep only the TTA views that help on validation
+    calibrate: bool = True  # fit a temperature on validation
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "num_epochs", "patience", "scheduler_t0", "scheduler_t_mult"):
@@ -67,6 +79,15 @@ class TrainingConfig:
             raise ConfigError(f"training_config.learning_rate must be > 0, got {self.learning_rate}")
         if not 0.0 <= float(self.label_smoothing) < 1.0:
             raise ConfigError(f"training_config.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"training_config.selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
+        if self.member_weighting not in MEMBER_WEIGHTINGS:
+            raise ConfigError(
+                f"training_config.member_weighting must be one of {', '.join(MEMBER_WEIGHTINGS)}, "
+                f"got {self.member_weighting!r}"
+            )
+        if int(self.collapse_retries) < 0:
+            raise ConfigError(f"training_config.collapse_retries must be >= 0, got {self.collapse_retries}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"training_config.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 

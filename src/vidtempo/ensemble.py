@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -34,8 +34,12 @@ MANIFEST_FORMAT_VERSION = 1
 class EnsembleSettings:
     """What is decided for an ensemble as a whole, on validation data, and stored in its manifest."""
 
+    member_weights: list[float] | None = None  # None: equal weights (the seed's behaviour); 0 drops a member
+    tta_views: list[str] = field(default_factory=lambda: list(TTA_VIEWS))  # the views TTA averages over
+    temperature: float = 1.0  # divides the log of the ensemble's probabilities (calibration)
     uncertain_below: float = DEFAULT_UNCERTAIN_BELOW  # trust-score threshold of the "uncertain" flag
     fitted_on: str | None = None  # the split the settings were fitted on
+    report: dict[str, Any] = field(default_factory=dict)  # how they were chosen
 
 
 @dataclass
@@ -45,6 +49,8 @@ class ModelOutputs:
     probs: torch.Tensor  # [B, C] softmax, averaged over the TTA views when asked for
     pooled: torch.Tensor  # [B, W] attention-pooled representation of the original view
     attention: torch.Tensor  # [B, T] attention-pooling weights over the original view's steps
+    view_probs: torch.Tensor  # [V, B, C] softmax of each view (V = 1 without TTA)
+    applies: torch.Tensor  # [V, B] bool: whether each view applies to each video
 
 
 @torch.no_grad()
@@ -55,17 +61,24 @@ def model_outputs(
     tta: bool = False,
     amp_dtype: torch.dtype | None = None,
     max_rows: int = INFERENCE_BATCH_ROWS,
+    views: Sequence[str] | None = None,
 ) -> ModelOutputs:
     """Run one model (in eval mode) on a batch; with TTA, on every view of every video.
 
     All views of all videos are stacked and run through the model in as few passes as ``max_rows`` allows.
+    ``views`` picks the TTA views (``tta=True`` means all of them); the original view must come first.
     """
     device = next(model.parameters()).device
     batch, max_len = features.shape[0], features.shape[1]
+    views = tuple(views) if views is not None else (TTA_VIEWS if tta else None)
+    if views is not None and views[0] != "original":
+        raise ConfigError(f"TTA views must start with 'original', got {views}")
+    tta = views is not None and len(views) > 1
     if tta:
-        rows, row_lengths, applies = make_views(features, lengths, TTA_VIEWS)
+        rows, row_lengths, applies = make_views(features, lengths, views)
     else:
-        rows, row_lengths, applies = features, lengths.to("cpu", torch.long), None
+        rows, row_lengths = features, lengths.to("cpu", torch.long)
+        applies = torch.ones(1, batch, dtype=torch.bool)
     probs, pooled, attention = [], [], []
     for start in range(0, rows.shape[0], max_rows):
         chunk_lengths = row_lengths[start : start + max_rows]
@@ -84,6 +97,8 @@ def model_outputs(
         probs=average_views(all_probs, applies) if tta else all_probs,
         pooled=torch.cat(pooled)[:batch],
         attention=torch.cat(attention)[:batch, :max_len],
+        view_probs=all_probs.reshape(applies.shape[0], batch, -1),
+        applies=applies,
     )
 
 
@@ -189,53 +204,85 @@ class Ensemble:
         return write_json({"format_version": MANIFEST_FORMAT_VERSION, "members": list(member_files),
                            "names": self.names, "settings": asdict(self.settings)}, Path(folder) / MANIFEST_NAME)
 
-    def member_probabilities(self, features: Any, lengths: Any = None, tta: bool = False) -> torch.Tensor:
-        """``[M, B, C]``: each member's probabilities."""
+    def member_probabilities(self, features: Any, lengths: Any = None, tta: bool = False,
+                             views: Sequence[str] | None = None) -> torch.Tensor:
+        """``[M, B, C]``: each member's probabilities (with TTA, over the ensemble's chosen views)."""
         features, lengths = _as_tensors(features, lengths)
-        return torch.stack([model_probabilities(m, features, lengths, tta=tta) for m in self.models])
+        views = self._views(tta, views)
+        return torch.stack([model_outputs(m, features, lengths, views=views).probs for m in self.models])
+
+    def combine(self, member_probs: torch.Tensor, calibrated: bool = True) -> torch.Tensor:
+        """``[M, B, C]`` -> ``[B, C]``: the (weighted) mean of the members, then the fitted temperature."""
+        weights = self.member_weights.to(member_probs.dtype).reshape(-1, 1, 1)
+        probs = (member_probs * weights).sum(0)
+        if calibrated and self.settings.temperature != 1.0:
+            from .calibration import apply_temperature
+
+            probs = apply_temperature(probs, self.settings.temperature).to(member_probs.dtype)
+        return probs
+
+    @property
+    def member_weights(self) -> torch.Tensor:
+        """Normalised weights of the members: equal unless fitted otherwise."""
+        if self.settings.member_weights is None:
+            return torch.full((len(self.models),), 1.0 / len(self.models))
+        weights = torch.tensor(self.settings.member_weights, dtype=torch.float64)
+        return (weights / weights.sum()).float()
+
+    def _views(self, tta: bool, views: Sequence[str] | None) -> tuple[str, ...] | None:
+        if views is not None:
+            return tuple(views)
+        return tuple(self.settings.tta_views) if tta else None
 
     def analyze(self, features: Any, lengths: Any = None, tta: bool = False) -> dict[str, Any]:
         """Everything a result reports: probabilities (ensemble and members), the members' mean
         attention-pooling weights over the original view ``[B, T]``, and the trust signals."""
         features, lengths = _as_tensors(features, lengths)
-        outputs = [model_outputs(m, features, lengths, tta=tta) for m in self.models]
+        outputs = [model_outputs(m, features, lengths, views=self._views(tta, None)) for m in self.models]
         member_probs = torch.stack([o.probs for o in outputs])
-        probs = member_probs.mean(0)
+        probs = self.combine(member_probs)
         predicted = probs.argmax(-1)
         ratios = torch.stack([distance_ratio(o.pooled, predicted, s) for o, s in zip(outputs, self.representation_stats)])
+        weights = self.member_weights.reshape(-1, 1)
         return {
             "probs": probs,
             "member_probs": member_probs,
-            "attention": torch.stack([o.attention for o in outputs]).mean(0),
-            "trust": trust(member_probs, probs, ratios.mean(0)),
+            "attention": torch.stack([o.attention for o in outputs]).mul(weights.unsqueeze(-1)).sum(0),
+            "trust": trust(member_probs[self.member_weights > 0], probs, (ratios * weights).sum(0)),
         }
 
     def predict_proba(self, features: Any, lengths: Any = None, tta: bool = False) -> torch.Tensor:
-        """``[B, C]`` probabilities: the mean of the members' softmax (with TTA, over views too)."""
-        return self.member_probabilities(features, lengths, tta=tta).mean(0)
+        """``[B, C]`` probabilities: the mean of the members' softmax (weighted and calibrated as fitted;
+        with TTA, over the chosen views too)."""
+        return self.combine(self.member_probabilities(features, lengths, tta=tta))
 
     def predict(self, features: Any, lengths: Any = None, tta: bool = False) -> torch.Tensor:
         return self.predict_proba(features, lengths, tta=tta).argmax(-1)
 
-    def evaluate(self, split: FeatureSplit, tta: bool = False, batch_size: int = 256) -> dict[str, Any]:
-        """Metrics for each member and for the ensemble on a feature split."""
+    def split_member_probabilities(self, split: FeatureSplit, tta: bool = False, views: Sequence[str] | None = None,
+                                   batch_size: int = 256) -> torch.Tensor:
+        """``[M, N, C]`` member probabilities over a whole feature split."""
         if split.category_mapping != self.category_mapping:
             raise ConfigError(
                 f"{split.path}: categories {split.category_mapping} differ from the ensemble's {self.category_mapping}"
             )
-        member_probs = []
+        chunks = []
         for start in range(0, split.num_videos, batch_size):
             feats = torch.from_numpy(split.features[start : start + batch_size])
             lengths = torch.from_numpy(split.num_frames[start : start + batch_size])
-            member_probs.append(self.member_probabilities(feats, lengths, tta=tta))
-        probs = torch.cat(member_probs, dim=1)
+            chunks.append(self.member_probabilities(feats, lengths, tta=tta, views=views))
+        return torch.cat(chunks, dim=1)
+
+    def evaluate(self, split: FeatureSplit, tta: bool = False, batch_size: int = 256) -> dict[str, Any]:
+        """Metrics for each member and for the ensemble on a feature split."""
+        probs = self.split_member_probabilities(split, tta=tta, batch_size=batch_size)
         names = self.class_names
         return {
             "members": {
                 name: classification_metrics(split.labels, p.argmax(-1).numpy(), names)
                 for name, p in zip(self.names, probs)
             },
-            "ensemble": classification_metrics(split.labels, probs.mean(0).argmax(-1).numpy(), names),
+            "ensemble": classification_metrics(split.labels, self.combine(probs).argmax(-1).numpy(), names),
         }
 
 

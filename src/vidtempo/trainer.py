@@ -14,6 +14,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,14 +29,16 @@ from . import __version__
 from .checkpoint import CHECKPOINT_FORMAT_VERSION, load_checkpoint, save_checkpoint, write_json
 from .config import ModelConfig, TrainingConfig, make_config
 from .data import class_weights, make_loader
-from .ensemble import Ensemble, EnsembleSettings, model_outputs, model_probabilities
+from .ensemble import Ensemble, model_outputs, model_probabilities
+from .ensemble_fit import collapse_reason, fit_ensemble_settings
+from .evaluation import evaluate_ensemble, write_evaluation_report
 from .errors import CheckpointError, ConfigError
 from .loss import FocalLoss
 from .metrics import classification_metrics
 from .model import SuperEnhancedTemporalModel
 from .runtime import autocast, derive_seed, resolve_device, resolve_precision, seed_everything
 from .store import FeatureSplit, read_splits
-from .trust import fit_uncertain_threshold, representation_stats
+from .trust import representation_stats
 
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_f1", "lr", "epoch_time")
 
@@ -46,6 +49,7 @@ class _RunState:
 
     history: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in HISTORY_KEYS})
     best_val_acc: float = -1.0
+    best_val_loss: float = float("inf")
     best_epoch: int = -1
     patience_counter: int = 0
     next_epoch: int = 0
@@ -185,8 +189,9 @@ class EnhancedTemporalModelTrainer:
                                ("val_f1", val_metrics["f1_weighted"]), ("lr", lr), ("epoch_time", epoch_time)):
                 state.history[key].append(float(value))
             state.next_epoch = epoch + 1
-            if val_metrics["accuracy"] > state.best_val_acc:
-                state.best_val_acc, state.best_epoch, state.patience_counter = val_metrics["accuracy"], epoch, 0
+            if _improves(val_metrics, state, cfg.selection):
+                state.best_val_acc, state.best_val_loss = val_metrics["accuracy"], val_metrics["loss"]
+                state.best_epoch, state.patience_counter = epoch, 0
                 context.save(self.output_dir / f"best_{model_name}.pt", epoch, state, val_metrics, train_metrics)
             else:
                 state.patience_counter += 1
@@ -211,6 +216,7 @@ class EnhancedTemporalModelTrainer:
             "model_name": model_name,
             "best_epoch": state.best_epoch,
             "best_val_acc": state.best_val_acc,
+            "best_val_metrics": best.get("metrics"),
             "stopped_early": stopped_early,
             "epochs_trained": state.next_epoch,
             "test": self._evaluate_probs(model, test_loader, tta=False, amp_dtype=amp_dtype),
@@ -238,42 +244,82 @@ class EnhancedTemporalModelTrainer:
         """Train members ``ensemble_model_1..N``, member i (0-based) seeded with ``seed + i``."""
         if num_models < 1:
             raise ConfigError(f"num_models must be at least 1, got {num_models}")
+        cfg = self.training_config
         member_results, names = [], []
+        next_unused_seed = cfg.seed + num_models
         for i in range(num_models):
             name = f"ensemble_model_{i + 1}"
-            _, results = self.train_single_model(
-                num_epochs=num_epochs, batch_size=batch_size, learning_rate=learning_rate, model_name=name,
-                feature_file_suffix=feature_file_suffix, results_dir=results_dir,
-                seed=self.training_config.seed + i,
-            )
+            common = dict(num_epochs=num_epochs, batch_size=batch_size, learning_rate=learning_rate,
+                          model_name=name, feature_file_suffix=feature_file_suffix, results_dir=results_dir)
+            results, next_unused_seed = self._train_member(common, cfg.seed + i, next_unused_seed)
             member_results.append(results)
             names.append(name)
-        test = self.splits["test"]
         member_files = [f"best_{name}.pt" for name in names]
         ensemble = Ensemble.from_checkpoints([self.output_dir / f for f in member_files], self.device)
-        ensemble.settings = fit_ensemble_settings(ensemble, self.splits["val"])
+        ensemble.settings = fit_ensemble_settings(ensemble, self.splits["val"], cfg)
         ensemble.save_manifest(self.output_dir, member_files)
-        plain, tta = ensemble.evaluate(test, tta=False), ensemble.evaluate(test, tta=True)
+        evaluation = evaluate_ensemble(ensemble, {s: self.splits[s] for s in ("val", "test")})
+        plain, tta = evaluation["test"]["plain"]["ensemble"], evaluation["test"]["tta"]["ensemble"]
         average = {
             "accuracy": float(np.mean([r["test"]["accuracy"] for r in member_results])),
             "accuracy_tta": float(np.mean([r["test_tta"]["accuracy"] for r in member_results])),
         }
         results = {
             "num_models": num_models,
-            "ensemble": {"test": plain["ensemble"], "test_tta": tta["ensemble"]},
+            "ensemble": {"test": plain, "test_tta": tta},
             "members": member_results,
             "members_average": average,
             "improvement_over_members_average": {
-                "accuracy": plain["ensemble"]["accuracy"] - average["accuracy"],
-                "accuracy_tta": tta["ensemble"]["accuracy"] - average["accuracy_tta"],
+                "accuracy": plain["accuracy"] - average["accuracy"],
+                "accuracy_tta": tta["accuracy"] - average["accuracy_tta"],
             },
+            "ensemble_settings": dataclasses.asdict(ensemble.settings),
+            "calibration": evaluation["calibration"],
+            "evaluation": {k: v for k, v in evaluation.items() if k not in ("calibration", "reliability", "predictions")},
         }
         write_json(results, Path(results_dir) / "ensemble_final_results.json")
+        report = write_evaluation_report(
+            Path(results_dir) / "report", evaluation, ensemble.class_names, self.splits["test"].labels,
+            histories={r["model_name"]: r["history"] for r in member_results},
+            notes=_ensemble_notes(member_results, ensemble), title=f"vidtempo ensemble of {num_models}")
         self._log(
-            f"ensemble of {num_models}: test acc {plain['ensemble']['accuracy']:.2f}% "
-            f"(TTA {tta['ensemble']['accuracy']:.2f}%), members' average {average['accuracy']:.2f}%"
+            f"ensemble of {num_models}: test acc {plain['accuracy']:.2f}% (TTA {tta['accuracy']:.2f}%, views "
+            f"{'+'.join(ensemble.settings.tta_views)}), members' average {average['accuracy']:.2f}%; report {report}"
         )
         return ensemble, results
+
+    def _train_member(self, common: dict[str, Any], seed: int, next_unused_seed: int) -> tuple[dict[str, Any], int]:
+        """Train one member; a collapsed one is retrained with the next unused seed, up to
+        ``collapse_retries`` times, and the best attempt is kept (with a warning if all collapsed)."""
+        cfg, name = self.training_config, common["model_name"]
+        best_path = self.output_dir / f"best_{name}.pt"
+        attempts: list[dict[str, Any]] = []
+        kept: dict[str, Any] | None = None
+        for attempt in range(cfg.collapse_retries + 1):
+            _, results = self.train_single_model(seed=seed, **common)
+            reason = collapse_reason(results["best_val_metrics"], len(self.class_names), cfg)
+            attempts.append({"seed": seed, "best_val_acc": results["best_val_acc"], "collapsed": reason})
+            if kept is None or results["best_val_acc"] > kept["best_val_acc"]:
+                kept = results
+                best_path.replace(self._stash(name))  # keep this attempt's weights aside
+            if reason is None:
+                break
+            retry = attempt < cfg.collapse_retries
+            warnings.warn(f"{name} (seed {seed}) collapsed: {reason}"
+                          + (f"; retraining with seed {next_unused_seed}" if retry else ""), RuntimeWarning)
+            if retry:
+                seed, next_unused_seed = next_unused_seed, next_unused_seed + 1
+        self._stash(name).replace(best_path)
+        final_reason = next(a["collapsed"] for a in attempts if a["seed"] == kept["training_config"]["seed"])
+        if final_reason:
+            warnings.warn(f"{name}: every attempt collapsed; keeping seed {kept['training_config']['seed']} "
+                          f"({final_reason})", RuntimeWarning)
+        kept["collapse_check"] = {"attempts": attempts, "collapsed": final_reason}
+        write_json(kept, Path(common["results_dir"]) / f"{name}_results.json")
+        return kept, next_unused_seed
+
+    def _stash(self, name: str) -> Path:
+        return self.output_dir / f".best_{name}.kept.pt"
 
     # -------------------------------------------------------------------------------------- helpers
     def _loaders_for(self, cfg: TrainingConfig, suffix: str):
@@ -302,8 +348,8 @@ class EnhancedTemporalModelTrainer:
         optimizer.load_state_dict(payload["optimizer_state_dict"])
         scheduler.load_state_dict(payload["scheduler_state_dict"])
         history = {k: list(payload["history"].get(k, [])) for k in HISTORY_KEYS}
-        return _RunState(history, float(payload["best_val_acc"]), int(payload["best_epoch"]),
-                         int(payload["patience_counter"]), int(payload["epoch"]) + 1)
+        return _RunState(history, float(payload["best_val_acc"]), float(payload.get("best_val_loss", float("inf"))),
+                         int(payload["best_epoch"]), int(payload["patience_counter"]), int(payload["epoch"]) + 1)
 
     def _prune_checkpoints(self, model_name: str, keep: int) -> None:
         prefix = f"{model_name}_checkpoint_epoch_"
@@ -359,12 +405,28 @@ class EnhancedTemporalModelTrainer:
         )
 
 
-def fit_ensemble_settings(ensemble: Ensemble, val: FeatureSplit) -> EnsembleSettings:
-    """Decide the ensemble-wide settings on the validation split."""
-    analysis = ensemble.analyze(val.features, val.num_frames)
-    correct = analysis["probs"].argmax(-1).numpy() == val.labels
-    return EnsembleSettings(uncertain_below=fit_uncertain_threshold(analysis["trust"]["score"].numpy(), correct),
-                            fitted_on="val")
+def _ensemble_notes(member_results: list[dict[str, Any]], ensemble: Ensemble) -> list[str]:
+    notes = []
+    for r in member_results:
+        check = r.get("collapse_check") or {}
+        for attempt in check.get("attempts", []):
+            if attempt["collapsed"]:
+                notes.append(f"{r['model_name']} with seed {attempt['seed']} collapsed ({attempt['collapsed']}).")
+    settings = ensemble.settings
+    notes.append(f"TTA views chosen on validation: {' + '.join(settings.tta_views)}.")
+    weights = "equal" if settings.member_weights is None else ", ".join(f"{w:.3g}" for w in settings.member_weights)
+    notes.append(f"Member weights: {weights}.")
+    notes.extend(settings.report.get("notes", []))
+    return notes
+
+
+def _improves(val_metrics: Mapping[str, Any], state: _RunState, selection: str) -> bool:
+    """A strictly better validation accuracy; with ``accuracy_then_loss``, also an equal accuracy at a
+    strictly lower validation loss (small validation sets tie often, and the later epoch fits better)."""
+    if val_metrics["accuracy"] > state.best_val_acc:
+        return True
+    return (selection == "accuracy_then_loss" and val_metrics["accuracy"] == state.best_val_acc
+            and val_metrics["loss"] < state.best_val_loss)
 
 
 class _EpochContext:
@@ -414,6 +476,7 @@ class _EpochContext:
                 "train_metrics": train_metrics,
                 "history": state.history,
                 "best_val_acc": state.best_val_acc,
+                "best_val_loss": state.best_val_loss,
                 "best_epoch": state.best_epoch,
                 "patience_counter": state.patience_counter,
                 "model_config": dataclasses.asdict(self.model_config),

@@ -8,10 +8,11 @@ Signals, per video:
   class in the training set, divided by the 95th percentile of the training videos' distances to their own
   class centroid, averaged over members (1.0: as far as a typical training video's outer edge).
 
-``score = confidence * sqrt(agreement) * min(1, 1 / distance_ratio)`` lies in [0, 1]: the confidence,
-discounted when members disagree or the video lies farther from its class than training videos do.
-On held-out data it tells correct from wrong predictions better than confidence alone (AUROC in
-benchmarks/RESULTS.md, from benchmarks/trust_auroc.py).
+``score = confidence * min(1, 1 / distance_ratio)`` lies in [0, 1]: the (calibrated) confidence,
+discounted when the video lies farther from its class than the training videos do. Disagreement between
+members already lowers the averaged confidence; multiplying by the agreement again made the score worse
+at telling correct from wrong predictions, so agreement is reported but not multiplied in (AUROC per
+signal in benchmarks/RESULTS.md, from benchmarks/trust_auroc.py).
 
 A prediction is flagged ``out_of_distribution`` when ``distance_ratio > OOD_DISTANCE_RATIO`` and
 ``uncertain`` when its score is below the ensemble's threshold; otherwise ``ok``. The threshold is fitted
@@ -64,7 +65,7 @@ def trust(member_probs: torch.Tensor, probs: torch.Tensor, ratios: torch.Tensor)
     """Signals and score per video. ``member_probs [M, B, C]``, ``probs [B, C]``, ``ratios [B]``."""
     confidence, predicted = probs.max(-1)
     agreement = (member_probs.argmax(-1) == predicted.unsqueeze(0)).float().mean(0)
-    score = confidence * agreement.sqrt() * torch.clamp(1.0 / ratios, max=1.0)
+    score = confidence * torch.clamp(1.0 / ratios, max=1.0)
     return {"score": score, "confidence": confidence, "agreement": agreement, "distance_ratio": ratios}
 
 

@@ -1,0 +1,73 @@
+"""Scoring an ensemble on feature splits (members and ensemble, plain and TTA, calibration) and the report.
+
+Used by the end of ``train_ensemble`` and by ``vidtempo evaluate``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .calibration import expected_calibration_error, reliability_bins
+from .ensemble import Ensemble
+from .metrics import classification_metrics
+from .store import FeatureSplit
+
+
+def evaluate_ensemble(ensemble: Ensemble, splits: Mapping[str, FeatureSplit], tta: bool = True) -> dict[str, Any]:
+    """``{split: {"plain"|"tta": {"members": {name: metrics}, "ensemble": metrics}}}`` plus, for the last
+    split, ``calibration`` (temperature, ECE before and after), ``reliability`` bins and ``predictions``."""
+    names = ensemble.class_names
+    evaluation: dict[str, Any] = {}
+    last_probs = None
+    for split_name, split in splits.items():
+        evaluation[split_name] = {}
+        for mode in ("plain", "tta") if tta else ("plain",):
+            member_probs = ensemble.split_member_probabilities(split, tta=mode == "tta")
+            combined = ensemble.combine(member_probs)
+            evaluation[split_name][mode] = {
+                "members": {member: classification_metrics(split.labels, p.argmax(-1).numpy(), names)
+                            for member, p in zip(ensemble.names, member_probs)},
+                "ensemble": classification_metrics(split.labels, combined.argmax(-1).numpy(), names),
+            }
+            if mode == "plain":
+                last_probs = (split_name, split, member_probs)
+    split_name, split, member_probs = last_probs
+    labels = torch.from_numpy(split.labels)
+    before, after = ensemble.combine(member_probs, calibrated=False), ensemble.combine(member_probs)
+    evaluation["calibration"] = {
+        "temperature": ensemble.settings.temperature,
+        "fitted_on": ensemble.settings.fitted_on,
+        "split": split_name,
+        "ece_before": expected_calibration_error(before, labels),
+        "ece_after": expected_calibration_error(after, labels),
+    }
+    evaluation["reliability"] = {"before": reliability_bins(before, labels), "after": reliability_bins(after, labels)}
+    evaluation["predictions"] = {"split": split_name, "y_pred": after.argmax(-1).tolist()}
+    return evaluation
+
+
+def write_evaluation_report(
+    folder: Path,
+    evaluation: Mapping[str, Any],
+    class_names: Sequence[str],
+    y_true: np.ndarray,
+    histories: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    notes: Sequence[str] | None = None,
+    title: str = "vidtempo evaluation",
+) -> Path:
+    """PNG plots and ``report.md`` in ``folder``; returns the report's path."""
+    from .report import build_report
+
+    scores = {k: v for k, v in evaluation.items() if k not in ("calibration", "reliability", "predictions")}
+    calibration = dict(evaluation["calibration"])
+    calibration["split"] = calibration.get("fitted_on") or calibration["split"]
+    return build_report(
+        folder, scores, histories=histories, calibration=calibration, y_true=y_true,
+        y_pred=np.asarray(evaluation["predictions"]["y_pred"]), class_names=class_names,
+        reliability=evaluation["reliability"], title=title,
+        notes=[f"Calibration: ECE measured on the {evaluation['calibration']['split']} split.", *(notes or [])],
+    )
