@@ -45,6 +45,9 @@ def test_train_writes_members_and_results(trained):
     assert (trained / "ckpt" / "best_ensemble_model_1.pt").is_file()
     assert (trained / "ckpt" / "best_ensemble_model_2.pt").is_file()
     assert (trained / "ckpt" / "results" / "ensemble_final_results.json").is_file()
+    assert (trained / "ckpt" / "ensemble.json").is_file()
+    report = (trained / "ckpt" / "results" / "report" / "report.md").read_text()
+    assert "training_curves.png" in report and "reliability.png" in report
 
 
 def test_resume_from_the_command_line(trained, small_features):
@@ -63,6 +66,11 @@ def test_evaluate_reports_members_and_ensemble(trained, small_features, tmp_path
     assert "ensemble" in result.stdout and "confusion matrix" in result.stdout
     report = json.loads(out.read_text())
     assert set(report["plain"]["members"]) == {"ensemble_model_1", "ensemble_model_2"}
+    figures = tmp_path / "report_test"
+    for name in ("confusion_matrix.png", "training_curves.png", "reliability.png", "report.md"):
+        assert (figures / name).stat().st_size > 0, name
+    markdown = (figures / "report.md").read_text()
+    assert "confusion_matrix.png" in markdown and "precision" in markdown and "ECE" in markdown
     for mode in ("plain", "tta"):
         metrics = report[mode]["ensemble"]
         assert {"accuracy", "f1_weighted", "per_class_f1", "confusion_matrix"} <= set(metrics)

@@ -163,6 +163,19 @@ def test_a_healthy_member_is_not_retrained(small_features, tmp_path):
         "collapsed": None}
 
 
+def test_tensorboard_logging(small_features, tmp_path):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    trainer = EnhancedTemporalModelTrainer(small_features, tmp_path / "c", device="cpu", model_config=TINY_MODEL,
+                                           training_config=TINY_TRAINING, quiet=True,
+                                           tensorboard_dir=tmp_path / "tb")
+    _, results = trainer.train_single_model(num_epochs=3, model_name="m", results_dir=tmp_path / "r")
+    events = event_accumulator.EventAccumulator(str(tmp_path / "tb" / "m"))
+    events.Reload()
+    assert {"loss/train", "accuracy/val", "learning_rate"} <= set(events.Tags()["scalars"])
+    logged = [e.value for e in events.Scalars("accuracy/val")]
+    assert logged == pytest.approx(results["history"]["val_acc"])
+
+
 def test_it_learns_what_a_frame_mean_cannot(tmp_path):
     write_synthetic_features(tmp_path / "f", videos_per_split={"train": 256, "val": 64, "test": 128})
     started = time.perf_counter()

@@ -75,6 +75,7 @@ def _add_train(sub) -> None:
     p.add_argument("--training-config", type=Path, help="JSON file of training settings")
     p.add_argument("--resume", type=Path, help="continue the run saved in this checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p.add_argument("--tensorboard", type=Path, metavar="DIR", help="also log each epoch's metrics for TensorBoard")
     p.set_defaults(run=_run_train)
 
 
@@ -94,7 +95,7 @@ def _run_train(args) -> int:
     suffix = detect_suffix(args.features_dir) if args.suffix is None else args.suffix
     trainer = EnhancedTemporalModelTrainer(
         args.features_dir, args.output_dir, device=args.device, model_config=model_config,
-        training_config=training_config, quiet=args.quiet,
+        training_config=training_config, quiet=args.quiet, tensorboard_dir=args.tensorboard,
     )
     results_dir = args.results_dir or args.output_dir / "results"
     common = dict(num_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
@@ -124,28 +125,35 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--suffix", help="feature file suffix (default: _multiscale or none, whichever exists)")
     p.add_argument("--tta", action="store_true", help="also score with test-time augmentation")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--output", type=Path, help="JSON report (default: CHECKPOINTS/evaluation_{split}.json)")
+    p.add_argument("--output", type=Path, help="JSON results (default: CHECKPOINTS/evaluation_{split}.json)")
+    p.add_argument("--report-dir", type=Path, help="plots and report.md (default: beside the JSON results)")
     p.set_defaults(run=_run_evaluate)
 
 
 def _run_evaluate(args) -> int:
     from .checkpoint import write_json
     from .ensemble import Ensemble
+    from .evaluation import evaluate_ensemble, write_evaluation_report
     from .store import detect_suffix, read_split, split_path
 
     suffix = detect_suffix(args.features_dir) if args.suffix is None else args.suffix
     split = read_split(split_path(args.features_dir, args.split, suffix))
     source = args.checkpoints[0] if len(args.checkpoints) == 1 else args.checkpoints
     ensemble = Ensemble.from_checkpoints(source, device=args.device)
+    evaluation = evaluate_ensemble(ensemble, {args.split: split}, tta=args.tta)
+    scores = evaluation[args.split]
     report: dict[str, Any] = {"file": str(split.path), "split": args.split, "classes": ensemble.class_names,
-                              "plain": ensemble.evaluate(split, tta=False)}
-    if args.tta:
-        report["tta"] = ensemble.evaluate(split, tta=True)
+                              **scores, "calibration": evaluation["calibration"]}
     first = args.checkpoints[0]
-    output = args.output or (first if first.is_dir() else first.parent) / f"evaluation_{args.split}.json"
+    folder = first if first.is_dir() else first.parent
+    output = args.output or folder / f"evaluation_{args.split}.json"
     write_json(report, output)
+    histories = {name: meta["history"] for name, meta in zip(ensemble.names, ensemble.metadata) if meta.get("history")}
+    markdown = write_evaluation_report(args.report_dir or output.parent / f"report_{args.split}", evaluation,
+                                       ensemble.class_names, split.labels, histories=histories or None,
+                                       title=f"vidtempo evaluation: {split.path.name}")
     print(_format_evaluation(report))
-    print(f"report: {output}")
+    print(f"results: {output}\nreport: {markdown}")
     return 0
 
 

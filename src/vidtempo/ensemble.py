@@ -188,6 +188,7 @@ class Ensemble:
                     "path": str(path),
                     "best_epoch": payload.get("best_epoch"),
                     "best_val_acc": payload.get("best_val_acc"),
+                    "history": payload.get("run_history") or payload.get("history"),
                 }
             )
         known = set(EnsembleSettings.__dataclass_fields__)

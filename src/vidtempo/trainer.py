@@ -64,8 +64,10 @@ class EnhancedTemporalModelTrainer:
         model_config: ModelConfig | Mapping[str, Any] | None = None,
         training_config: TrainingConfig | Mapping[str, Any] | None = None,
         quiet: bool = False,
+        tensorboard_dir: str | os.PathLike | None = None,
     ) -> None:
         self.features_dir = Path(features_dir)
+        self.tensorboard_dir = Path(tensorboard_dir) if tensorboard_dir else None
         self.output_dir = Path(output_dir)
         self.device = resolve_device(device)
         self.training_config = make_config(TrainingConfig, training_config)
@@ -175,6 +177,7 @@ class EnhancedTemporalModelTrainer:
         write_json(run_record, self.output_dir / f"{model_name}_config.json")
 
         context = _EpochContext(self, model, criterion, optimizer, scheduler, cfg, amp_dtype, model_name, model_config)
+        board = self._tensorboard(model_name)
         stopped_early = False
         started = time.perf_counter()
         for epoch in range(state.next_epoch, cfg.num_epochs):
@@ -189,6 +192,12 @@ class EnhancedTemporalModelTrainer:
                                ("val_f1", val_metrics["f1_weighted"]), ("lr", lr), ("epoch_time", epoch_time)):
                 state.history[key].append(float(value))
             state.next_epoch = epoch + 1
+            if board is not None:
+                for tag, value in (("loss/train", train_metrics["loss"]), ("loss/val", val_metrics["loss"]),
+                                   ("accuracy/train", train_metrics["accuracy"]), ("accuracy/val", val_metrics["accuracy"]),
+                                   ("f1_weighted/val", val_metrics["f1_weighted"]), ("learning_rate", lr)):
+                    board.add_scalar(tag, value, epoch)
+                board.flush()
             if _improves(val_metrics, state, cfg.selection):
                 state.best_val_acc, state.best_val_loss = val_metrics["accuracy"], val_metrics["loss"]
                 state.best_epoch, state.patience_counter = epoch, 0
@@ -206,11 +215,14 @@ class EnhancedTemporalModelTrainer:
                 self._log(f"{model_name}: no validation improvement for {cfg.patience} epochs; stopping early")
                 break
 
+        if board is not None:
+            board.close()
         best_path = self.output_dir / f"best_{model_name}.pt"
         best = load_checkpoint(best_path, map_location=self.device)
         model.load_state_dict(best["model_state_dict"])
         model.eval()
         best["representation_stats"] = self._representation_stats(model, cfg.batch_size, amp_dtype)
+        best["run_history"] = state.history  # the whole run; "history" stops at the best epoch
         save_checkpoint(best, best_path)
         results = {
             "model_name": model_name,
@@ -375,6 +387,15 @@ class EnhancedTemporalModelTrainer:
         labels_all = torch.cat(labels).numpy()
         return classification_metrics(labels_all, torch.cat(preds).numpy(), self.class_names,
                                       loss=total_loss / max(len(labels_all), 1))
+
+    def _tensorboard(self, model_name: str):
+        if self.tensorboard_dir is None:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("TensorBoard logging needs the tensorboard package: pip install tensorboard") from None
+        return SummaryWriter(log_dir=str(self.tensorboard_dir / model_name))
 
     def _representation_stats(self, model, batch_size: int, amp_dtype) -> dict[str, torch.Tensor]:
         """Class centroids of the training videos' pooled representations, for the trust score."""
