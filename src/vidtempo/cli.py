@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vidtempo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_extract(sub)
+    _add_merge(sub)
     _add_train(sub)
     _add_evaluate(sub)
     _add_predict(sub)
@@ -54,6 +55,16 @@ def _add_extract(sub) -> None:
     p = sub.add_parser("extract", help="decode videos and write per-frame CNN features to the feature store")
     add_extract_arguments(p)
     p.set_defaults(run=run_extract)
+
+
+def _add_merge(sub) -> None:
+    try:
+        from .extract.cli import add_merge_arguments, run_merge
+    except ImportError:  # lives with extraction, which needs PyAV and the backbone weights package
+        return
+    p = sub.add_parser("merge-features", help="merge the shard files of 'extract --shard I/N' into split files")
+    add_merge_arguments(p)
+    p.set_defaults(run=run_merge)
 
 
 # ----------------------------------------------------------------------------------------------- train

@@ -5,6 +5,7 @@ from .extractor import ExtractionFailed, FeatureExtractor, extract_features
 from .report import ExtractionReport, SplitReport
 from .multiscale import DEFAULT_SCALES, multiscale_length, multiscale_sequence, scale_indices
 from .settings import ExtractionSettings, RunOptions
+from .shards import merge_shards, parse_shard, shard_path
 from .video import VideoDecodeError, decode_clip, load_video_frames, uniform_indices
 
 __all__ = [
@@ -22,8 +23,11 @@ __all__ = [
     "decode_clip",
     "extract_features",
     "load_video_frames",
+    "merge_shards",
     "multiscale_length",
     "multiscale_sequence",
+    "parse_shard",
     "scale_indices",
+    "shard_path",
     "uniform_indices",
 ]

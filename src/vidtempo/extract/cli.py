@@ -11,6 +11,7 @@ from ..store import SPLITS
 from .backbones import DEFAULT_BACKBONE, backbone_names
 from .extractor import ExtractionFailed, extract_features
 from .settings import ExtractionSettings, RunOptions
+from .shards import merge_all, parse_shard
 
 
 def add_extract_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -39,6 +40,13 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument(
         "--splits", default=None, help=f"comma-separated splits (default: those of {','.join(SPLITS)} present)"
     )
+    parser.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="extract only shard I of N (1-based) of each split into {split}_features{suffix}.shard-I-of-N.h5; "
+        "join the shards with 'vidtempo merge-features'",
+    )
     parser.add_argument("--overwrite", action="store_true", help="redo splits that are already extracted")
     parser.add_argument("--strict", action="store_true", help="stop with exit status 1 if any video fails")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -48,6 +56,7 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 def run_extract(args: argparse.Namespace) -> int:
     """Run the command. VidtempoError (bad input) propagates for the caller to report with exit status 2."""
     splits = [s.strip() for s in args.splits.split(",") if s.strip()] if args.splits else None
+    shard = parse_shard(args.shard) if getattr(args, "shard", None) is not None else None
     settings = ExtractionSettings(
         backbone=args.backbone,
         image_size=args.image_size,
@@ -64,10 +73,31 @@ def run_extract(args: argparse.Namespace) -> int:
         quiet=args.quiet,
     )
     try:
-        extract_features(args.videos_dir, args.output_dir, settings, options, splits)
+        extract_features(args.videos_dir, args.output_dir, settings, options, splits, shard=shard)
     except ExtractionFailed as exc:
         print(f"vidtempo: error: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def add_merge_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--features-dir", required=True, help="folder with the {split}_features*.shard-I-of-N.h5 files")
+    parser.add_argument(
+        "--splits", default=None, help="comma-separated splits (default: every split with shard files)"
+    )
+    parser.add_argument("--suffix", default=None, help="feature file suffix (default: the one the shard files have)")
+    parser.add_argument("--delete-shards", action="store_true", help="remove the shard files once merged")
+    parser.add_argument("--quiet", action="store_true", help="print nothing on success")
+    return parser
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    """``vidtempo merge-features``. VidtempoError (missing or disagreeing shards) propagates: exit status 2."""
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()] if args.splits else None
+    merged = merge_all(args.features_dir, splits, args.suffix, delete_shards=args.delete_shards)
+    if not args.quiet:
+        for split, path in merged.items():
+            print(f"{split}: merged -> {path}")
     return 0
 
 

@@ -27,6 +27,7 @@ from .backbones import FrozenBackbone, build_backbone, feature_dim
 from .catalog import VideoItem, scan_videos
 from .multiscale import multiscale_sequence
 from .resume import PartialSplit
+from .shards import shard_failures_path, shard_items, shard_path
 from .settings import ExtractionSettings, RunOptions
 from .decoding import DecodeVideos, lower_decoder_priority
 from .report import ExtractionReport, SplitReport
@@ -37,8 +38,12 @@ class ExtractionFailed(Exception):
     """A video failed under ``strict``: the run stops with exit status 1 (not a usage error)."""
 
 
-def failures_path(output_dir: str | os.PathLike, split: str, suffix: str = "") -> Path:
-    """Where the videos a split could not decode are listed, next to its feature file."""
+def failures_path(
+    output_dir: str | os.PathLike, split: str, suffix: str = "", shard: tuple[int, int] | None = None
+) -> Path:
+    """Where the videos a split (or one shard of it) could not decode are listed, next to its feature file."""
+    if shard is not None:
+        return shard_failures_path(output_dir, split, suffix, *shard)
     return Path(output_dir) / f"{split}_failures{suffix}.json"
 
 
@@ -129,9 +134,12 @@ class FeatureExtractor:
         *,
         strict: bool = False,
         quiet: bool = False,
+        shard: tuple[int, int] | None = None,
+        split_videos: int | None = None,
     ) -> SplitReport:
         """Extract ``items`` into ``output_path``, resuming saved progress. The file appears under its final
-        name only when complete."""
+        name only when complete. With ``shard`` (i, n), ``items`` are shard i of the split's ``split_videos``
+        videos: the file records that, its failures go to the shard's own list, and it may hold no video."""
         report = SplitReport(split=split, output=output_path, videos=len(items))
         partial = PartialSplit(output_path, self.settings.identity(), self.feature_dim)
         try:
@@ -140,7 +148,10 @@ class FeatureExtractor:
             started = time.perf_counter()
             self._run(split, pending, partial, report, strict=strict, quiet=quiet)
             report.seconds = time.perf_counter() - started
-            self._write(items, partial, output_path, category_mapping, report, strict=strict)
+            self._write(
+                items, partial, output_path, category_mapping, report, strict=strict, shard=shard,
+                split_videos=split_videos,
+            )
         except BaseException:
             partial.close()  # keep the progress for the next run
             raise
@@ -200,6 +211,8 @@ class FeatureExtractor:
         report: SplitReport,
         *,
         strict: bool,
+        shard: tuple[int, int] | None = None,
+        split_videos: int | None = None,
     ) -> None:
         kept: list[tuple[VideoItem, np.ndarray]] = []
         for item in items:
@@ -211,7 +224,7 @@ class FeatureExtractor:
             else:
                 kept.append((item, partial.features(record)))
         suffix = self.settings.suffix
-        failures_file = failures_path(output_path.parent, report.split, suffix)
+        failures_file = failures_path(output_path.parent, report.split, suffix, shard)
         if report.failed:
             _write_failures(failures_file, report)
             report.failures_file = failures_file
@@ -220,11 +233,20 @@ class FeatureExtractor:
         if strict and report.failed:
             video_id, reason = report.failed[0]
             raise ExtractionFailed(f"{video_id}: {reason} (--strict)")
-        if not kept:
+        extra_attrs = self.settings.file_attrs()
+        if shard is not None:
+            # A shard may hold no video (fewer videos than shards, or all of its own failed); the merge decides.
+            extra_attrs.update(
+                shard=shard[0],
+                num_shards=shard[1],
+                shard_videos=len(items),
+                split_videos=len(items) if split_videos is None else split_videos,
+            )
+        elif not kept:
             raise VidtempoError(
                 f"{report.split}: none of its {len(items)} videos could be decoded (listed in {failures_file})"
             )
-        max_steps = max(f.shape[0] for _, f in kept)
+        max_steps = max((f.shape[0] for _, f in kept), default=0)
         features = np.zeros((len(kept), max_steps, self.feature_dim), dtype=np.float32)
         for row, (_, seq) in enumerate(kept):
             features[row, : seq.shape[0]] = seq
@@ -236,7 +258,7 @@ class FeatureExtractor:
             category_mapping=category_mapping,
             multi_scale=self.settings.multi_scale,
             video_ids=[item.video_id for item, _ in kept],
-            extra_attrs=self.settings.file_attrs(),
+            extra_attrs=extra_attrs,
         )
 
 
@@ -264,9 +286,13 @@ def extract_features(
     settings: ExtractionSettings | None = None,
     options: RunOptions | None = None,
     splits: Sequence[str] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> ExtractionReport:
     """Extract every split of ``videos_dir`` into ``output_dir``. Raises VidtempoError for bad input and
-    ExtractionFailed when a video fails under ``options.strict``."""
+    ExtractionFailed when a video fails under ``options.strict``.
+
+    With ``shard=(i, n)`` only shard i of each split's videos is extracted, into its own shard file
+    (``shards.shard_path``); ``shards.merge_shards`` joins the n shard files into the split file."""
     settings = settings or ExtractionSettings()
     options = options or RunOptions()
     catalog = scan_videos(videos_dir, splits)
@@ -276,21 +302,13 @@ def extract_features(
     report = ExtractionReport()
     todo: list[str] = []
     for split in catalog.splits:
-        path = split_path(output_dir, split, settings.suffix)
-        if path.exists() and not options.overwrite:
-            attrs = _existing_attrs(path)
-            differing = settings.matches_attrs(attrs)
-            if "category_mapping" in attrs and parse_category_mapping(attrs["category_mapping"], str(path)) != (
-                catalog.category_mapping
-            ):
-                # Every split of one folder must share the mapping; the videos now imply another one.
-                differing.append(f"category_mapping (now {json.dumps(catalog.category_mapping)})")
-            if differing:
-                raise VidtempoError(
-                    f"{path}: already extracted with other settings ({'; '.join(differing)}); "
-                    "use --overwrite to replace it"
-                )
-            skipped = SplitReport(split=split, output=path, videos=len(catalog.splits[split]), skipped=True)
+        final = split_path(output_dir, split, settings.suffix)
+        path = final if shard is None else shard_path(output_dir, split, settings.suffix, *shard)
+        # A sharded run also keeps a split whose shards were merged already (and perhaps deleted).
+        existing = next((p for p in (path, final) if p.exists()), None)
+        if existing is not None and not options.overwrite:
+            _check_existing(existing, settings, catalog.category_mapping)
+            skipped = SplitReport(split=split, output=existing, videos=len(catalog.splits[split]), skipped=True)
             report.splits[split] = skipped
             if not options.quiet:
                 print(skipped.summary())
@@ -303,10 +321,33 @@ def extract_features(
             if not options.quiet:
                 print(f"{split}: no videos, nothing to extract")
             continue
-        path = split_path(output_dir, split, settings.suffix)
-        split_report = extractor.extract_split(
-            split, items, path, catalog.category_mapping, strict=options.strict, quiet=options.quiet
-        )
+        if shard is None:
+            path = split_path(output_dir, split, settings.suffix)
+            split_report = extractor.extract_split(
+                split, items, path, catalog.category_mapping, strict=options.strict, quiet=options.quiet
+            )
+        else:
+            path = shard_path(output_dir, split, settings.suffix, *shard)
+            split_report = extractor.extract_split(
+                split, shard_items(items, *shard), path, catalog.category_mapping, strict=options.strict,
+                quiet=options.quiet, shard=shard, split_videos=len(items),
+            )
         report.splits[split] = split_report
         split_report.announce(options.quiet)
     return report
+
+
+def _check_existing(path: Path, settings: ExtractionSettings, category_mapping: Mapping[str, int]) -> None:
+    """Raise VidtempoError if the finished file ``path`` was made with other settings or another mapping."""
+    attrs = _existing_attrs(path)
+    differing = settings.matches_attrs(attrs)
+    if "category_mapping" in attrs and parse_category_mapping(attrs["category_mapping"], str(path)) != (
+        category_mapping
+    ):
+        # Every split of one folder must share the mapping; the videos now imply another one.
+        differing.append(f"category_mapping (now {json.dumps(category_mapping)})")
+    if differing:
+        raise VidtempoError(
+            f"{path}: already extracted with other settings ({'; '.join(differing)}); "
+            "use --overwrite to replace it"
+        )
