@@ -90,9 +90,10 @@ def model_flops(config: ModelConfig | dict | None = None, frames: int = MEAN_FRA
 
 
 def counted_forward_flops(config: ModelConfig | dict | None = None, frames: int = MEAN_FRAMES) -> dict[str, Any]:
-    """FlopCounterMode on a real forward (one video, eval mode), and on an unrolled LSTM of the same shapes."""
+    """FlopCounterMode on a real forward (one video, train mode), and on an unrolled LSTM of the same shapes."""
     c = config if isinstance(config, ModelConfig) else ModelConfig(**(config or {}))
-    model = SuperEnhancedTemporalModel.from_config(c).eval()
+    # train mode: in eval mode nn.MultiheadAttention takes its fused fast path, which has no FLOP formula
+    model = SuperEnhancedTemporalModel.from_config(c).train()
     x = torch.randn(1, frames, c.feature_dim)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x, torch.tensor([frames]))
