@@ -71,3 +71,23 @@ def test_padding_never_changes_a_prediction():
     torch.testing.assert_close(in_batch, alone, atol=1e-4, rtol=0)
     torch.testing.assert_close(with_garbage, alone, atol=1e-4, rtol=0)
     assert torch.all(weights[0, 6:] == 0) and abs(float(weights[0].sum()) - 1) < 1e-5
+
+
+def test_cpu_lstm_path_equals_the_packed_lstm():
+    """On the CPU the LSTM runs per layer and direction on the padded batch; same numbers as packing."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    model = _tiny()
+    torch.manual_seed(3)
+    h = torch.randn(4, 11, 16)
+    lengths = torch.tensor([11, 4, 7, 1])
+    packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+    with torch.no_grad():
+        expected, _ = pad_packed_sequence(model.lstm(packed)[0], batch_first=True, total_length=11)
+        padded = model._lstm_padded(h, lengths)
+    for row, length in enumerate(lengths):
+        torch.testing.assert_close(padded[row, :length], expected[row, :length], atol=1e-5, rtol=0)
+    model.train()
+    h.requires_grad_(True)
+    model._lstm_padded(h, lengths)[0, :3].sum().backward()
+    assert h.grad[1].abs().sum() == 0, "gradients do not leak between videos"

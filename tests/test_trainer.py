@@ -176,6 +176,20 @@ def test_tensorboard_logging(small_features, tmp_path):
     assert logged == pytest.approx(results["history"]["val_acc"])
 
 
+def test_precision_auto_and_bf16_training(tmp_path):
+    from vidtempo.runtime import cpu_has_fast_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) is None and resolve_precision("bf16", cpu) is torch.bfloat16
+    assert resolve_precision("auto", cpu) is (torch.bfloat16 if cpu_has_fast_bf16() else None)
+    write_synthetic_features(tmp_path / "f", videos_per_split={"train": 256, "val": 64, "test": 128})
+    trainer = make_trainer(tmp_path / "f", tmp_path / "c", precision="bf16")
+    _, results = trainer.train_single_model(num_epochs=15, model_name="m", results_dir=tmp_path / "r")
+    assert results["test"]["accuracy"] >= 90.0, results["history"]["val_acc"]
+    config = json.loads((tmp_path / "c" / "m_config.json").read_text())
+    assert config["precision"] == "bfloat16"
+
+
 def test_it_learns_what_a_frame_mean_cannot(tmp_path):
     write_synthetic_features(tmp_path / "f", videos_per_split={"train": 256, "val": 64, "test": 128})
     started = time.perf_counter()

@@ -43,12 +43,17 @@ def augment_sequence(seq: torch.Tensor) -> torch.Tensor:
 
 
 class FeatureDataset(Dataset):
-    """Items ``(features [T_i, D] float32, label, length)`` with ``T_i`` the video's own frame count."""
+    """Items ``(features [T_i, D] float32, label, length)`` with ``T_i`` the video's own frame count.
+
+    An in-memory split gives views into its array; a streamed one (``store.H5Features``) reads each video
+    from the file, through a handle and bounded chunk cache of the process (DataLoader worker) reading it.
+    """
 
     def __init__(self, split: FeatureSplit, augment: bool = False) -> None:
         self.split = split
         self.augment = augment
-        self._features = torch.from_numpy(split.features)
+        self._streamed = not isinstance(split.features, np.ndarray)
+        self._features = split.features if self._streamed else torch.from_numpy(split.features)
         self.labels = torch.from_numpy(split.labels)
         self.lengths = torch.from_numpy(split.num_frames)
 
@@ -58,6 +63,8 @@ class FeatureDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         length = int(self.lengths[index])
         seq = self._features[index, :length]
+        if self._streamed:
+            seq = torch.from_numpy(seq)
         if self.augment:
             seq = augment_sequence(seq)
         return seq, int(self.labels[index]), int(seq.shape[0])

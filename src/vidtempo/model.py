@@ -87,9 +87,12 @@ class SuperEnhancedTemporalModel(nn.Module):
         pad = padding_mask(lengths, max_len).to(x.device)
 
         h = self.input_projection(x)
-        packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.lstm(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=max_len)
+        if h.is_cuda:
+            packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+            out, _ = self.lstm(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=max_len)
+        else:
+            out = self._lstm_padded(h, lengths.to(h.device)).masked_fill(pad.unsqueeze(-1), 0.0)
 
         attended, _ = self.attention(out, out, out, key_padding_mask=pad, need_weights=False)
         out = self.attention_norm(out + attended)
@@ -98,6 +101,36 @@ class SuperEnhancedTemporalModel(nn.Module):
         weights = torch.softmax(scores.masked_fill(pad, float("-inf")), dim=1)
         pooled = torch.bmm(weights.unsqueeze(1).to(out.dtype), out).squeeze(1)
         return pooled, weights
+
+    def _lstm_padded(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The LSTM on the right-padded batch, one layer and direction at a time: the same weights and the
+        same numbers at valid steps as the packed LSTM, but on the CPU it runs in oneDNN's fused kernels
+        (also in bf16), where a packed sequence falls back to a slow step-by-step loop.
+
+        The forward direction is causal, so padding after a video cannot reach its valid steps. The reverse
+        direction runs forward over each video reversed within its own length (padding stays at the end).
+        Steps at or past a video's length hold garbage; the caller zeroes them.
+        """
+        lstm = self.lstm
+        batch, max_len, _ = h.shape
+        steps = torch.arange(max_len, device=h.device)
+        flip = lengths.unsqueeze(1) - 1 - steps.unsqueeze(0)
+        flip = torch.where(flip >= 0, flip, steps.unsqueeze(0)).unsqueeze(-1)  # an involution per row
+        directions = ("", "_reverse") if lstm.bidirectional else ("",)
+        layer_input = h
+        for layer in range(lstm.num_layers):
+            outputs = []
+            for suffix in directions:
+                weights = [getattr(lstm, f"{name}_l{layer}{suffix}")
+                           for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                inputs = layer_input.gather(1, flip.expand(-1, -1, layer_input.shape[2])) if suffix else layer_input
+                zeros = inputs.new_zeros(1, batch, lstm.hidden_size)
+                out = torch.lstm(inputs, (zeros, zeros), weights, True, 1, 0.0, self.training, False, True)[0]
+                outputs.append(out.gather(1, flip.expand(-1, -1, out.shape[2])) if suffix else out)
+            layer_input = torch.cat(outputs, dim=-1)
+            if layer < lstm.num_layers - 1 and lstm.dropout > 0:
+                layer_input = nn.functional.dropout(layer_input, lstm.dropout, self.training)
+        return layer_input
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [B, C] for features [B, T, D] with valid lengths [B] (None: every step is valid)."""

@@ -10,6 +10,24 @@ One file per split, ``{split}_features{suffix}.h5``, holding
 
 and, written by vidtempo but never required, ``video_ids`` and the extraction settings as attributes.
 Files with only the seed system's fields load unchanged.
+
+Memory. ``read_split`` always validates the whole file (shapes, labels, frame counts, finite features),
+reading ``features`` in blocks of at most ``_VALIDATION_ROWS`` rows and ``_VALIDATION_BYTES`` bytes, so the
+check needs bounded memory. Then:
+
+- a split whose features (``N * T_max * D * 4`` bytes as float32) fit under ``max_in_memory_bytes`` is read
+  once into a numpy array, ``FeatureSplit.features``; nothing is decompressed again per item;
+- a larger split streams: ``FeatureSplit.features`` is an ``H5Features``, which reads what is indexed
+  (``features[i, :n]`` one video, ``features[a:b]`` a block of rows, also integer and index-array keys on
+  the first axis) straight from the file, through HDF5's chunk cache bounded to ``cache_bytes`` per open
+  file. Each process opens its own read-only handle on first use (a DataLoader worker, forked or spawned,
+  never shares its parent's), and pickling carries only the path and settings.
+
+``max_in_memory_bytes=None`` means the automatic limit ``default_max_in_memory_bytes()``:
+``IN_MEMORY_FRACTION`` of the memory available now (``MemAvailable`` in ``/proc/meminfo``, else
+``FALLBACK_MEMORY_BYTES``), read again for each split, so splits loaded earlier count against later ones.
+``labels``, ``num_frames`` and ``video_ids`` are always loaded. ``np.asarray(features)`` on a streamed split
+reads all of it into memory: code that may see large splits should index row blocks instead.
 """
 
 from __future__ import annotations
@@ -34,6 +52,13 @@ REQUIRED_ATTRS = ("num_videos", "max_frames", "feature_dim", "category_mapping",
 EXTRACTION_ATTRS = ("backbone", "image_size", "frames_per_video", "scales", "vidtempo_version")
 # Rows checked for finite values at a time, so validating a large file needs bounded memory.
 _VALIDATION_ROWS = 256
+_VALIDATION_BYTES = 64 * 2**20
+# Splits larger than this fraction of the available memory stream from the file instead of being loaded.
+IN_MEMORY_FRACTION = 0.4
+FALLBACK_MEMORY_BYTES = 8 * 2**30  # "available memory" where /proc/meminfo cannot be read
+# HDF5 chunk cache of a streamed split, per process that reads it.
+STREAM_CACHE_BYTES = 32 * 2**20
+_FEATURE_DTYPE = np.dtype(np.float32)
 
 
 def split_filename(split: str, suffix: str = "") -> str:
@@ -87,11 +112,176 @@ def _attr_value(value: Any) -> Any:
     return value
 
 
+def available_memory_bytes() -> int:
+    """``MemAvailable`` from ``/proc/meminfo``, else ``FALLBACK_MEMORY_BYTES``."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return FALLBACK_MEMORY_BYTES
+
+
+def default_max_in_memory_bytes() -> int:
+    """The automatic limit: ``IN_MEMORY_FRACTION`` of the memory available now."""
+    return int(IN_MEMORY_FRACTION * available_memory_bytes())
+
+
+class H5Features:
+    """The ``features`` dataset of a split file, read on demand: float32 ``[N, T_max, D]``.
+
+    Supports what the code base indexes a feature array with: ``x[i]``, ``x[i, :n]``, ``x[a:b]``,
+    ``x[a:b, :n]``, an index array or list on the first axis (any order, repeats allowed), plus ``shape``,
+    ``dtype``, ``ndim``, ``len()`` and ``np.asarray(x)`` (which reads everything). Results are new float32
+    numpy arrays. The HDF5 handle is opened per process on first use; its chunk cache holds at most
+    ``cache_bytes``.
+    """
+
+    ndim = 3
+    dtype = _FEATURE_DTYPE
+
+    def __init__(self, path: str | os.PathLike, shape: Sequence[int], cache_bytes: int = STREAM_CACHE_BYTES,
+                 dataset: str = "features") -> None:
+        self.path = Path(path)
+        self.shape = tuple(int(s) for s in shape)
+        self.cache_bytes = int(cache_bytes)
+        self.dataset = dataset
+        self._file: h5py.File | None = None
+        self._data: h5py.Dataset | None = None
+        self._pid: int | None = None
+
+    # --------------------------------------------------------------------------------- file handle
+    def _dataset(self) -> h5py.Dataset:
+        if self._pid != os.getpid():
+            # First use in this process (or a child forked from one that had it open): a handle of our own.
+            # The inherited one is dropped, not used: an HDF5 handle must not be shared across fork.
+            self._file = self._data = None
+            self._pid = os.getpid()
+        if self._data is None:
+            nbytes = max(self.cache_bytes, 0)
+            try:
+                self._file = h5py.File(self.path, "r", rdcc_nbytes=nbytes, rdcc_nslots=_cache_slots(nbytes))
+            except OSError as exc:
+                raise FeatureStoreError(f"{self.path}: cannot reopen feature file ({exc})") from None
+            self._data = self._file[self.dataset]
+            if tuple(self._data.shape) != self.shape:
+                raise FeatureStoreError(f"{self.path}: 'features' changed shape from {self.shape} to {self._data.shape}")
+        return self._data
+
+    def close(self) -> None:
+        """Close this process's handle (a later access reopens it)."""
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = self._data = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "shape": self.shape, "cache_bytes": self.cache_bytes, "dataset": self.dataset}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], state["shape"], state["cache_bytes"], state["dataset"])
+
+    # ---------------------------------------------------------------------------------- array-like
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * self.dtype.itemsize
+
+    def __repr__(self) -> str:
+        return f"H5Features({str(self.path)!r}, shape={self.shape})"
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        data = self[:]
+        return data if dtype is None else data.astype(dtype, copy=False)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = _expand_key(key, self.ndim)
+        first, rest = key[0], key[1:]
+        simple = tuple(_simple_index(k, size) for k, size in zip(rest, self.shape[1:]))
+        trailing_simple = all(k is not None for k in simple)
+        if trailing_simple:
+            rest = simple  # ints and unit-step slices, normalised: h5py reads just that part
+        data = self._dataset()
+        n = self.shape[0]
+        if _is_int(first):
+            index = int(first)
+            if not -n <= index < n:
+                raise IndexError(f"index {index} is out of bounds for axis 0 with size {n}")
+            index %= n
+            out = data[(index, *rest)] if trailing_simple else data[index][rest]
+        elif isinstance(first, slice):
+            start, stop, step = first.indices(n)
+            if step == 1:
+                out = data[(slice(start, max(start, stop)), *rest)] if trailing_simple else data[start:stop][(slice(None), *rest)]
+            else:
+                out = self[np.arange(start, stop, step)][(slice(None), *rest)]
+        else:
+            rows = np.asarray(first)
+            if rows.dtype == bool:
+                if rows.shape != (n,):
+                    raise IndexError(f"boolean index of shape {rows.shape} does not match axis 0 of size {n}")
+                rows = np.flatnonzero(rows)
+            if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
+                raise IndexError("H5Features takes an integer, a slice or a 1-D index array on the first axis")
+            if rows.size and (rows.min() < -n or rows.max() >= n):
+                raise IndexError(f"index out of bounds for axis 0 with size {n}")
+            rows = rows % n if rows.size else rows.astype(np.int64)
+            unique, inverse = np.unique(rows, return_inverse=True)
+            block = np.empty((unique.size, *self.shape[1:]), dtype=data.dtype)
+            for j, row in enumerate(unique):  # h5py wants increasing unique indices; one row at a time is simplest
+                data.read_direct(block, np.s_[int(row)], np.s_[j])
+            out = block[inverse.reshape(-1)][(slice(None), *rest)]
+        return np.asarray(out, dtype=self.dtype)
+
+
+def _cache_slots(nbytes: int) -> int:
+    # HDF5 advises a prime number of hash slots, some 10-100 times the chunks that fit in the cache.
+    for candidate in (521, 1031, 2053, 4099, 8209, 16411, 32771, 65537):
+        if candidate * 4096 >= nbytes:
+            return candidate
+    return 131101
+
+
+def _simple_index(key: Any, size: int) -> int | slice | None:
+    """An int or a unit-step slice as h5py reads it (non-negative, in bounds); None for anything else."""
+    if _is_int(key):
+        if not -size <= int(key) < size:
+            raise IndexError(f"index {int(key)} is out of bounds for size {size}")
+        return int(key) % size
+    if isinstance(key, slice):
+        start, stop, step = key.indices(size)
+        if step == 1:
+            return slice(start, max(start, stop))
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _expand_key(key: Any, ndim: int) -> tuple[Any, ...]:
+    """A key as one entry per axis (Ellipsis expanded, missing trailing axes as full slices)."""
+    key = key if isinstance(key, tuple) else (key,)
+    if any(k is None for k in key):
+        raise IndexError("H5Features does not support np.newaxis; index first, then reshape the result")
+    if sum(k is Ellipsis for k in key) > 1:
+        raise IndexError("an index can only have a single ellipsis")
+    if any(k is Ellipsis for k in key):
+        at = next(i for i, k in enumerate(key) if k is Ellipsis)
+        key = key[:at] + (slice(None),) * (ndim - len(key) + 1) + key[at + 1 :]
+    if len(key) > ndim:
+        raise IndexError(f"too many indices: {len(key)} for {ndim} dimensions")
+    return key + (slice(None),) * (ndim - len(key))
+
+
 @dataclass
 class FeatureSplit:
-    """One split held in memory."""
+    """One split: labels and frame counts in memory; features in memory (numpy) or streamed (H5Features)."""
 
-    features: np.ndarray  # float32 [N, T_max, D]
+    features: np.ndarray | H5Features  # float32 [N, T_max, D]
     labels: np.ndarray  # int64 [N]
     num_frames: np.ndarray  # int64 [N]
     category_mapping: dict[str, int]
@@ -99,6 +289,11 @@ class FeatureSplit:
     video_ids: list[str] | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+
+    @property
+    def streamed(self) -> bool:
+        """True when the features are read from the file on demand rather than held in memory."""
+        return isinstance(self.features, H5Features)
 
     @property
     def num_videos(self) -> int:
@@ -139,18 +334,21 @@ def _open(path: Path) -> h5py.File:
         raise FeatureStoreError(f"{path}: not a readable HDF5 file ({reason})") from None
 
 
-def read_split(path: str | os.PathLike) -> FeatureSplit:
-    """Load and validate one split file into memory. Raises FeatureStoreError naming the file."""
+def read_split(path: str | os.PathLike, max_in_memory_bytes: int | None = None,
+               cache_bytes: int = STREAM_CACHE_BYTES) -> FeatureSplit:
+    """Validate one split file, then load its features into memory if they take at most
+    ``max_in_memory_bytes`` (None: ``default_max_in_memory_bytes()``), else stream them (``H5Features``
+    with a chunk cache of ``cache_bytes``). Raises FeatureStoreError naming the file."""
     path = Path(path)
     with _open(path) as f:
         try:
-            return _read_checked(f, path)
+            return _read_checked(f, path, max_in_memory_bytes, cache_bytes)
         except (OSError, KeyError, ValueError, TypeError) as exc:
             # h5py raises these for truncated or damaged datasets.
             raise FeatureStoreError(f"{path}: damaged feature file ({exc})") from None
 
 
-def _read_checked(f: h5py.File, path: Path) -> FeatureSplit:
+def _read_checked(f: h5py.File, path: Path, max_in_memory_bytes: int | None, cache_bytes: int) -> FeatureSplit:
     for name in REQUIRED_DATASETS:
         if name not in f or not isinstance(f[name], h5py.Dataset):
             raise FeatureStoreError(f"{path}: missing dataset '{name}'")
@@ -184,13 +382,20 @@ def _read_checked(f: h5py.File, path: Path) -> FeatureSplit:
         )
     if "feature_dim" in f.attrs and int(f.attrs["feature_dim"]) != dim:
         raise FeatureStoreError(f"{path}: attribute feature_dim={int(f.attrs['feature_dim'])} but features have {dim}")
-    features = np.empty((n, t_max, dim), dtype=np.float32)
-    for start in range(0, n, _VALIDATION_ROWS):
-        block = feats[start : start + _VALIDATION_ROWS]
-        if not np.isfinite(block).all():
-            row = start + int(np.flatnonzero(~np.isfinite(block).reshape(block.shape[0], -1).all(axis=1))[0])
+    limit = default_max_in_memory_bytes() if max_in_memory_bytes is None else int(max_in_memory_bytes)
+    in_memory = n * t_max * dim * _FEATURE_DTYPE.itemsize <= limit
+    features: np.ndarray | H5Features
+    features = np.empty((n, t_max, dim), dtype=np.float32) if in_memory else H5Features(path, (n, t_max, dim), cache_bytes)
+    rows = max(1, min(_VALIDATION_ROWS, _VALIDATION_BYTES // (t_max * dim * feats.dtype.itemsize)))
+    for start in range(0, n, rows):
+        block = feats[start : start + rows]
+        finite = np.isfinite(block).reshape(block.shape[0], -1).all(axis=1)
+        if not finite.all():
+            row = start + int(np.flatnonzero(~finite)[0])
             raise FeatureStoreError(f"{path}: video {row} has NaN or infinite features")
-        features[start : start + block.shape[0]] = block
+        if in_memory:
+            features[start : start + block.shape[0]] = block
+        del block, finite
     video_ids = None
     if "video_ids" in f:
         video_ids = [_attr_value(v) for v in f["video_ids"][()]]
@@ -248,9 +453,12 @@ def write_split(
     return path
 
 
-def read_splits(features_dir: str | os.PathLike, suffix: str, splits: Sequence[str] = SPLITS) -> dict[str, FeatureSplit]:
-    """Load several splits and check they agree on category mapping and feature dimension."""
-    loaded = {split: read_split(split_path(features_dir, split, suffix)) for split in splits}
+def read_splits(features_dir: str | os.PathLike, suffix: str, splits: Sequence[str] = SPLITS,
+                max_in_memory_bytes: int | None = None) -> dict[str, FeatureSplit]:
+    """Load several splits and check they agree on category mapping and feature dimension.
+
+    ``max_in_memory_bytes`` applies to each split (see ``read_split``); None: the automatic limit."""
+    loaded = {split: read_split(split_path(features_dir, split, suffix), max_in_memory_bytes) for split in splits}
     first_name, first = next(iter(loaded.items()))
     for name, split in loaded.items():
         if split.category_mapping != first.category_mapping:

@@ -84,7 +84,9 @@ class EnhancedTemporalModelTrainer:
     def load_features(self, feature_file_suffix: str = "_multiscale") -> dict[str, FeatureSplit]:
         """Read and cross-check the three splits once; later calls reuse them."""
         if self._splits_suffix != feature_file_suffix:
-            self.splits = read_splits(self.features_dir, feature_file_suffix)
+            limit_gb = self.training_config.max_in_memory_gb
+            self.splits = read_splits(self.features_dir, feature_file_suffix,
+                                      max_in_memory_bytes=None if limit_gb is None else int(limit_gb * 2**30))
             self._splits_suffix = feature_file_suffix
         return self.splits
 
