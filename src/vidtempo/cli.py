@@ -85,6 +85,10 @@ def _add_train(sub) -> None:
     p.add_argument("--model-config", type=Path, help="JSON file of model settings")
     p.add_argument("--training-config", type=Path, help="JSON file of training settings")
     p.add_argument("--resume", type=Path, help="continue the run saved in this checkpoint")
+    p.add_argument("--member", type=int, metavar="I",
+                   help="train only member I of the --num-models ensemble (members can train in parallel)")
+    p.add_argument("--assemble", action="store_true",
+                   help="only combine already trained members into the ensemble (after --member runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     p.add_argument("--tensorboard", type=Path, metavar="DIR", help="also log each epoch's metrics for TensorBoard")
     p.set_defaults(run=_run_train)
@@ -109,18 +113,26 @@ def _run_train(args) -> int:
         training_config=training_config, quiet=args.quiet, tensorboard_dir=args.tensorboard,
     )
     results_dir = args.results_dir or args.output_dir / "results"
+    say = print if trainer.dist.is_main else (lambda *a, **k: None)  # under torchrun, one process reports
     common = dict(num_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                   feature_file_suffix=suffix, results_dir=results_dir)
     if args.resume:
         name = load_checkpoint(args.resume).get("model_name") or "ensemble_model_1"
         _, results = trainer.train_single_model(model_name=name, resume_from=args.resume, **common)
-        print(f"{name}: test accuracy {results['test']['accuracy']:.2f}% -> {results_dir}/{name}_results.json")
+        say(f"{name}: test accuracy {results['test']['accuracy']:.2f}% -> {results_dir}/{name}_results.json")
+    elif args.member is not None:
+        results = trainer.train_member(args.member, args.num_models, **common)
+        say(f"{results['model_name']}: test accuracy {results['test']['accuracy']:.2f}%")
+    elif args.assemble:
+        _, results = trainer.assemble_ensemble(args.num_models, feature_file_suffix=suffix, results_dir=results_dir)
+        say(f"ensemble test accuracy {results['ensemble']['test']['accuracy']:.2f}% "
+              f"-> {results_dir}/ensemble_final_results.json")
     elif args.num_models == 1:
         _, results = trainer.train_single_model(model_name="ensemble_model_1", **common)
-        print(f"test accuracy {results['test']['accuracy']:.2f}% -> {results_dir}/ensemble_model_1_results.json")
+        say(f"test accuracy {results['test']['accuracy']:.2f}% -> {results_dir}/ensemble_model_1_results.json")
     else:
         _, results = trainer.train_ensemble(num_models=args.num_models, **common)
-        print(
+        say(
             f"ensemble test accuracy {results['ensemble']['test']['accuracy']:.2f}% "
             f"(TTA {results['ensemble']['test_tta']['accuracy']:.2f}%) -> {results_dir}/ensemble_final_results.json"
         )

@@ -67,6 +67,7 @@ class TrainingConfig:
     drop_members_below: float | None = None  # val accuracy (percent) under which a member gets weight 0
     choose_tta_views: bool = True  # keep only the TTA views that help on validation
     calibrate: bool = True  # fit a temperature on validation
+    bucket_by_length: bool = False  # batches of similar length (less padding), same class-balanced draws
     max_in_memory_gb: float | None = None  # larger splits stream from the file (None: automatic, see store.py)
 
     def __post_init__(self) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from .sampling import BalancedBatchSampler
 from .store import FeatureSplit
 
 # Augmentation of the seed system (train split only, sequences longer than MIN_AUGMENT_FRAMES).
@@ -101,18 +102,30 @@ def make_loader(
     num_workers: int,
     train: bool = False,
     generator: torch.Generator | None = None,
+    bucket_by_length: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    sampler_generator: torch.Generator | None = None,
 ) -> DataLoader:
-    """A train loader (augmented, class-balanced sampling) or an evaluation loader (in order)."""
+    """A train loader (augmented, class-balanced sampling) or an evaluation loader (in order).
+
+    ``generator`` seeds the loader's workers (their augmentation); ``sampler_generator`` (default: the same)
+    draws the videos, and must be seeded alike in every process of a distributed run.
+    """
     dataset = FeatureDataset(split, augment=train)
-    sampler = balanced_sampler(split.labels, split.num_classes, generator) if train else None
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        shuffle=False,
+    common = dict(
         num_workers=num_workers,
         collate_fn=collate_features,
         generator=generator,
         # Train workers restart each epoch so their random streams derive from that epoch's seed.
         persistent_workers=num_workers > 0 and not train,
     )
+    if not train:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, **common)
+    if bucket_by_length or world_size > 1:
+        weights = class_weights(split.labels, split.num_classes)[torch.from_numpy(split.labels)]
+        batches = BalancedBatchSampler(weights, torch.from_numpy(split.num_frames), batch_size,
+                                       sampler_generator or generator, bucket_by_length, rank, world_size)
+        return DataLoader(dataset, batch_sampler=batches, **common)
+    sampler = balanced_sampler(split.labels, split.num_classes, generator)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, **common)

@@ -9,6 +9,7 @@ resumed from a checkpoint end bit-for-bit where the uncut run ends (on the CPU).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import random
@@ -36,6 +37,7 @@ from .errors import CheckpointError, ConfigError
 from .loss import FocalLoss
 from .metrics import classification_metrics
 from .model import SuperEnhancedTemporalModel
+from .distributed import init_distributed
 from .runtime import autocast, derive_seed, resolve_device, resolve_precision, seed_everything
 from .store import FeatureSplit, read_splits
 from .trust import representation_stats
@@ -69,7 +71,10 @@ class EnhancedTemporalModelTrainer:
         self.features_dir = Path(features_dir)
         self.tensorboard_dir = Path(tensorboard_dir) if tensorboard_dir else None
         self.output_dir = Path(output_dir)
+        self.dist = init_distributed(device)
         self.device = resolve_device(device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
         self.training_config = make_config(TrainingConfig, training_config)
         self._model_overrides = dataclasses.asdict(model_config) if isinstance(model_config, ModelConfig) else dict(
             model_config or {}
@@ -78,7 +83,8 @@ class EnhancedTemporalModelTrainer:
         self.quiet = quiet
         self.splits: dict[str, FeatureSplit] = {}
         self._splits_suffix: str | None = None
-        self._generator = torch.Generator()
+        self._generator = torch.Generator()  # the loader's: worker seeds (augmentation), and draws
+        self._sampler_generator = torch.Generator()  # draws in distributed runs: alike in every process
 
     # ----------------------------------------------------------------------------------------- data
     def load_features(self, feature_file_suffix: str = "_multiscale") -> dict[str, FeatureSplit]:
@@ -126,7 +132,10 @@ class EnhancedTemporalModelTrainer:
         batch_size = batch_size or cfg.batch_size
         num_workers = cfg.num_workers if num_workers is None else num_workers
         self._generator.manual_seed(cfg.seed)
-        train = make_loader(splits["train"], batch_size, num_workers, train=True, generator=self._generator)
+        self._sampler_generator.manual_seed(cfg.seed)
+        train = make_loader(splits["train"], batch_size, num_workers, train=True, generator=self._generator,
+                            bucket_by_length=cfg.bucket_by_length, rank=self.dist.rank,
+                            world_size=self.dist.world_size, sampler_generator=self._sampler_generator)
         val = make_loader(splits["val"], batch_size, num_workers)
         test = make_loader(splits["test"], batch_size, num_workers)
         return train, val, test
@@ -163,6 +172,7 @@ class EnhancedTemporalModelTrainer:
         if resume is not None:
             state = self._restore(resume, resume_from, model, optimizer, scheduler, model_config)
 
+        main = self.dist.is_main
         self.output_dir.mkdir(parents=True, exist_ok=True)
         run_record = {
             "model_name": model_name,
@@ -175,11 +185,13 @@ class EnhancedTemporalModelTrainer:
             "training_config": dataclasses.asdict(cfg),
             "vidtempo_version": __version__,
             "torch_version": torch.__version__,
+            "processes": self.dist.world_size,
         }
-        write_json(run_record, self.output_dir / f"{model_name}_config.json")
+        if main:
+            write_json(run_record, self.output_dir / f"{model_name}_config.json")
 
         context = _EpochContext(self, model, criterion, optimizer, scheduler, cfg, amp_dtype, model_name, model_config)
-        board = self._tensorboard(model_name)
+        board = self._tensorboard(model_name) if main else None
         stopped_early = False
         started = time.perf_counter()
         for epoch in range(state.next_epoch, cfg.num_epochs):
@@ -203,10 +215,11 @@ class EnhancedTemporalModelTrainer:
             if _improves(val_metrics, state, cfg.selection):
                 state.best_val_acc, state.best_val_loss = val_metrics["accuracy"], val_metrics["loss"]
                 state.best_epoch, state.patience_counter = epoch, 0
-                context.save(self.output_dir / f"best_{model_name}.pt", epoch, state, val_metrics, train_metrics)
+                if main:
+                    context.save(self.output_dir / f"best_{model_name}.pt", epoch, state, val_metrics, train_metrics)
             else:
                 state.patience_counter += 1
-            if cfg.checkpoint_every and epoch > 0 and epoch % cfg.checkpoint_every == 0:
+            if main and cfg.checkpoint_every and epoch > 0 and epoch % cfg.checkpoint_every == 0:
                 context.save(self.output_dir / f"{model_name}_checkpoint_epoch_{epoch}.pt", epoch, state,
                              val_metrics, train_metrics)
                 self._prune_checkpoints(model_name, cfg.keep_last_checkpoints)
@@ -219,13 +232,16 @@ class EnhancedTemporalModelTrainer:
 
         if board is not None:
             board.close()
+        self.dist.barrier()  # rank 0 has written the best checkpoint
         best_path = self.output_dir / f"best_{model_name}.pt"
         best = load_checkpoint(best_path, map_location=self.device)
         model.load_state_dict(best["model_state_dict"])
         model.eval()
-        best["representation_stats"] = self._representation_stats(model, cfg.batch_size, amp_dtype)
-        best["run_history"] = state.history  # the whole run; "history" stops at the best epoch
-        save_checkpoint(best, best_path)
+        if main:
+            best["representation_stats"] = self._representation_stats(model, cfg.batch_size, amp_dtype)
+            best["run_history"] = state.history  # the whole run; "history" stops at the best epoch
+            save_checkpoint(best, best_path)
+        self.dist.barrier()
         results = {
             "model_name": model_name,
             "best_epoch": state.best_epoch,
@@ -239,7 +255,8 @@ class EnhancedTemporalModelTrainer:
             "model_config": dataclasses.asdict(model_config),
             "training_config": dataclasses.asdict(cfg),
         }
-        write_json(results, Path(results_dir) / f"{model_name}_results.json")
+        if main:
+            write_json(results, Path(results_dir) / f"{model_name}_results.json")
         self._log(
             f"{model_name}: best epoch {state.best_epoch} (val acc {state.best_val_acc:.2f}%), "
             f"test acc {results['test']['accuracy']:.2f}% (TTA {results['test_tta']['accuracy']:.2f}%)"
@@ -258,20 +275,54 @@ class EnhancedTemporalModelTrainer:
         """Train members ``ensemble_model_1..N``, member i (0-based) seeded with ``seed + i``."""
         if num_models < 1:
             raise ConfigError(f"num_models must be at least 1, got {num_models}")
+        for index in range(1, num_models + 1):
+            self.train_member(index, num_models, num_epochs=num_epochs, batch_size=batch_size,
+                              learning_rate=learning_rate, feature_file_suffix=feature_file_suffix,
+                              results_dir=results_dir)
+        return self.assemble_ensemble(num_models, feature_file_suffix=feature_file_suffix, results_dir=results_dir)
+
+    def train_member(
+        self,
+        index: int,
+        num_models: int,
+        num_epochs: int | None = None,
+        batch_size: int | None = None,
+        learning_rate: float | None = None,
+        feature_file_suffix: str = "_multiscale",
+        results_dir: str | os.PathLike = "results",
+    ) -> dict[str, Any]:
+        """Train member ``index`` (1-based) of an ensemble of ``num_models``: seed ``seed + index - 1``.
+
+        Members are independent, so separate processes or devices can train them at the same time
+        (``vidtempo train --member I``); ``assemble_ensemble`` then combines them.
+        """
+        if not 1 <= index <= num_models:
+            raise ConfigError(f"member {index} is outside 1..{num_models}")
+        common = dict(num_epochs=num_epochs, batch_size=batch_size, learning_rate=learning_rate,
+                      model_name=f"ensemble_model_{index}", feature_file_suffix=feature_file_suffix,
+                      results_dir=results_dir)
+        return self._train_member(common, index - 1, num_models)
+
+    def assemble_ensemble(
+        self, num_models: int, feature_file_suffix: str = "_multiscale", results_dir: str | os.PathLike = "results"
+    ) -> tuple[Ensemble, dict[str, Any]]:
+        """Combine trained members ``ensemble_model_1..N``: fit the ensemble's settings on validation, write
+        ``ensemble.json``, score it on val and test, and write the results and the report."""
+        self.load_features(feature_file_suffix)
         cfg = self.training_config
-        member_results, names = [], []
-        next_unused_seed = cfg.seed + num_models
-        for i in range(num_models):
-            name = f"ensemble_model_{i + 1}"
-            common = dict(num_epochs=num_epochs, batch_size=batch_size, learning_rate=learning_rate,
-                          model_name=name, feature_file_suffix=feature_file_suffix, results_dir=results_dir)
-            results, next_unused_seed = self._train_member(common, cfg.seed + i, next_unused_seed)
-            member_results.append(results)
-            names.append(name)
+        names = [f"ensemble_model_{i + 1}" for i in range(num_models)]
+        member_results = []
+        for name in names:
+            path = Path(results_dir) / f"{name}_results.json"
+            try:
+                member_results.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                raise ConfigError(f"{path}: missing or unreadable; train member {name} first") from None
         member_files = [f"best_{name}.pt" for name in names]
         ensemble = Ensemble.from_checkpoints([self.output_dir / f for f in member_files], self.device)
         ensemble.settings = fit_ensemble_settings(ensemble, self.splits["val"], cfg)
-        ensemble.save_manifest(self.output_dir, member_files)
+        if self.dist.is_main:
+            ensemble.save_manifest(self.output_dir, member_files)
         evaluation = evaluate_ensemble(ensemble, {s: self.splits[s] for s in ("val", "test")})
         plain, tta = evaluation["test"]["plain"]["ensemble"], evaluation["test"]["tta"]["ensemble"]
         average = {
@@ -291,21 +342,25 @@ class EnhancedTemporalModelTrainer:
             "calibration": evaluation["calibration"],
             "evaluation": {k: v for k, v in evaluation.items() if k not in ("calibration", "reliability", "predictions")},
         }
-        write_json(results, Path(results_dir) / "ensemble_final_results.json")
-        report = write_evaluation_report(
-            Path(results_dir) / "report", evaluation, ensemble.class_names, self.splits["test"].labels,
-            histories={r["model_name"]: r["history"] for r in member_results},
-            notes=_ensemble_notes(member_results, ensemble), title=f"vidtempo ensemble of {num_models}")
+        report = Path(results_dir) / "report" / "report.md"
+        if self.dist.is_main:
+            write_json(results, Path(results_dir) / "ensemble_final_results.json")
+            report = write_evaluation_report(
+                Path(results_dir) / "report", evaluation, ensemble.class_names, self.splits["test"].labels,
+                histories={r["model_name"]: r["history"] for r in member_results},
+                notes=_ensemble_notes(member_results, ensemble), title=f"vidtempo ensemble of {num_models}")
         self._log(
             f"ensemble of {num_models}: test acc {plain['accuracy']:.2f}% (TTA {tta['accuracy']:.2f}%, views "
             f"{'+'.join(ensemble.settings.tta_views)}), members' average {average['accuracy']:.2f}%; report {report}"
         )
         return ensemble, results
 
-    def _train_member(self, common: dict[str, Any], seed: int, next_unused_seed: int) -> tuple[dict[str, Any], int]:
-        """Train one member; a collapsed one is retrained with the next unused seed, up to
-        ``collapse_retries`` times, and the best attempt is kept (with a warning if all collapsed)."""
+    def _train_member(self, common: dict[str, Any], member: int, num_models: int) -> dict[str, Any]:
+        """Train one member; a collapsed one is retrained with a fresh seed (attempt k of member i uses
+        ``seed + i + k * num_models``, unused by any other member) up to ``collapse_retries`` times, and the
+        best attempt is kept (with a warning if every attempt collapsed)."""
         cfg, name = self.training_config, common["model_name"]
+        seed = cfg.seed + member
         best_path = self.output_dir / f"best_{name}.pt"
         attempts: list[dict[str, Any]] = []
         kept: dict[str, Any] | None = None
@@ -315,22 +370,26 @@ class EnhancedTemporalModelTrainer:
             attempts.append({"seed": seed, "best_val_acc": results["best_val_acc"], "collapsed": reason})
             if kept is None or results["best_val_acc"] > kept["best_val_acc"]:
                 kept = results
-                best_path.replace(self._stash(name))  # keep this attempt's weights aside
+                if self.dist.is_main:
+                    best_path.replace(self._stash(name))  # keep this attempt's weights aside
             if reason is None:
                 break
             retry = attempt < cfg.collapse_retries
+            next_seed = cfg.seed + member + (attempt + 1) * num_models
             warnings.warn(f"{name} (seed {seed}) collapsed: {reason}"
-                          + (f"; retraining with seed {next_unused_seed}" if retry else ""), RuntimeWarning)
-            if retry:
-                seed, next_unused_seed = next_unused_seed, next_unused_seed + 1
-        self._stash(name).replace(best_path)
+                          + (f"; retraining with seed {next_seed}" if retry else ""), RuntimeWarning)
+            seed = next_seed
+        if self.dist.is_main:
+            self._stash(name).replace(best_path)
+        self.dist.barrier()
         final_reason = next(a["collapsed"] for a in attempts if a["seed"] == kept["training_config"]["seed"])
         if final_reason:
             warnings.warn(f"{name}: every attempt collapsed; keeping seed {kept['training_config']['seed']} "
                           f"({final_reason})", RuntimeWarning)
         kept["collapse_check"] = {"attempts": attempts, "collapsed": final_reason}
-        write_json(kept, Path(common["results_dir"]) / f"{name}_results.json")
-        return kept, next_unused_seed
+        if self.dist.is_main:
+            write_json(kept, Path(common["results_dir"]) / f"{name}_results.json")
+        return kept
 
     def _stash(self, name: str) -> Path:
         return self.output_dir / f".best_{name}.kept.pt"
@@ -346,8 +405,11 @@ class EnhancedTemporalModelTrainer:
 
     def _seed_epoch(self, seed: int, epoch: int) -> None:
         epoch_seed = derive_seed(seed, epoch)
-        seed_everything(epoch_seed)
-        self._generator.manual_seed(epoch_seed)
+        # Each process augments and drops out differently; all draw the same videos.
+        process_seed = derive_seed(seed, epoch, self.dist.rank) if self.dist.enabled else epoch_seed
+        seed_everything(process_seed)
+        self._generator.manual_seed(process_seed)
+        self._sampler_generator.manual_seed(epoch_seed)
 
     def _restore(self, payload, path, model, optimizer, scheduler, model_config: ModelConfig) -> _RunState:
         saved_config = payload.get("model_config") or {}
@@ -416,7 +478,7 @@ class EnhancedTemporalModelTrainer:
         return classification_metrics(torch.cat(labels).numpy(), torch.cat(preds).numpy(), self.class_names)
 
     def _log(self, message: str) -> None:
-        if not self.quiet:
+        if not self.quiet and self.dist.is_main:
             tqdm.write(message, file=sys.stderr)
 
     def _log_epoch(self, name, epoch, num_epochs, train, val, lr, seconds, mean_seconds) -> None:
@@ -459,18 +521,26 @@ class _EpochContext:
         self.trainer, self.model, self.criterion = trainer, model, criterion
         self.optimizer, self.scheduler, self.cfg, self.amp_dtype = optimizer, scheduler, cfg, amp_dtype
         self.model_name, self.model_config = model_name, model_config
+        # Gradients are averaged across processes in a distributed run; the unwrapped model is saved.
+        self.train_model = model
+        if trainer.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [trainer.device.index] if trainer.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(model, device_ids=ids)
 
     def train_epoch(self, loader, epoch: int) -> dict[str, float]:
         trainer, model, device = self.trainer, self.model, self.trainer.device
         model.train()
         num_batches = len(loader)
         total_loss, correct, seen = 0.0, 0, 0
-        bar = tqdm(loader, desc=f"{self.model_name} epoch {epoch + 1}", leave=False, disable=trainer.quiet,
+        bar = tqdm(loader, desc=f"{self.model_name} epoch {epoch + 1}", leave=False,
+                   disable=trainer.quiet or not trainer.dist.is_main,
                    unit="batch", dynamic_ncols=True)
         for step, (features, targets, lengths) in enumerate(bar):
             features, targets = features.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             with autocast(device, self.amp_dtype):
-                logits = model(features, lengths)
+                logits = self.train_model(features, lengths)
             loss = self.criterion(logits, targets)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
