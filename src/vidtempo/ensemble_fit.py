@@ -106,13 +106,17 @@ def fit_ensemble_settings(ensemble: Ensemble, val: FeatureSplit, cfg: TrainingCo
         temperature = fit_temperature(log_probabilities(ensemble.combine(plain, calibrated=False)), labels)
     ensemble.settings = EnsembleSettings(member_weights=weights, tta_views=[TTA_VIEWS[i] for i in chosen],
                                          temperature=temperature)
-    analysis = ensemble.analyze(val.features, val.num_frames)
-    correct = analysis["probs"].argmax(-1).numpy() == val.labels
+    scores, predicted = [], []
+    for start in range(0, val.num_videos, 256):  # in blocks: a streamed split is never read whole
+        analysis = ensemble.analyze(val.features[start : start + 256], val.num_frames[start : start + 256])
+        scores.append(analysis["trust"]["score"].numpy())
+        predicted.append(analysis["probs"].argmax(-1).numpy())
+    correct = np.concatenate(predicted) == val.labels
     return EnsembleSettings(
         member_weights=weights,
         tta_views=[TTA_VIEWS[i] for i in chosen],
         temperature=temperature,
-        uncertain_below=fit_uncertain_threshold(analysis["trust"]["score"].numpy(), np.asarray(correct)),
+        uncertain_below=fit_uncertain_threshold(np.concatenate(scores), correct),
         fitted_on="val",
         report={"member_val_accuracy": member_accuracy, "tta_candidates": tried, "notes": notes},
     )
