@@ -102,7 +102,7 @@ class _TrainEpochTimer:
 
 def run_vidtempo(data: Path, work: Path, precision: str, args, model_config) -> dict:
     cfg = {"precision": precision, "num_workers": 0, "checkpoint_every": 0, "batch_size": args.batch_size,
-           "patience": 10 ** 6}
+           "patience": 10 ** 6, "seed": args.seed}
     if args.accuracy:
         cfg["collapse_retries"] = 0
     trainer = EnhancedTemporalModelTrainer(data, work / f"ckpt_{precision}", device="cpu",
@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--accuracy", action="store_true", help="longer run, small model, report test accuracy")
     parser.add_argument("--rows", default="seed,fp32,bf16", help="comma list of seed, fp32, bf16")
+    parser.add_argument("--seed", type=int, default=42, help="training seed of the vidtempo rows")
     parser.add_argument("--data-dir", default=None, help="reuse/keep the synthetic files here")
     parser.add_argument("--no-limits", action="store_true", help="skip the matmul measurement (% limit column)")
     parser.add_argument("--json", default=None, help="also write the raw numbers here")
