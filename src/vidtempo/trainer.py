@@ -12,7 +12,6 @@ import dataclasses
 import json
 import math
 import os
-import random
 import sys
 import time
 import warnings
