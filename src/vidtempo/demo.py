@@ -12,18 +12,13 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
-import torch
-
-from .calibration import apply_temperature, expected_calibration_error, fit_temperature, log_probabilities
-from .calibration import reliability_bins
 from .checkpoint import write_json
 from .classify import VideoClassifier
 from .demo_data import build_demo_videos
 from .ensemble import Ensemble
+from .evaluation import evaluate_ensemble, write_evaluation_report
 from .extract import ExtractionSettings, RunOptions, extract_features
-from .metrics import classification_metrics
 from .store import read_split, split_path
 from .trainer import EnhancedTemporalModelTrainer
 
@@ -56,16 +51,14 @@ def run_demo(output_dir: str | os.PathLike, epochs: int = 40, num_models: int = 
 
     say("demo 4/6: evaluating on held-out clips")
     ensemble = Ensemble.from_checkpoints(checkpoints)
-    evaluation, calibration, reliability, test_pred = _evaluate(ensemble, features_dir, settings.suffix)
+    splits = {name: read_split(split_path(features_dir, name, settings.suffix)) for name in ("val", "test")}
+    evaluation = evaluate_ensemble(ensemble, splits)
 
     say("demo 5/6: classifying a held-out clip from its video file")
     clip = sorted((videos.root / "test" / "Animation").glob("*.mp4"))[0]
     prediction = VideoClassifier(ensemble).classify_file(clip)
 
     say("demo 6/6: writing the report")
-    test = read_split(split_path(features_dir, "test", settings.suffix))
-    from .report import build_report
-
     notes = [
         f"Clips per split and category: {json.dumps(videos.clips)}.",
         "Real footage: " + "; ".join(f"{c} from {', '.join(s)}" for c, s in videos.sources.items()
@@ -79,18 +72,16 @@ def run_demo(output_dir: str | os.PathLike, epochs: int = 40, num_models: int = 
         f"**{prediction['predicted_class']}** ({100 * prediction['confidence']:.1f}%, trust "
         f"{prediction['trust']['score']:.2f}, {prediction['trust']['flag']}).",
     ]
-    report = build_report(
-        output_dir / "report", evaluation,
-        histories={m["model_name"]: m["history"] for m in training["members"]},
-        calibration=calibration, reliability=reliability, y_true=test.labels, y_pred=test_pred,
-        class_names=ensemble.class_names, title="vidtempo demo", notes=notes,
+    report = write_evaluation_report(
+        output_dir / "report", evaluation, ensemble.class_names, splits["test"].labels,
+        histories={m["model_name"]: m["history"] for m in training["members"]}, notes=notes, title="vidtempo demo",
     )
     summary = {
         "clips": videos.clips,
         "rendered_categories": list(videos.rendered_categories),
         "test_accuracy": evaluation["test"]["plain"]["ensemble"]["accuracy"],
         "test_accuracy_tta": evaluation["test"]["tta"]["ensemble"]["accuracy"],
-        "calibration": calibration,
+        "calibration": evaluation["calibration"],
         "prediction": {k: prediction[k] for k in ("video", "predicted_class", "confidence", "probabilities", "trust")},
         "report": str(report),
         "seconds": round(time.perf_counter() - started, 1),
@@ -101,27 +92,3 @@ def run_demo(output_dir: str | os.PathLike, epochs: int = 40, num_models: int = 
           f"({100 * prediction['confidence']:.1f}%)")
     print(f"demo: report {report} ({summary['seconds']:.0f} s)")
     return summary
-
-
-def _evaluate(ensemble: Ensemble, features_dir: Path, suffix: str) -> tuple[dict, dict, dict, Any]:
-    """Plain and TTA metrics on val and test; temperature fitted on val, ECE before and after on test."""
-    evaluation, probs, labels = {}, {}, {}
-    for split_name in ("val", "test"):
-        split = read_split(split_path(features_dir, split_name, suffix))
-        evaluation[split_name] = {"plain": ensemble.evaluate(split), "tta": ensemble.evaluate(split, tta=True)}
-        probs[split_name] = ensemble.predict_proba(split.features, split.num_frames)
-        labels[split_name] = torch.from_numpy(split.labels)
-    temperature = fit_temperature(log_probabilities(probs["val"]), labels["val"])
-    calibrated = apply_temperature(probs["test"], temperature)
-    calibration = {
-        "temperature": temperature,
-        "split": "test",
-        "ece_before": expected_calibration_error(probs["test"], labels["test"]),
-        "ece_after": expected_calibration_error(calibrated, labels["test"]),
-    }
-    reliability = {"before": reliability_bins(probs["test"], labels["test"]),
-                   "after": reliability_bins(calibrated, labels["test"])}
-    test_pred = probs["test"].argmax(-1).numpy()
-    check = classification_metrics(labels["test"].numpy(), test_pred, ensemble.class_names)
-    assert abs(check["accuracy"] - evaluation["test"]["plain"]["ensemble"]["accuracy"]) < 1e-9
-    return evaluation, calibration, reliability, test_pred
