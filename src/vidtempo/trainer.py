@@ -126,10 +126,12 @@ class EnhancedTemporalModelTrainer:
         self, batch_size: int | None = None, num_workers: int | None = None, feature_file_suffix: str = "_multiscale"
     ):
         """Train (class-balanced sampling, augmented), validation and test loaders."""
-        cfg = self.training_config
+        cfg = make_config(TrainingConfig, self.training_config, batch_size=batch_size, num_workers=num_workers)
+        return self._loaders_for(cfg, feature_file_suffix)
+
+    def _loaders_for(self, cfg: TrainingConfig, feature_file_suffix: str):
         splits = self.load_features(feature_file_suffix)
-        batch_size = batch_size or cfg.batch_size
-        num_workers = cfg.num_workers if num_workers is None else num_workers
+        batch_size, num_workers = cfg.batch_size, cfg.num_workers
         self._generator.manual_seed(cfg.seed)
         self._sampler_generator.manual_seed(cfg.seed)
         train = make_loader(splits["train"], batch_size, num_workers, train=True, generator=self._generator,
@@ -394,14 +396,6 @@ class EnhancedTemporalModelTrainer:
         return self.output_dir / f".best_{name}.kept.pt"
 
     # -------------------------------------------------------------------------------------- helpers
-    def _loaders_for(self, cfg: TrainingConfig, suffix: str):
-        saved = self.training_config
-        self.training_config = cfg
-        try:
-            return self.create_dataloaders(cfg.batch_size, cfg.num_workers, suffix)
-        finally:
-            self.training_config = saved
-
     def _seed_epoch(self, seed: int, epoch: int) -> None:
         epoch_seed = derive_seed(seed, epoch)
         # Each process augments and drops out differently; all draw the same videos.
