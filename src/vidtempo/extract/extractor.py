@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..errors import VidtempoError
+from ..runtime import resolve_device
 from ..store import parse_category_mapping, split_path, write_split
 from .backbones import FrozenBackbone, build_backbone, feature_dim
 from .catalog import VideoItem, scan_videos
@@ -45,15 +46,6 @@ def failures_path(
     if shard is not None:
         return shard_failures_path(output_dir, split, suffix, *shard)
     return Path(output_dir) / f"{split}_failures{suffix}.json"
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        print("vidtempo: warning: CUDA is not available; extracting on the CPU", file=sys.stderr)
-        return torch.device("cpu")
-    return torch.device(device)
 
 
 def default_workers(device: torch.device) -> int:
