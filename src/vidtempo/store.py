@@ -101,12 +101,12 @@ def class_names(mapping: Mapping[str, int]) -> list[str]:
     return [name for name, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
 
 
-def _attr_value(value: Any) -> Any:
+def attr_value(value: Any) -> Any:
     """HDF5 attribute -> plain Python value."""
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     if isinstance(value, np.ndarray):
-        return [_attr_value(v) for v in value.tolist()]
+        return [attr_value(v) for v in value.tolist()]
     if isinstance(value, np.generic):
         return value.item()
     return value
@@ -398,8 +398,8 @@ def _read_checked(f: h5py.File, path: Path, max_in_memory_bytes: int | None, cac
         del block, finite
     video_ids = None
     if "video_ids" in f:
-        video_ids = [_attr_value(v) for v in f["video_ids"][()]]
-    attrs = {k: _attr_value(v) for k, v in f.attrs.items() if k != "category_mapping"}
+        video_ids = [attr_value(v) for v in f["video_ids"][()]]
+    attrs = {k: attr_value(v) for k, v in f.attrs.items() if k != "category_mapping"}
     return FeatureSplit(
         features=features,
         labels=labels.astype(np.int64),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..errors import VidtempoError
-from ..store import EXTRACTION_ATTRS, MULTISCALE_SUFFIX
+from ..store import EXTRACTION_ATTRS, MULTISCALE_SUFFIX, attr_value
 from .backbones import BACKBONES, DEFAULT_BACKBONE
 from .multiscale import DEFAULT_SCALES
 
@@ -96,7 +96,7 @@ class ExtractionSettings:
         for key in ("backbone", "image_size", "frames_per_video", "scales", "multi_scale"):
             if key not in attrs:
                 continue
-            theirs = _plain(attrs[key])
+            theirs = attr_value(attrs[key])
             if key == "scales":
                 theirs = [float(s) for s in _as_list(theirs)]
             if theirs != mine[key]:
@@ -106,7 +106,7 @@ class ExtractionSettings:
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any], **overrides: Any) -> "ExtractionSettings":
         """Settings read back from a feature file's attributes (or a checkpoint's copy of them)."""
-        merged = {key: _plain(value) for key, value in attrs.items()}
+        merged = {key: attr_value(value) for key, value in attrs.items()}
         merged.update(overrides)
         if "backbone" not in merged:
             raise VidtempoError(
@@ -146,13 +146,6 @@ class RunOptions:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise VidtempoError(f"--device must be cpu, cuda or auto, got '{self.device}'")
 
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    return value
 
 
 def _as_list(value: Any) -> list:

@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 
 from ..errors import VidtempoError
-from ..store import EXTRACTION_ATTRS, SPLITS, parse_category_mapping, split_path, write_split
+from ..store import EXTRACTION_ATTRS, SPLITS, attr_value, parse_category_mapping, split_path, write_split
 
 T = TypeVar("T")
 
@@ -90,16 +90,6 @@ class _Shard:
     features: np.ndarray  # [N, T_max, D]
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def _read_shard(path: Path, index: int, count: int) -> _Shard:
     try:
         with h5py.File(path, "r") as f:
@@ -112,7 +102,7 @@ def _read_shard(path: Path, index: int, count: int) -> _Shard:
             features = np.asarray(f["features"][()], dtype=np.float32)
             labels = np.asarray(f["labels"][()]).reshape(-1).astype(np.int64)
             num_frames = np.asarray(f["num_frames"][()]).reshape(-1).astype(np.int64)
-            video_ids = [_plain(v) for v in f["video_ids"][()]]
+            video_ids = [attr_value(v) for v in f["video_ids"][()]]
     except OSError as exc:
         reason = str(exc).split("(")[0].strip() or "unreadable"
         raise VidtempoError(f"{path}: not a readable HDF5 file ({reason})") from None
@@ -129,7 +119,7 @@ def _read_shard(path: Path, index: int, count: int) -> _Shard:
         raise VidtempoError(f"{path}: labels outside the category mapping")
     if ("shard" in attrs and int(attrs["shard"]) != index) or ("num_shards" in attrs and int(attrs["num_shards"]) != count):
         raise VidtempoError(
-            f"{path}: its attributes say shard {_plain(attrs.get('shard'))} of {_plain(attrs.get('num_shards'))}, "
+            f"{path}: its attributes say shard {attr_value(attrs.get('shard'))} of {attr_value(attrs.get('num_shards'))}, "
             f"its name shard {index} of {count}"
         )
     return _Shard(path, index, attrs, mapping, int(features.shape[2]), video_ids, labels, num_frames, features)
@@ -138,7 +128,7 @@ def _read_shard(path: Path, index: int, count: int) -> _Shard:
 def _settings_of(shard: _Shard) -> dict[str, Any]:
     """What must agree between shards: everything that went into the numbers and the file's layout."""
     keys = [k for k in shard.attrs if k not in SHARD_ATTRS and k not in ("num_videos", "max_frames", "category_mapping")]
-    return {k: _plain(shard.attrs[k]) for k in sorted(keys)}
+    return {k: attr_value(shard.attrs[k]) for k in sorted(keys)}
 
 
 def merge_shards(
@@ -191,8 +181,8 @@ def merge_shards(
                 if settings.get(k) != reference.get(k)
             ]
             raise VidtempoError(f"{shard.path}: extracted with other settings than shard 1 ({'; '.join(differing)})")
-        total += int(_plain(shard.attrs.get("shard_videos", 0)))
-    split_videos = {_plain(s.attrs.get("split_videos")) for s in shards}
+        total += int(attr_value(shard.attrs.get("shard_videos", 0)))
+    split_videos = {attr_value(s.attrs.get("split_videos")) for s in shards}
     if len(split_videos) > 1:
         raise VidtempoError(
             f"{shards[-1].path}: the shards saw different video lists ({sorted(map(str, split_videos))} videos in "
@@ -227,7 +217,7 @@ def merge_shards(
         labels=[int(shard.labels[row]) for _, shard, row in rows],
         num_frames=[int(shard.num_frames[row]) for _, shard, row in rows],
         category_mapping=first.mapping,
-        multi_scale=bool(_plain(first.attrs.get("multi_scale", False))),
+        multi_scale=bool(attr_value(first.attrs.get("multi_scale", False))),
         video_ids=[video_id for video_id, _, _ in rows],
         extra_attrs=extra_attrs,
     )
