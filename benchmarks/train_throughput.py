@@ -43,6 +43,7 @@ from seed_reference import train_seed_reference  # noqa: E402
 
 from vidtempo import EnhancedTemporalModelTrainer  # noqa: E402
 from vidtempo.synthetic import write_synthetic_features  # noqa: E402
+from vidtempo.training_run import TrainingRun  # noqa: E402
 
 SMALL_MODEL = {"hidden_dim": 128, "num_lstm_layers": 2, "num_attention_heads": 4}
 FEATURE_DIM, MIN_FRAMES, MAX_FRAMES = 1280, 40, 73
@@ -63,41 +64,27 @@ def make_data(folder: Path, train: int, val: int, test: int, seed: int = 0) -> P
 
 
 class _TrainEpochTimer:
-    """Times vidtempo's training batches only, by wrapping the trainer's private per-epoch function.
-
-    Defensive: if the trainer no longer has ``_EpochContext.train_epoch`` nothing is wrapped and the
-    train-only column shows "-". (A public ``history["train_time"]`` in the trainer would replace this.)
-    """
+    """Times vidtempo's training batches only, by wrapping ``TrainingRun.train_epoch``."""
 
     def __init__(self) -> None:
         self.times: list[float] = []
-        self._target = None
-        try:
-            from vidtempo import trainer as trainer_module
-
-            self._target = getattr(trainer_module, "_EpochContext", None)
-        except ImportError:
-            pass
+        self._original = TrainingRun.train_epoch
 
     def __enter__(self):
-        if self._target is not None and hasattr(self._target, "train_epoch"):
-            original = self._target.train_epoch
-            times = self.times
+        original, times = self._original, self.times
 
-            def timed(ctx, *args, **kwargs):
-                start = time.perf_counter()
-                try:
-                    return original(ctx, *args, **kwargs)
-                finally:
-                    times.append(time.perf_counter() - start)
+        def timed(run, *args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(run, *args, **kwargs)
+            finally:
+                times.append(time.perf_counter() - start)
 
-            self._original = original
-            self._target.train_epoch = timed
+        TrainingRun.train_epoch = timed
         return self
 
     def __exit__(self, *exc) -> None:
-        if getattr(self, "_original", None) is not None:
-            self._target.train_epoch = self._original
+        TrainingRun.train_epoch = self._original
 
 
 def run_vidtempo(data: Path, work: Path, precision: str, args, model_config) -> dict:

@@ -12,6 +12,7 @@ import torch
 
 from conftest import TINY_MODEL, TINY_TRAINING
 from vidtempo import Ensemble, EnhancedTemporalModelTrainer
+from vidtempo.checkpoint import RESUME_KEYS, SEED_KEYS, VIDTEMPO_KEYS
 from vidtempo.synthetic import write_synthetic_features
 
 
@@ -53,9 +54,7 @@ def test_single_model_leaves_the_seed_files(small_features, tmp_path, monkeypatc
     assert saved["best_epoch"] == min(tied, key=lambda e: history["val_loss"][e])
     for path in (tmp_path / "checkpoints").glob("*.pt"):
         payload = torch.load(path, weights_only=True)
-        for key in ("epoch", "model_state_dict", "optimizer_state_dict", "scheduler_state_dict", "metrics",
-                    "train_metrics", "history", "best_val_acc", "best_epoch", "patience_counter", "model_config",
-                    "training_config", "category_mapping"):
+        for key in (*SEED_KEYS, *RESUME_KEYS, *VIDTEMPO_KEYS):
             assert key in payload, (path.name, key)
     best = torch.load(tmp_path / "checkpoints" / "best_ensemble_model_1.pt", weights_only=True)
     for name, tensor in model.state_dict().items():

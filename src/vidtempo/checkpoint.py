@@ -1,28 +1,131 @@
-"""Checkpoint and results files: written atomically, read without unpickling arbitrary objects.
+"""The checkpoint format and the names of the files a training run leaves: build, write, read, prune, and
+turn a checkpoint back into a model. Nothing else in vidtempo spells a key or a file name of the format.
 
-A checkpoint is a dict of plain data (tensors, numbers, strings, lists, dicts) so that
-``torch.load(path, weights_only=True)`` reads it. Keys, beyond the seed's (``epoch``, ``model_state_dict``,
-``optimizer_state_dict``, ``metrics``, ``train_metrics``, ``history``, ``best_val_acc``, ``best_epoch``,
-``patience_counter``, ``model_config``, ``training_config``): ``scheduler_state_dict``, ``category_mapping``,
-``feature_settings`` (how the features were extracted), ``model_name``, ``format_version``,
-``vidtempo_version``.
+A checkpoint is a dict of plain data (tensors, numbers, strings, lists, dicts), so that
+``torch.load(path, weights_only=True)`` reads it and loading never runs code from the file.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
-from .errors import CheckpointError
+from ._version import __version__
+from .config import ModelConfig, make_config
+from .errors import CheckpointError, ConfigError
+from .files import atomic_write
+from .model import SuperEnhancedTemporalModel
 
 CHECKPOINT_FORMAT_VERSION = 1
 
+# The keys the seed's trainer saves (its checkpoints load with these and nothing more).
+SEED_KEYS = ("epoch", "model_state_dict", "optimizer_state_dict", "metrics", "train_metrics", "history",
+             "best_val_acc", "best_epoch", "patience_counter", "model_config", "training_config")
+# What an exact resume needs beyond the weights.
+RESUME_KEYS = ("optimizer_state_dict", "scheduler_state_dict", "history", "epoch")
+# Beyond the seed's keys, every vidtempo checkpoint has these.
+VIDTEMPO_KEYS = ("scheduler_state_dict", "best_val_loss", "category_mapping", "feature_settings", "model_name",
+                 "format_version", "vidtempo_version")
+# Added to the best checkpoint once training ends: class centroids for the trust score, and the whole run's
+# history ("history" stops at the best epoch).
+FINAL_KEYS = ("representation_stats", "run_history")
+
+# The seed system's categories, for its checkpoints, which carry no category mapping.
+SEED_CATEGORIES = ("Animation", "Flat_Content", "Gaming", "Natural_Content")
+
+# ------------------------------------------------------------------------------------------ file names
+ENSEMBLE_RESULTS_NAME = "ensemble_final_results.json"
+_PERIODIC_INFIX = "_checkpoint_epoch_"
+
+
+def member_name(index: int) -> str:
+    """Member ``index`` (1-based) of an ensemble: the seed's ``ensemble_model_1..N``."""
+    return f"ensemble_model_{index}"
+
+
+def best_checkpoint_name(model_name: str) -> str:
+    return f"best_{model_name}.pt"
+
+
+def periodic_checkpoint_name(model_name: str, epoch: int) -> str:
+    """Written every ``checkpoint_every`` epochs; ``epoch`` is 0-based, as in the seed's files."""
+    return f"{model_name}{_PERIODIC_INFIX}{epoch}.pt"
+
+
+def results_name(model_name: str) -> str:
+    return f"{model_name}_results.json"
+
+
+def run_record_name(model_name: str) -> str:
+    return f"{model_name}_config.json"
+
+
+def periodic_checkpoints(folder: str | os.PathLike, model_name: str) -> list[tuple[int, Path]]:
+    """The periodic checkpoints of ``model_name`` in ``folder``, oldest epoch first."""
+    prefix = f"{model_name}{_PERIODIC_INFIX}"
+    found = []
+    for path in Path(folder).glob(f"{prefix}*.pt"):
+        tail = path.stem[len(prefix):]
+        if tail.isdigit():
+            found.append((int(tail), path))
+    return sorted(found)
+
+
+def prune_periodic_checkpoints(folder: str | os.PathLike, model_name: str, keep: int) -> None:
+    """Keep the ``keep`` latest periodic checkpoints of ``model_name``."""
+    found = periodic_checkpoints(folder, model_name)
+    for _, path in found[: max(len(found) - keep, 0)]:
+        path.unlink()
+
+
+# ---------------------------------------------------------------------------------------- build, write
+def build_checkpoint(
+    *,
+    epoch: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    progress: Mapping[str, Any],
+    val_metrics: Mapping[str, Any],
+    train_metrics: Mapping[str, Any],
+    model_config: ModelConfig,
+    training_config: Any,
+    category_mapping: Mapping[str, int],
+    feature_settings: Mapping[str, Any],
+    model_name: str,
+) -> dict[str, Any]:
+    """The payload of a best or periodic checkpoint. ``progress`` holds ``history``, ``best_val_acc``,
+    ``best_val_loss``, ``best_epoch`` and ``patience_counter``."""
+    return {
+        "epoch": epoch,
+        "model_state_dict": model.state_dict(),
+        "optimizer_state_dict": optimizer.state_dict(),
+        "scheduler_state_dict": scheduler.state_dict(),
+        "metrics": dict(val_metrics),
+        "train_metrics": dict(train_metrics),
+        **{key: progress[key] for key in ("history", "best_val_acc", "best_val_loss", "best_epoch",
+                                          "patience_counter")},
+        "model_config": dataclasses.asdict(model_config),
+        "training_config": dataclasses.asdict(training_config),
+        "category_mapping": dict(category_mapping),
+        "feature_settings": dict(feature_settings),
+        "model_name": model_name,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "vidtempo_version": __version__,
+    }
+
+
+def save_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    return atomic_write(path, lambda tmp: torch.save(dict(payload), tmp))
+
+
+# ---------------------------------------------------------------------------------------------- read
 # numpy numbers and arrays of numbers, as the seed system's metrics hold them. These rebuild plain data
 # and run no code; an object array would still need a further global and be refused.
 _NUMPY_GLOBALS = [
@@ -33,43 +136,6 @@ _NUMPY_GLOBALS = [
     *{type(np.dtype(t)) for t in ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
                                   "bool")},
 ]
-
-
-def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def atomic_write_bytes(path: str | os.PathLike, writer) -> Path:
-    """Call ``writer(tmp_path)``, then move the finished file into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> Path:
-    return atomic_write_bytes(path, lambda tmp: torch.save(payload, tmp))
-
-
-def write_json(data: Any, path: str | os.PathLike) -> Path:
-    text = json.dumps(data, indent=2, sort_keys=False, default=_json_default)
-    return atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(text + "\n"))
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -94,3 +160,34 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(payload, dict) or "model_state_dict" not in payload:
         raise CheckpointError(f"{path}: not a vidtempo checkpoint (no model_state_dict)")
     return payload
+
+
+def check_resumable(payload: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Refuse, with one line, a checkpoint that cannot continue a run exactly."""
+    missing = [key for key in RESUME_KEYS if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: cannot resume exactly, missing {', '.join(missing)}")
+
+
+def category_mapping_of(payload: Mapping[str, Any], num_classes: int) -> dict[str, int]:
+    """The checkpoint's categories; the seed's checkpoints have none and use the seed's four."""
+    mapping = payload.get("category_mapping")
+    if mapping:
+        return dict(mapping)
+    names = SEED_CATEGORIES if num_classes == len(SEED_CATEGORIES) else [f"class_{i}" for i in range(num_classes)]
+    return {name: i for i, name in enumerate(names)}
+
+
+def model_from_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike) -> SuperEnhancedTemporalModel:
+    """The model a checkpoint describes, with its weights, in eval mode."""
+    try:
+        config = make_config(ModelConfig, payload.get("model_config") or {})
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    model = SuperEnhancedTemporalModel.from_config(config)
+    try:
+        model.load_state_dict(payload["model_state_dict"], strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not match model_config ({first})") from None
+    return model.eval()

@@ -154,7 +154,7 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from .checkpoint import write_json
+    from .files import write_json
     from .ensemble import Ensemble
     from .evaluation import evaluate_ensemble, write_evaluation_report
     from .store import detect_suffix, read_split, split_path

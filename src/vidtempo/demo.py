@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from .checkpoint import write_json
+from .files import write_json
 from .classify import VideoClassifier
 from .demo_data import build_demo_videos
 from .ensemble import Ensemble

@@ -17,6 +17,7 @@ import av
 import numpy as np
 
 from .errors import VidtempoError
+from .files import atomic_write
 
 CLIP_FRAMES = 16
 CLIP_WIDTH = 320  # clips are stored small; extraction resizes them anyway
@@ -58,9 +59,11 @@ def read_frames(path: Path) -> list[np.ndarray]:
 
 
 def write_clip(path: Path, frames: list[np.ndarray], fps: int = 25) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.mp4")
-    with av.open(str(tmp), mode="w") as container:
+    atomic_write(path, lambda tmp: _encode_mp4(tmp, frames, fps))
+
+
+def _encode_mp4(path: Path, frames: list[np.ndarray], fps: int) -> None:
+    with av.open(str(path), mode="w", format="mp4") as container:
         stream = container.add_stream("mpeg4", rate=fps)
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = "yuv420p"
@@ -70,7 +73,6 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: int = 25) -> None:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    tmp.replace(path)
 
 
 def cut_clips(frames: list[np.ndarray], split: str, stride: int) -> list[list[np.ndarray]]:

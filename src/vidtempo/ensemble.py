@@ -11,9 +11,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint
-from .config import ModelConfig, make_config
+from .checkpoint import category_mapping_of, load_checkpoint, model_from_checkpoint
 from .errors import CheckpointError, ConfigError
+from .files import write_json
 from .metrics import classification_metrics
 from .model import SuperEnhancedTemporalModel
 from .runtime import autocast, resolve_device
@@ -21,8 +21,6 @@ from .store import FeatureSplit, class_names
 from .trust import DEFAULT_UNCERTAIN_BELOW, distance_ratio, trust
 from .tta import TTA_VIEWS, average_views, make_views
 
-# The seed system's categories, used for its checkpoints, which carry no category mapping.
-SEED_CATEGORIES = ("Animation", "Flat_Content", "Gaming", "Natural_Content")
 # Rows per forward pass at inference: bounds memory for long inputs and many TTA views.
 INFERENCE_BATCH_ROWS = 64
 # Written beside the members' checkpoints: which files form the ensemble and what was fitted for it.
@@ -175,7 +173,8 @@ class Ensemble:
         settings: dict[str, Any] = {}
         for path in paths:
             payload = load_checkpoint(path)
-            model, member_mapping = _model_from_payload(payload, path)
+            model = model_from_checkpoint(payload, path)
+            member_mapping = category_mapping_of(payload, model.config.num_classes)
             if mapping is None:
                 mapping, settings = member_mapping, dict(payload.get("feature_settings") or {})
             elif member_mapping != mapping or model.config.feature_dim != models[0].config.feature_dim:
@@ -199,8 +198,6 @@ class Ensemble:
     def save_manifest(self, folder: str | os.PathLike, member_files: Sequence[str]) -> Path:
         """Record the member files and the fitted settings in ``folder/ensemble.json``."""
         from dataclasses import asdict
-
-        from .checkpoint import write_json
 
         return write_json({"format_version": MANIFEST_FORMAT_VERSION, "members": list(member_files),
                            "names": self.names, "settings": asdict(self.settings)}, Path(folder) / MANIFEST_NAME)
@@ -316,24 +313,3 @@ def _read_manifest(path: Path) -> dict | None:
     except (OSError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path}: not a readable ensemble manifest ({exc})") from None
     return manifest
-
-
-def _model_from_payload(payload: Mapping[str, Any], path: Path) -> tuple[SuperEnhancedTemporalModel, dict[str, int]]:
-    state = payload["model_state_dict"]
-    try:
-        config = make_config(ModelConfig, payload.get("model_config") or {})
-    except ConfigError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    mapping = payload.get("category_mapping")
-    if not mapping:
-        names = SEED_CATEGORIES if config.num_classes == len(SEED_CATEGORIES) else [
-            f"class_{i}" for i in range(config.num_classes)
-        ]
-        mapping = {name: i for i, name in enumerate(names)}
-    model = SuperEnhancedTemporalModel.from_config(config)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not match model_config ({first})") from None
-    return model.eval(), dict(mapping)

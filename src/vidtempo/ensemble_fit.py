@@ -8,20 +8,28 @@
 - temperature scaling of the combined probabilities (calibration);
 - the trust-score threshold of the "uncertain" flag.
 
-Also the check for collapsed members: best validation accuracy within a margin of chance, or a class that
-is hardly ever predicted right.
+Also the check for collapsed members (best validation accuracy within a margin of chance, or a class that
+is hardly ever predicted right), and the assembly of trained members into an ensemble with its results.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
+from . import checkpoint
 from .calibration import fit_temperature, log_probabilities
 from .config import TrainingConfig
 from .ensemble import Ensemble, EnsembleSettings, model_outputs
+from .errors import ConfigError
+from .evaluation import evaluate_ensemble, write_evaluation_report
+from .files import write_json
 from .store import FeatureSplit
 from .trust import fit_uncertain_threshold
 from .tta import TTA_VIEWS
@@ -120,3 +128,81 @@ def fit_ensemble_settings(ensemble: Ensemble, val: FeatureSplit, cfg: TrainingCo
         fitted_on="val",
         report={"member_val_accuracy": member_accuracy, "tta_candidates": tried, "notes": notes},
     )
+
+
+def assemble_ensemble(
+    checkpoint_dir: str | os.PathLike,
+    splits: Mapping[str, FeatureSplit],
+    cfg: TrainingConfig,
+    num_models: int,
+    results_dir: str | os.PathLike,
+    device: torch.device,
+    write: bool = True,
+    log: Callable[[str], None] = lambda message: None,
+) -> tuple[Ensemble, dict[str, Any]]:
+    """Combine trained members ``ensemble_model_1..N``: fit the ensemble's settings on validation, write
+    ``ensemble.json``, score it on val and test, and write the results and the report (when ``write``)."""
+    checkpoint_dir, results_dir = Path(checkpoint_dir), Path(results_dir)
+    names = [checkpoint.member_name(i + 1) for i in range(num_models)]
+    member_results = [_read_member_results(results_dir, name) for name in names]
+    member_files = [checkpoint.best_checkpoint_name(name) for name in names]
+    ensemble = Ensemble.from_checkpoints([checkpoint_dir / f for f in member_files], device)
+    ensemble.settings = fit_ensemble_settings(ensemble, splits["val"], cfg)
+    evaluation = evaluate_ensemble(ensemble, {s: splits[s] for s in ("val", "test")})
+    results = _ensemble_results(num_models, ensemble, evaluation, member_results)
+    report = results_dir / "report" / "report.md"
+    if write:
+        ensemble.save_manifest(checkpoint_dir, member_files)
+        write_json(results, results_dir / checkpoint.ENSEMBLE_RESULTS_NAME)
+        report = write_evaluation_report(
+            results_dir / "report", evaluation, ensemble.class_names, splits["test"].labels,
+            histories={r["model_name"]: r["history"] for r in member_results},
+            notes=_ensemble_notes(member_results, ensemble), title=f"vidtempo ensemble of {num_models}")
+    plain, tta, average = results["ensemble"]["test"], results["ensemble"]["test_tta"], results["members_average"]
+    log(f"ensemble of {num_models}: test acc {plain['accuracy']:.2f}% (TTA {tta['accuracy']:.2f}%, views "
+        f"{'+'.join(ensemble.settings.tta_views)}), members' average {average['accuracy']:.2f}%; report {report}")
+    return ensemble, results
+
+
+def _read_member_results(results_dir: Path, name: str) -> dict[str, Any]:
+    path = results_dir / checkpoint.results_name(name)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise ConfigError(f"{path}: missing or unreadable; train member {name} first") from None
+
+
+def _ensemble_results(num_models: int, ensemble: Ensemble, evaluation: Mapping[str, Any],
+                      member_results: list[dict[str, Any]]) -> dict[str, Any]:
+    plain, tta = evaluation["test"]["plain"]["ensemble"], evaluation["test"]["tta"]["ensemble"]
+    average = {
+        "accuracy": float(np.mean([r["test"]["accuracy"] for r in member_results])),
+        "accuracy_tta": float(np.mean([r["test_tta"]["accuracy"] for r in member_results])),
+    }
+    return {
+        "num_models": num_models,
+        "ensemble": {"test": plain, "test_tta": tta},
+        "members": member_results,
+        "members_average": average,
+        "improvement_over_members_average": {
+            "accuracy": plain["accuracy"] - average["accuracy"],
+            "accuracy_tta": tta["accuracy"] - average["accuracy_tta"],
+        },
+        "ensemble_settings": dataclasses.asdict(ensemble.settings),
+        "calibration": evaluation["calibration"],
+        "evaluation": {k: v for k, v in evaluation.items() if k not in ("calibration", "reliability", "predictions")},
+    }
+
+
+def _ensemble_notes(member_results: list[dict[str, Any]], ensemble: Ensemble) -> list[str]:
+    notes = []
+    for r in member_results:
+        for attempt in (r.get("collapse_check") or {}).get("attempts", []):
+            if attempt["collapsed"]:
+                notes.append(f"{r['model_name']} with seed {attempt['seed']} collapsed ({attempt['collapsed']}).")
+    settings = ensemble.settings
+    notes.append(f"TTA views chosen on validation: {' + '.join(settings.tta_views)}.")
+    weights = "equal" if settings.member_weights is None else ", ".join(f"{w:.3g}" for w in settings.member_weights)
+    notes.append(f"Member weights: {weights}.")
+    notes.extend(settings.report.get("notes", []))
+    return notes

@@ -29,7 +29,7 @@ from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix  # noqa
 from sklearn.metrics import precision_recall_fscore_support  # noqa: E402
 
 from .calibration import ece_from_bins  # noqa: E402
-from .checkpoint import atomic_write_bytes  # noqa: E402
+from .files import atomic_write, write_text  # noqa: E402
 
 REPORT_NAME = "report.md"
 CONFUSION_MATRIX_PNG = "confusion_matrix.png"
@@ -188,7 +188,7 @@ def _draw_reliability(ax, bins: Mapping[str, Sequence[float]], label: str) -> No
 
 def _save_png(fig, path: str | os.PathLike) -> Path:
     # The temporary name has no .png suffix, so the format is given explicitly.
-    return atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI))
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI))
 
 
 # --------------------------------------------------------------------------------------------- tables
@@ -375,7 +375,7 @@ def write_report(
         for caption, figure in figures.items():
             lines += _figure_lines(output_dir, caption, figure)
     text = "\n".join(lines).rstrip("\n") + "\n"
-    return atomic_write_bytes(output_dir / REPORT_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return write_text(text, output_dir / REPORT_NAME)
 
 
 def build_report(

@@ -8,29 +8,13 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..errors import VidtempoError
+from .._version import __version__
 from ..store import EXTRACTION_ATTRS, MULTISCALE_SUFFIX, attr_value
 from .backbones import BACKBONES, DEFAULT_BACKBONE
 from .multiscale import DEFAULT_SCALES
 
 # EfficientNet and ResNet halve the image five times; below this there is nothing left to pool.
 MIN_IMAGE_SIZE = 32
-
-
-def vidtempo_version() -> str:
-    try:
-        import vidtempo
-
-        version = getattr(vidtempo, "__version__", None)
-        if version:
-            return str(version)
-    except ImportError:
-        pass
-    try:
-        from importlib.metadata import PackageNotFoundError, version as dist_version
-
-        return dist_version("vidtempo")
-    except (ImportError, PackageNotFoundError):
-        return "0.1.0"
 
 
 @dataclass(frozen=True)
@@ -70,7 +54,7 @@ class ExtractionSettings:
             "image_size": self.image_size,
             "frames_per_video": self.frames_per_video,
             "scales": list(self.scales),
-            "vidtempo_version": vidtempo_version(),
+            "vidtempo_version": __version__,
         }
         return {key: values[key] for key in EXTRACTION_ATTRS}
 

@@ -1,0 +1,255 @@
+"""One training run of one model: the epoch loop, what it decides after each epoch, and its checkpoints.
+
+Randomness: the model is initialised right after seeding from ``training_config.seed``; every epoch then
+reseeds torch, numpy, random and the loader's generators from ``(seed, epoch)``. An epoch is therefore a
+function of the weights and optimiser state it starts from and its number, which is what makes a run
+resumed from a checkpoint end bit-for-bit where the uncut run ends (on the CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import torch
+from torch.optim import AdamW
+from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
+from tqdm.auto import tqdm
+
+from . import checkpoint
+from .config import ModelConfig, TrainingConfig, make_config
+from .errors import CheckpointError
+from .loss import FocalLoss
+from .metrics import classification_metrics
+from .model import SuperEnhancedTemporalModel
+from .runtime import autocast, derive_seed, resolve_precision, seed_everything
+
+if TYPE_CHECKING:
+    from .trainer import EnhancedTemporalModelTrainer
+
+
+@dataclass
+class EpochRecord:
+    """What one epoch measured; a run's history is the list of these (saved as one list per field)."""
+
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    val_f1: float
+    lr: float
+    epoch_time: float
+
+
+HISTORY_KEYS = tuple(f.name for f in dataclasses.fields(EpochRecord))
+
+
+@dataclass
+class Progress:
+    """Where a run stands: the epochs done, the best one so far, and the patience used up."""
+
+    records: list[EpochRecord] = field(default_factory=list)
+    best_val_acc: float = -1.0
+    best_val_loss: float = float("inf")
+    best_epoch: int = -1  # 0-based, as the seed's checkpoints store it
+    patience_counter: int = 0
+    next_epoch: int = 0
+
+    def history(self) -> dict[str, list[float]]:
+        return {key: [getattr(r, key) for r in self.records] for key in HISTORY_KEYS}
+
+    def checkpoint_fields(self) -> dict[str, Any]:
+        return {"history": self.history(), "best_val_acc": self.best_val_acc, "best_val_loss": self.best_val_loss,
+                "best_epoch": self.best_epoch, "patience_counter": self.patience_counter}
+
+    @classmethod
+    def from_checkpoint(cls, payload: Mapping[str, Any]) -> "Progress":
+        history = payload["history"]
+        epochs = len(history.get("val_acc", []))
+        columns = {key: list(history.get(key, [float("nan")] * epochs)) for key in HISTORY_KEYS}
+        records = [EpochRecord(**{key: float(columns[key][i]) for key in HISTORY_KEYS}) for i in range(epochs)]
+        return cls(records, float(payload["best_val_acc"]), float(payload.get("best_val_loss", float("inf"))),
+                   int(payload["best_epoch"]), int(payload["patience_counter"]), int(payload["epoch"]) + 1)
+
+    def improves(self, val_metrics: Mapping[str, Any], selection: str) -> bool:
+        """A strictly better validation accuracy; with ``accuracy_then_loss``, also an equal accuracy at a
+        strictly lower validation loss (small validation sets tie often, and the later epoch fits better)."""
+        if val_metrics["accuracy"] > self.best_val_acc:
+            return True
+        return (selection == "accuracy_then_loss" and val_metrics["accuracy"] == self.best_val_acc
+                and val_metrics["loss"] < self.best_val_loss)
+
+    def record(self, epoch: int, record: EpochRecord, improved: bool) -> None:
+        self.records.append(record)
+        self.next_epoch = epoch + 1
+        if improved:
+            self.best_val_acc, self.best_val_loss = record.val_acc, record.val_loss
+            self.best_epoch, self.patience_counter = epoch, 0
+        else:
+            self.patience_counter += 1
+
+
+class TrainingRun:
+    """The model, loss, optimiser and schedule of one run, and the loop that trains them."""
+
+    def __init__(self, trainer: "EnhancedTemporalModelTrainer", cfg: TrainingConfig, model_config: ModelConfig,
+                 model_name: str, loaders) -> None:
+        self.trainer, self.cfg, self.model_config, self.model_name = trainer, cfg, model_config, model_name
+        self.train_loader, self.val_loader, self.test_loader = loaders
+        self.device, self.dist = trainer.device, trainer.dist
+        self.amp_dtype = resolve_precision(cfg.precision, self.device)
+        seed_everything(cfg.seed)
+        self.model = SuperEnhancedTemporalModel.from_config(model_config).to(self.device)
+        self.criterion = FocalLoss(trainer.class_weights, gamma=cfg.focal_gamma,
+                                   smoothing=cfg.label_smoothing).to(self.device)
+        self.optimizer = AdamW(self.model.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.999),
+                               weight_decay=cfg.weight_decay)
+        self.scheduler = CosineAnnealingWarmRestarts(self.optimizer, T_0=cfg.scheduler_t0,
+                                                     T_mult=cfg.scheduler_t_mult, eta_min=cfg.eta_min)
+        self.progress = Progress()
+        self.best_val_metrics: dict[str, Any] | None = None  # the best epoch's, once training ends
+        # Gradients are averaged across processes in a distributed run; the unwrapped model is saved.
+        self.train_model = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+
+    @property
+    def output_dir(self) -> Path:
+        return self.trainer.output_dir
+
+    @property
+    def best_path(self) -> Path:
+        return self.output_dir / checkpoint.best_checkpoint_name(self.model_name)
+
+    def restore(self, payload: Mapping[str, Any], path) -> None:
+        """Continue the run saved in ``payload`` exactly where it stopped."""
+        saved_config = payload.get("model_config") or {}
+        if saved_config and make_config(ModelConfig, saved_config) != self.model_config:
+            raise CheckpointError(
+                f"{path}: its model_config differs from this run's {dataclasses.asdict(self.model_config)}")
+        if payload.get("category_mapping") not in (None, self.trainer.category_mapping):
+            raise CheckpointError(f"{path}: its categories differ from the feature files'")
+        checkpoint.check_resumable(payload, path)
+        self.model.load_state_dict(payload["model_state_dict"])
+        self.optimizer.load_state_dict(payload["optimizer_state_dict"])
+        self.scheduler.load_state_dict(payload["scheduler_state_dict"])
+        self.progress = Progress.from_checkpoint(payload)
+
+    # ----------------------------------------------------------------------------------------- loop
+    def fit(self, board=None) -> bool:
+        """Train until ``num_epochs`` or early stopping; returns whether it stopped early."""
+        cfg, progress = self.cfg, self.progress
+        first_epoch, started = progress.next_epoch, time.perf_counter()
+        for epoch in range(first_epoch, cfg.num_epochs):
+            self.trainer.seed_epoch(cfg.seed, epoch)
+            epoch_start = time.perf_counter()
+            train_metrics = self.train_epoch(epoch)
+            val_metrics = evaluate_loss(self.model, self.val_loader, self.criterion, self.amp_dtype,
+                                        self.trainer.class_names)
+            record = EpochRecord(*map(float, (
+                train_metrics["loss"], train_metrics["accuracy"], val_metrics["loss"], val_metrics["accuracy"],
+                val_metrics["f1_weighted"], self.optimizer.param_groups[0]["lr"], time.perf_counter() - epoch_start)))
+            improved = progress.improves(val_metrics, cfg.selection)
+            progress.record(epoch, record, improved)
+            if board is not None:
+                _log_to_board(board, record, epoch)
+            if improved:
+                self._save(self.best_path, epoch, val_metrics, train_metrics)
+            if cfg.checkpoint_every and epoch > 0 and epoch % cfg.checkpoint_every == 0:
+                self._save(self.output_dir / checkpoint.periodic_checkpoint_name(self.model_name, epoch), epoch,
+                           val_metrics, train_metrics)
+                if self.dist.is_main:
+                    checkpoint.prune_periodic_checkpoints(self.output_dir, self.model_name,
+                                                          cfg.keep_last_checkpoints)
+            mean_seconds = (time.perf_counter() - started) / (epoch + 1 - first_epoch)
+            self._log_epoch(epoch, record, mean_seconds)
+            if progress.patience_counter >= cfg.patience:
+                self.trainer.log(f"{self.model_name}: no validation improvement for {cfg.patience} epochs; "
+                                 "stopping early")
+                return True
+        return False
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        model, device, loader = self.model, self.device, self.train_loader
+        model.train()
+        num_batches = len(loader)
+        total_loss, correct, seen = 0.0, 0, 0
+        bar = tqdm(loader, desc=f"{self.model_name} epoch {epoch + 1}", leave=False,
+                   disable=self.trainer.quiet or not self.dist.is_main, unit="batch", dynamic_ncols=True)
+        for step, (features, targets, lengths) in enumerate(bar):
+            features, targets = features.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            with autocast(device, self.amp_dtype):
+                logits = self.train_model(features, lengths)
+            loss = self.criterion(logits, targets)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+            self.optimizer.step()
+            # Per batch, with the fractional epoch: restarts after 20, 40, 80 ... epochs.
+            self.scheduler.step(epoch + (step + 1) / num_batches)
+            batch_loss = float(loss.detach())
+            total_loss += batch_loss * targets.shape[0]
+            correct += int((logits.detach().argmax(-1) == targets).sum())
+            seen += targets.shape[0]
+            bar.set_postfix(loss=f"{batch_loss:.4f}")
+        if not math.isfinite(total_loss):
+            raise FloatingPointError(f"{self.model_name}: the training loss became {total_loss} in epoch {epoch + 1}")
+        return {"loss": total_loss / max(seen, 1), "accuracy": 100.0 * correct / max(seen, 1)}
+
+    def _save(self, path: Path, epoch: int, val_metrics, train_metrics) -> None:
+        if not self.dist.is_main:
+            return
+        trainer = self.trainer
+        checkpoint.save_checkpoint(checkpoint.build_checkpoint(
+            epoch=epoch, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+            progress=self.progress.checkpoint_fields(), val_metrics=val_metrics, train_metrics=train_metrics,
+            model_config=self.model_config, training_config=self.cfg, category_mapping=trainer.category_mapping,
+            feature_settings=trainer.splits["train"].extraction_settings(), model_name=self.model_name), path)
+
+    def _log_epoch(self, epoch: int, r: EpochRecord, mean_seconds: float) -> None:
+        eta = format_duration(mean_seconds * (self.cfg.num_epochs - epoch - 1))
+        self.trainer.log(
+            f"{self.model_name} epoch {epoch + 1}/{self.cfg.num_epochs} | train loss {r.train_loss:.4f} "
+            f"acc {r.train_acc:.2f}% | val loss {r.val_loss:.4f} acc {r.val_acc:.2f}% f1 {r.val_f1:.2f}% | "
+            f"lr {r.lr:.2e} | {r.epoch_time:.1f}s | ETA {eta}"
+        )
+
+
+@torch.no_grad()
+def evaluate_loss(model, loader, criterion, amp_dtype, class_names) -> dict[str, Any]:
+    """Validation loss and classification metrics of ``model`` over ``loader``."""
+    model.eval()
+    device = next(model.parameters()).device
+    total_loss, preds, labels = 0.0, [], []
+    for features, targets, lengths in loader:
+        features, targets = features.to(device, non_blocking=True), targets.to(device)
+        with autocast(device, amp_dtype):
+            logits = model(features, lengths)
+        total_loss += float(criterion(logits, targets)) * targets.shape[0]
+        preds.append(logits.argmax(-1).cpu())
+        labels.append(targets.cpu())
+    labels_all = torch.cat(labels).numpy()
+    return classification_metrics(labels_all, torch.cat(preds).numpy(), class_names,
+                                  loss=total_loss / max(len(labels_all), 1))
+
+
+def _log_to_board(board, r: EpochRecord, epoch: int) -> None:
+    for tag, value in (("loss/train", r.train_loss), ("loss/val", r.val_loss), ("accuracy/train", r.train_acc),
+                       ("accuracy/val", r.val_acc), ("f1_weighted/val", r.val_f1), ("learning_rate", r.lr)):
+        board.add_scalar(tag, value, epoch)
+    board.flush()
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
