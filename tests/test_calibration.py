@@ -115,3 +115,27 @@ def test_apply_temperature_keeps_argmax_and_rows_summing_to_one():
 def test_apply_temperature_refuses_non_positive_temperature():
     with pytest.raises(ValueError, match="temperature"):
         apply_temperature(torch.tensor([[0.5, 0.5]]), 0.0)
+
+
+def test_separable_or_small_validation_skips_calibration():
+    from vidtempo.calibration import MAX_TEMPERATURE, MIN_TEMPERATURE, fit_calibration
+
+    assert MIN_TEMPERATURE >= 0.2 and MAX_TEMPERATURE <= 5.0
+    # Members that say 55/45 and are always right: the NLL keeps falling as T -> 0, a fit would make
+    # them look 99.6% sure. Calibration must be skipped and say why.
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (400,), generator=generator)
+    probs = torch.full((400, 2), 0.45).scatter_(1, labels[:, None], 0.55)
+    temperature, skipped = fit_calibration(probs, labels)
+    assert temperature == 1.0 and "no validation video is misclassified" in skipped
+    small_labels = labels[:14]
+    temperature, skipped = fit_calibration(torch.softmax(torch.randn(14, 2, generator=generator), -1), small_labels)
+    assert temperature == 1.0 and "14 validation videos" in skipped
+
+
+def test_calibration_is_fitted_when_validation_allows():
+    from vidtempo.calibration import fit_calibration
+
+    logits, labels = calibrated_logits(num_samples=2000, seed=3)
+    temperature, skipped = fit_calibration(torch.softmax(3.0 * logits, -1), labels)
+    assert skipped is None and temperature == pytest.approx(3.0, rel=0.15)

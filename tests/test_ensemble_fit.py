@@ -66,3 +66,42 @@ def test_temperature_and_weights_apply_at_inference(small_ensemble):
     torch.testing.assert_close(ensemble.predict_proba(feats, lengths), expected, atol=1e-5, rtol=1e-4)
     uncalibrated = fit_ensemble_settings(ensemble, val, TrainingConfig(calibrate=False))
     assert uncalibrated.temperature == 1.0
+
+
+@pytest.fixture(scope="module")
+def calibration_ensemble(tmp_path_factory):
+    """An ensemble with a validation split big enough to calibrate on, and wrong on some of it."""
+    from vidtempo.synthetic import write_synthetic_features
+
+    folder = tmp_path_factory.mktemp("calibrate")
+    write_synthetic_features(folder / "features", videos_per_split={"train": 64, "val": 120, "test": 16},
+                             feature_dim=16, min_frames=12, max_frames=24, seed=5)
+    trainer = EnhancedTemporalModelTrainer(folder / "features", folder / "ckpt", device="cpu", model_config=TINY_MODEL,
+                                           training_config={**TINY_TRAINING, "collapse_retries": 0}, quiet=True)
+    trainer.train_ensemble(num_models=2, num_epochs=3, results_dir=folder / "results")
+    return Ensemble.from_checkpoints(folder / "ckpt"), trainer.splits["val"]
+
+
+def test_tta_predictions_get_the_calibration_fitted_on_tta(calibration_ensemble):
+    from vidtempo.calibration import MAX_TEMPERATURE, MIN_TEMPERATURE, apply_temperature, fit_calibration
+
+    ensemble, val = calibration_ensemble
+    settings = fit_ensemble_settings(ensemble, val, TrainingConfig(choose_tta_views=False))
+    ensemble.settings = settings
+    labels = torch.from_numpy(val.labels)
+    for tta, temperature in ((False, settings.temperature), (True, settings.tta_temperature)):
+        uncalibrated = ensemble.combine(ensemble.split_member_probabilities(val, tta=tta), calibrated=False)
+        fitted, skipped = fit_calibration(uncalibrated, labels)
+        assert skipped is None and MIN_TEMPERATURE < temperature < MAX_TEMPERATURE
+        assert temperature == fitted, "each mode's temperature is fitted on that mode's probabilities"
+        feats, lengths = torch.from_numpy(val.features[:8]), torch.from_numpy(val.num_frames[:8])
+        torch.testing.assert_close(ensemble.predict_proba(feats, lengths, tta=tta),
+                                   apply_temperature(uncalibrated[:8], temperature), atol=1e-5, rtol=1e-4)
+    assert settings.tta_temperature != settings.temperature
+    # Each mode's threshold leaves about 5% of that mode's correct validation predictions "uncertain".
+    for tta in (False, True):
+        analysis = ensemble.analyze(val.features, val.num_frames, tta=tta)
+        correct = analysis["probs"].argmax(-1) == labels
+        below = analysis["trust"]["score"][correct] < analysis["uncertain_below"]
+        assert analysis["uncertain_below"] == settings.calibration(tta)[1]
+        assert float(below.float().mean()) <= 0.05 + 1.0 / int(correct.sum())

@@ -142,9 +142,8 @@ def test_build_report_writes_plots_and_markdown(tmp_path):
     assert text.index("### val") < text.index("### test")
     # Per class, from sklearn: Animation precision = recall = 2/3.
     assert "| Animation | 66.67 | 66.67 | 66.67 | 3 |" in text
-    assert "| temperature | 2.7500 |" in text
-    assert f"| ECE before scaling (%) | {100 * calibration['ece_before']:.2f} |" in text
-    assert f"| ECE after scaling (%) | {100 * calibration['ece_after']:.2f} |" in text
+    assert (f"| plain | 2.7500 | {100 * calibration['ece_before']:.2f} | {100 * calibration['ece_after']:.2f} |"
+            in text)
     assert "- synthetic data" in text
     assert "| ensemble_model_1 | 5 | " in text
     assert not list((tmp_path / "out").glob(".*tmp*"))
@@ -166,4 +165,4 @@ def test_write_report_links_figures_relative_to_the_report(tmp_path):
     assert text.startswith("# Demo\n")
     assert "![Training curves](plots/curves.png)" in text
     assert "![extra](plots/x.png)" in text
-    assert "| temperature | 1.5000 |" in text and "ECE" not in text
+    assert "| plain | 1.5000 | – | – |" in text

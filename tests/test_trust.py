@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vidtempo.trust import (DEFAULT_UNCERTAIN_BELOW, auroc_correct_vs_wrong, distance_ratio, fit_uncertain_threshold,
+from vidtempo.trust import (DEFAULT_UNCERTAIN_BELOW, auroc_correct_vs_wrong, class_distance_ratios,
+                            fit_uncertain_threshold,
                             flag, representation_stats, trust)
 
 
@@ -15,9 +16,10 @@ def test_representation_stats_and_distance_ratio():
     torch.testing.assert_close(stats["centroids"][:2], torch.tensor([[1.0, 0.0], [11.0, 10.0]]))
     torch.testing.assert_close(stats["distance_q95"][:2], torch.tensor([1.0, 1.0]))
     assert stats["distance_q95"][2] == 1.0, "a class without training videos keeps a neutral spread"
-    ratios = distance_ratio(torch.tensor([[1.0, 3.0], [11.0, 10.5]]), torch.tensor([0, 1]), stats)
-    torch.testing.assert_close(ratios, torch.tensor([3.0, 0.5]))
-    assert torch.equal(distance_ratio(pooled, torch.zeros(4, dtype=torch.long), None), torch.ones(4))
+    ratios = class_distance_ratios(torch.tensor([[1.0, 3.0], [11.0, 10.5]]), stats, num_classes=3)
+    torch.testing.assert_close(ratios[:, :2], torch.tensor([[3.0, (10.0**2 + 7.0**2) ** 0.5],
+                                                            [(10.0**2 + 10.5**2) ** 0.5, 0.5]]))
+    assert torch.equal(class_distance_ratios(pooled, None, num_classes=3), torch.ones(4, 3))
 
 
 def test_score_combines_confidence_and_distance():
@@ -38,3 +40,20 @@ def test_threshold_and_flags():
     assert flag(0.2, 1.0, threshold) == "uncertain" and flag(0.5, 1.0, threshold) == "ok"
     assert auroc_correct_vs_wrong(scores, correct) == 1.0
     assert auroc_correct_vs_wrong(scores, np.ones(101, bool)) is None
+
+
+def test_a_flagged_prediction_says_why():
+    from vidtempo.trust import describe
+
+    member_probs = torch.tensor([[[1.0, 0.0], [0.55, 0.45], [0.9, 0.1]], [[1.0, 0.0], [0.3, 0.7], [0.9, 0.1]]])
+    probs = member_probs.mean(0)
+    signals = trust(member_probs, probs, torch.tensor([1.5, 1.0, 3.0]))
+    far = describe(signals, 0, uncertain_below=0.8)  # fully confident, but farther out than the training videos
+    assert far["flag"] == "uncertain" and far["confidence"] == 1.0
+    assert len(far["reasons"]) == 1 and "farther from its class than 95% of the training videos" in far["reasons"][0]
+    split = describe(signals, 1, uncertain_below=0.8)
+    assert any("members disagree" in r for r in split["reasons"])
+    assert any("low confidence" in r for r in split["reasons"])
+    ood = describe(signals, 2, uncertain_below=0.8)
+    assert ood["flag"] == "out_of_distribution" and "far from the training videos" in ood["reasons"][0]
+    assert describe(signals, 0, uncertain_below=0.5)["reasons"] == []

@@ -23,10 +23,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-# Search range of the temperature. Below 0.05 or above 20 the fit is degenerate (near one-hot or near
-# uniform outputs), which says more about the validation split than about the model.
-MIN_TEMPERATURE = 0.05
-MAX_TEMPERATURE = 20.0
+# Search range of the temperature. Outside it a fit turns 55/45 votes into near certainty (or any vote into
+# a coin flip), which says more about the validation split than about the model.
+MIN_TEMPERATURE = 0.2
+MAX_TEMPERATURE = 5.0
+# Fewer validation videos than this give a temperature that is mostly noise: calibration is skipped.
+MIN_CALIBRATION_VIDEOS = 50
 # Probabilities are clamped here before the logarithm, so a member's exact zero cannot give -inf.
 PROBABILITY_FLOOR = 1e-12
 # Golden-section search stops when the log-temperature bracket is this narrow (T to ~1e-6 relative).
@@ -79,6 +81,22 @@ def fit_temperature(
             right = low + _INVERSE_GOLDEN * (high - low)
             nll_right = nll_at(right)
     return math.exp((low + high) / 2.0)
+
+
+def fit_calibration(probs: torch.Tensor | np.ndarray, labels: Any) -> tuple[float, str | None]:
+    """The temperature for an ensemble's validation probabilities, or 1.0 and the reason it was skipped.
+
+    Skipped when validation is too small to fit one, or when no validation video is misclassified: then the
+    likelihood keeps rising as ``T -> 0`` and any fit would only sharpen the outputs to the search bound.
+    """
+    probs_np, labels_np = _checked_probs_and_labels(probs, labels)
+    if len(labels_np) < MIN_CALIBRATION_VIDEOS:
+        return 1.0, (f"calibration skipped (temperature 1): {len(labels_np)} validation videos, "
+                     f"fewer than {MIN_CALIBRATION_VIDEOS}")
+    if (probs_np.argmax(axis=1) == labels_np).all():
+        return 1.0, ("calibration skipped (temperature 1): no validation video is misclassified, so the "
+                     "validation split cannot tell how sure the ensemble should be")
+    return fit_temperature(log_probabilities(probs), labels_np), None
 
 
 def apply_temperature(probs: torch.Tensor | np.ndarray, temperature: float) -> torch.Tensor:

@@ -154,7 +154,7 @@ class VideoClassifier:
                      **({"thumbnail": video.thumbnails[f]} if video.thumbnails else {})}
                     for f, (idx, t, w) in enumerate(zip(video.frame_indices, video.frame_times, frame_weights))
                 ],
-                "trust": describe(analysis["trust"], i, self.ensemble.settings.uncertain_below),
+                "trust": describe(analysis["trust"], i, analysis["uncertain_below"]),
                 "tta": self.tta,
                 "timings_s": {k: round(v, 4) for k, v in timings.items()},
             })

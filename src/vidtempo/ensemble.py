@@ -18,7 +18,7 @@ from .metrics import classification_metrics
 from .model import SuperEnhancedTemporalModel
 from .runtime import autocast, resolve_device
 from .store import FeatureSplit, class_names
-from .trust import DEFAULT_UNCERTAIN_BELOW, distance_ratio, trust
+from .trust import DEFAULT_UNCERTAIN_BELOW, class_distance_ratios, trust
 from .tta import TTA_VIEWS, average_views, make_views
 
 # Rows per forward pass at inference: bounds memory for long inputs and many TTA views.
@@ -34,10 +34,21 @@ class EnsembleSettings:
 
     member_weights: list[float] | None = None  # None: equal weights (the seed's behaviour); 0 drops a member
     tta_views: list[str] = field(default_factory=lambda: list(TTA_VIEWS))  # the views TTA averages over
-    temperature: float = 1.0  # divides the log of the ensemble's probabilities (calibration)
-    uncertain_below: float = DEFAULT_UNCERTAIN_BELOW  # trust-score threshold of the "uncertain" flag
+    # Calibration, fitted apart for plain and for TTA-averaged predictions (averaging views changes how sure
+    # the ensemble is): the temperature that divides the log of the ensemble's probabilities, and the
+    # trust-score threshold of the "uncertain" flag. A manifest without the TTA pair leaves TTA uncalibrated.
+    temperature: float = 1.0
+    uncertain_below: float = DEFAULT_UNCERTAIN_BELOW
+    tta_temperature: float = 1.0
+    tta_uncertain_below: float = DEFAULT_UNCERTAIN_BELOW
     fitted_on: str | None = None  # the split the settings were fitted on
     report: dict[str, Any] = field(default_factory=dict)  # how they were chosen
+
+    def calibration(self, tta: bool) -> tuple[float, float]:
+        """``(temperature, uncertain_below)`` for plain or TTA-averaged predictions."""
+        if tta:
+            return self.tta_temperature, self.tta_uncertain_below
+        return self.temperature, self.uncertain_below
 
 
 @dataclass
@@ -209,14 +220,16 @@ class Ensemble:
         views = self._views(tta, views)
         return torch.stack([model_outputs(m, features, lengths, views=views).probs for m in self.models])
 
-    def combine(self, member_probs: torch.Tensor, calibrated: bool = True) -> torch.Tensor:
-        """``[M, B, C]`` -> ``[B, C]``: the (weighted) mean of the members, then the fitted temperature."""
+    def combine(self, member_probs: torch.Tensor, calibrated: bool = True, tta: bool = False) -> torch.Tensor:
+        """``[M, B, C]`` -> ``[B, C]``: the (weighted) mean of the members, then the temperature fitted for
+        plain (or, with ``tta``, TTA-averaged) predictions."""
         weights = self.member_weights.to(member_probs.dtype).reshape(-1, 1, 1)
         probs = (member_probs * weights).sum(0)
-        if calibrated and self.settings.temperature != 1.0:
+        temperature = self.settings.calibration(tta)[0]
+        if calibrated and temperature != 1.0:
             from .calibration import apply_temperature
 
-            probs = apply_temperature(probs, self.settings.temperature).to(member_probs.dtype)
+            probs = apply_temperature(probs, temperature).to(member_probs.dtype)
         return probs
 
     @property
@@ -234,25 +247,38 @@ class Ensemble:
 
     def analyze(self, features: Any, lengths: Any = None, tta: bool = False) -> dict[str, Any]:
         """Everything a result reports: probabilities (ensemble and members), the members' mean
-        attention-pooling weights over the original view ``[B, T]``, and the trust signals."""
+        attention-pooling weights over the original view ``[B, T]``, the trust signals and the threshold of
+        the "uncertain" flag for this mode."""
         features, lengths = _as_tensors(features, lengths)
         outputs = [model_outputs(m, features, lengths, views=self._views(tta, None)) for m in self.models]
         member_probs = torch.stack([o.probs for o in outputs])
-        probs = self.combine(member_probs)
-        predicted = probs.argmax(-1)
-        ratios = torch.stack([distance_ratio(o.pooled, predicted, s) for o, s in zip(outputs, self.representation_stats)])
+        probs = self.combine(member_probs, tta=tta)
         weights = self.member_weights.reshape(-1, 1)
         return {
             "probs": probs,
             "member_probs": member_probs,
             "attention": torch.stack([o.attention for o in outputs]).mul(weights.unsqueeze(-1)).sum(0),
-            "trust": trust(member_probs[self.member_weights > 0], probs, (ratios * weights).sum(0)),
+            "trust": self.trust_signals(member_probs, probs, self.class_distance_ratios(outputs)),
+            "uncertain_below": self.settings.calibration(tta)[1],
         }
+
+    def class_distance_ratios(self, outputs: Sequence[ModelOutputs]) -> torch.Tensor:
+        """``[M, B, C]``: each member's distance ratio (see trust.py) of every video to every class."""
+        return torch.stack([class_distance_ratios(o.pooled, s, self.num_classes)
+                            for o, s in zip(outputs, self.representation_stats)])
+
+    def trust_signals(self, member_probs: torch.Tensor, probs: torch.Tensor,
+                      class_ratios: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Trust signals of the ensemble's predictions ``probs`` (see trust.py)."""
+        predicted = probs.argmax(-1)
+        ratios = class_ratios.gather(2, predicted.reshape(1, -1, 1).expand(class_ratios.shape[0], -1, 1))[..., 0]
+        weights = self.member_weights.reshape(-1, 1)
+        return trust(member_probs[self.member_weights > 0], probs, (ratios * weights).sum(0))
 
     def predict_proba(self, features: Any, lengths: Any = None, tta: bool = False) -> torch.Tensor:
         """``[B, C]`` probabilities: the mean of the members' softmax (weighted and calibrated as fitted;
         with TTA, over the chosen views too)."""
-        return self.combine(self.member_probabilities(features, lengths, tta=tta))
+        return self.combine(self.member_probabilities(features, lengths, tta=tta), tta=tta)
 
     def predict(self, features: Any, lengths: Any = None, tta: bool = False) -> torch.Tensor:
         return self.predict_proba(features, lengths, tta=tta).argmax(-1)

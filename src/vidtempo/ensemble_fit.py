@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import checkpoint
-from .calibration import fit_temperature, log_probabilities
+from .calibration import apply_temperature, fit_calibration
 from .config import TrainingConfig
 from .ensemble import Ensemble, EnsembleSettings, model_outputs
 from .errors import ConfigError
@@ -48,16 +48,19 @@ def collapse_reason(val_metrics: Mapping[str, Any], num_classes: int, cfg: Train
     return None
 
 
-def view_probabilities(ensemble: Ensemble, split: FeatureSplit, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every member's probabilities for every TTA view: ``[M, V, N, C]`` and ``applies [V, N]``."""
-    probs, applies = [], []
-    for start in range(0, split.num_videos, batch_size):
+def view_probabilities(ensemble: Ensemble, split: FeatureSplit,
+                       batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every member's probabilities for every TTA view ``[M, V, N, C]``, ``applies [V, N]``, and each
+    member's distance ratio of every video to every class ``[M, N, C]`` (for the trust score)."""
+    probs, applies, ratios = [], [], []
+    for start in range(0, split.num_videos, batch_size):  # in blocks: a streamed split is never read whole
         feats = torch.from_numpy(split.features[start : start + batch_size])
         lengths = torch.from_numpy(split.num_frames[start : start + batch_size])
         outputs = [model_outputs(m, feats, lengths, views=TTA_VIEWS) for m in ensemble.models]
         probs.append(torch.stack([o.view_probs for o in outputs]))
         applies.append(outputs[0].applies)
-    return torch.cat(probs, dim=2), torch.cat(applies, dim=1)
+        ratios.append(ensemble.class_distance_ratios(outputs))
+    return torch.cat(probs, dim=2), torch.cat(applies, dim=1), torch.cat(ratios, dim=1)
 
 
 def _views_average(view_probs: torch.Tensor, applies: torch.Tensor, chosen: list[int]) -> torch.Tensor:
@@ -91,16 +94,39 @@ def member_weights(member_accuracy: list[float], cfg: TrainingConfig) -> tuple[l
 
 
 def fit_ensemble_settings(ensemble: Ensemble, val: FeatureSplit, cfg: TrainingConfig) -> EnsembleSettings:
-    """Member weights, TTA views, temperature and trust threshold, all chosen on ``val``."""
+    """Member weights, TTA views, and for plain and TTA predictions apart, temperature and trust threshold,
+    all chosen on ``val``."""
     labels = torch.from_numpy(val.labels)
-    view_probs, applies = view_probabilities(ensemble, val)
+    view_probs, applies, class_ratios = view_probabilities(ensemble, val)
     plain = view_probs[:, 0]
     member_accuracy = [100.0 * float((p.argmax(-1) == labels).float().mean()) for p in plain]
     weights, notes = member_weights(member_accuracy, cfg)
     ensemble.settings = EnsembleSettings(member_weights=weights)
+    chosen, tried = _choose_views(ensemble, view_probs, applies, labels, cfg)
+    calibration, report = {}, {}
+    for mode, member_probs in (("plain", plain), ("tta", _views_average(view_probs, applies, chosen))):
+        calibration[mode], report[mode] = _fit_calibration(ensemble, member_probs, class_ratios, labels, cfg)
+        if report[mode]["skipped"]:
+            notes.append(f"{mode} predictions: {report[mode]['skipped']}")
+    (temperature, uncertain_below), (tta_temperature, tta_uncertain_below) = calibration["plain"], calibration["tta"]
+    return EnsembleSettings(
+        member_weights=weights,
+        tta_views=[TTA_VIEWS[i] for i in chosen],
+        temperature=temperature,
+        uncertain_below=uncertain_below,
+        tta_temperature=tta_temperature,
+        tta_uncertain_below=tta_uncertain_below,
+        fitted_on="val",
+        report={"member_val_accuracy": member_accuracy, "tta_candidates": tried, "calibration": report,
+                "notes": notes},
+    )
 
+
+def _choose_views(ensemble: Ensemble, view_probs: torch.Tensor, applies: torch.Tensor, labels: torch.Tensor,
+                  cfg: TrainingConfig) -> tuple[list[int], dict[str, dict[str, float]]]:
+    """Greedily add each TTA view that raises validation accuracy, or keeps it and lowers the log-loss."""
     chosen, tried = [0], {}
-    best = _score(ensemble.combine(plain, calibrated=False), labels)
+    best = _score(ensemble.combine(view_probs[:, 0], calibrated=False), labels)
     tried["original"] = {"accuracy": 100 * best[0], "nll": best[1]}
     for v in range(1, len(TTA_VIEWS)):
         candidate = chosen + [v]
@@ -108,26 +134,20 @@ def fit_ensemble_settings(ensemble: Ensemble, val: FeatureSplit, cfg: TrainingCo
         tried["+".join(TTA_VIEWS[i] for i in candidate)] = {"accuracy": 100 * score[0], "nll": score[1]}
         if not cfg.choose_tta_views or score[0] > best[0] or (score[0] == best[0] and score[1] < best[1]):
             chosen, best = candidate, score
+    return chosen, tried
 
-    temperature = 1.0
-    if cfg.calibrate:
-        temperature = fit_temperature(log_probabilities(ensemble.combine(plain, calibrated=False)), labels)
-    ensemble.settings = EnsembleSettings(member_weights=weights, tta_views=[TTA_VIEWS[i] for i in chosen],
-                                         temperature=temperature)
-    scores, predicted = [], []
-    for start in range(0, val.num_videos, 256):  # in blocks: a streamed split is never read whole
-        analysis = ensemble.analyze(val.features[start : start + 256], val.num_frames[start : start + 256])
-        scores.append(analysis["trust"]["score"].numpy())
-        predicted.append(analysis["probs"].argmax(-1).numpy())
-    correct = np.concatenate(predicted) == val.labels
-    return EnsembleSettings(
-        member_weights=weights,
-        tta_views=[TTA_VIEWS[i] for i in chosen],
-        temperature=temperature,
-        uncertain_below=fit_uncertain_threshold(np.concatenate(scores), correct),
-        fitted_on="val",
-        report={"member_val_accuracy": member_accuracy, "tta_candidates": tried, "notes": notes},
-    )
+
+def _fit_calibration(ensemble: Ensemble, member_probs: torch.Tensor, class_ratios: torch.Tensor,
+                     labels: torch.Tensor, cfg: TrainingConfig) -> tuple[tuple[float, float], dict[str, Any]]:
+    """``(temperature, uncertain_below)`` for one inference mode, and how they were fitted."""
+    uncalibrated = ensemble.combine(member_probs, calibrated=False)
+    temperature, skipped = fit_calibration(uncalibrated, labels) if cfg.calibrate else (
+        1.0, "calibration turned off (temperature 1)")
+    probs = apply_temperature(uncalibrated, temperature)
+    signals = ensemble.trust_signals(member_probs, probs, class_ratios)
+    correct = (probs.argmax(-1) == labels).numpy()
+    threshold = fit_uncertain_threshold(signals["score"].numpy(), correct)
+    return (temperature, threshold), {"temperature": temperature, "uncertain_below": threshold, "skipped": skipped}
 
 
 def assemble_ensemble(

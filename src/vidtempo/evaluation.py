@@ -22,32 +22,45 @@ def evaluate_ensemble(ensemble: Ensemble, splits: Mapping[str, FeatureSplit], tt
     split, ``calibration`` (temperature, ECE before and after), ``reliability`` bins and ``predictions``."""
     names = ensemble.class_names
     evaluation: dict[str, Any] = {}
-    last_probs = None
+    last: dict[str, Any] = {}
     for split_name, split in splits.items():
         evaluation[split_name] = {}
         for mode in ("plain", "tta") if tta else ("plain",):
             member_probs = ensemble.split_member_probabilities(split, tta=mode == "tta")
-            combined = ensemble.combine(member_probs)
+            combined = ensemble.combine(member_probs, tta=mode == "tta")
             evaluation[split_name][mode] = {
                 "members": {member: classification_metrics(split.labels, p.argmax(-1).numpy(), names)
                             for member, p in zip(ensemble.names, member_probs)},
                 "ensemble": classification_metrics(split.labels, combined.argmax(-1).numpy(), names),
             }
-            if mode == "plain":
-                last_probs = (split_name, split, member_probs)
-    split_name, split, member_probs = last_probs
+            last[mode] = (split_name, split, member_probs)
+    split_name, split, _ = last["plain"]
     labels = torch.from_numpy(split.labels)
-    before, after = ensemble.combine(member_probs, calibrated=False), ensemble.combine(member_probs)
+    calibration = {mode: _calibration_of_mode(ensemble, probs, labels, mode == "tta")
+                   for mode, (_, _, probs) in last.items()}
+    fitted = ensemble.settings.report.get("calibration", {})
     evaluation["calibration"] = {
-        "temperature": ensemble.settings.temperature,
+        **{k: v for k, v in calibration["plain"].items() if k != "bins"},
+        "modes": {mode: {k: v for k, v in c.items() if k != "bins"} for mode, c in calibration.items()},
+        "skipped": {mode: fitted[mode]["skipped"] for mode in calibration if fitted.get(mode, {}).get("skipped")},
         "fitted_on": ensemble.settings.fitted_on,
         "split": split_name,
-        "ece_before": expected_calibration_error(before, labels),
-        "ece_after": expected_calibration_error(after, labels),
     }
-    evaluation["reliability"] = {"before": reliability_bins(before, labels), "after": reliability_bins(after, labels)}
+    evaluation["reliability"] = calibration["plain"]["bins"]
+    after = ensemble.combine(last["plain"][2])
     evaluation["predictions"] = {"split": split_name, "y_pred": after.argmax(-1).tolist()}
     return evaluation
+
+
+def _calibration_of_mode(ensemble: Ensemble, member_probs: torch.Tensor, labels: torch.Tensor,
+                         tta: bool) -> dict[str, Any]:
+    before, after = ensemble.combine(member_probs, calibrated=False), ensemble.combine(member_probs, tta=tta)
+    return {
+        "temperature": ensemble.settings.calibration(tta)[0],
+        "ece_before": expected_calibration_error(before, labels),
+        "ece_after": expected_calibration_error(after, labels),
+        "bins": {"before": reliability_bins(before, labels), "after": reliability_bins(after, labels)},
+    }
 
 
 def write_evaluation_report(

@@ -292,13 +292,18 @@ def _per_class_section(rows: Sequence[Mapping[str, Any]], caption: str | None) -
 def _calibration_section(calibration: Mapping[str, Any]) -> list[str]:
     lines = ["## Calibration", ""]
     if calibration.get("split"):
-        lines += [f"Temperature fitted on {calibration['split']}; ECE over equal-width confidence bins.", ""]
-    rows = [["temperature", f"{float(calibration['temperature']):.4f}"]]
-    for key, label in (("ece_before", "ECE before scaling (%)"), ("ece_after", "ECE after scaling (%)")):
-        if calibration.get(key) is not None:
-            # ECE is a fraction in [0, 1]; the rest of the report is in percent.
-            rows.append([label, f"{100 * float(calibration[key]):.2f}"])
-    return lines + _markdown_table(["", "value"], rows) + [""]
+        lines += [f"Temperatures fitted on {calibration['split']}, for plain and for TTA-averaged predictions "
+                  "apart; ECE over equal-width confidence bins.", ""]
+    modes = calibration.get("modes") or {"plain": calibration}
+    rows = []
+    for mode, values in modes.items():
+        # ECE is a fraction in [0, 1]; the rest of the report is in percent.
+        ece = [f"{100 * float(values[k]):.2f}" if values.get(k) is not None else "–" for k in ("ece_before", "ece_after")]
+        rows.append([mode, f"{float(values['temperature']):.4f}", *ece])
+    lines += _markdown_table(["predictions", "temperature", "ECE before scaling (%)", "ECE after scaling (%)"], rows)
+    for mode, reason in (calibration.get("skipped") or {}).items():
+        lines += ["", f"{mode.capitalize()} predictions: {reason}."]
+    return lines + [""]
 
 
 def _training_section(histories: Mapping[str, Mapping[str, Sequence[float]]]) -> list[str]:

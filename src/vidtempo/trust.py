@@ -53,12 +53,14 @@ def representation_stats(pooled: torch.Tensor, labels: torch.Tensor, num_classes
     return {"centroids": centroids, "distance_q95": quantiles}
 
 
-def distance_ratio(pooled: torch.Tensor, predicted: torch.Tensor, stats: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
-    """[B] distance to the predicted class's centroid over that class's 95th-percentile training distance."""
+def class_distance_ratios(pooled: torch.Tensor, stats: Mapping[str, torch.Tensor] | None,
+                          num_classes: int) -> torch.Tensor:
+    """[B, C]: for every class, the distance to its training centroid over that class's 95th-percentile
+    training distance (all 1.0 without statistics)."""
     if not stats:
-        return torch.ones(pooled.shape[0])
-    centroids = stats["centroids"][predicted]
-    return torch.linalg.vector_norm(pooled.float() - centroids, dim=1) / stats["distance_q95"][predicted]
+        return torch.ones(pooled.shape[0], num_classes)
+    distances = torch.cdist(pooled.float(), stats["centroids"].float())
+    return distances / stats["distance_q95"].float()[None, :]
 
 
 def trust(member_probs: torch.Tensor, probs: torch.Tensor, ratios: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -95,12 +97,29 @@ def auroc_correct_vs_wrong(scores: np.ndarray, correct: np.ndarray) -> float | N
 
 def describe(signals: Mapping[str, torch.Tensor], index: int,
              uncertain_below: float = DEFAULT_UNCERTAIN_BELOW) -> dict[str, Any]:
-    """The trust part of one video's result."""
+    """The trust part of one video's result, with the reasons for a flag other than ``ok``."""
     score, ratio = float(signals["score"][index]), float(signals["distance_ratio"][index])
+    confidence, agreement = float(signals["confidence"][index]), float(signals["agreement"][index])
+    verdict = flag(score, ratio, uncertain_below)
     return {
         "score": score,
-        "flag": flag(score, ratio, uncertain_below),
-        "confidence": float(signals["confidence"][index]),
-        "member_agreement": float(signals["agreement"][index]),
+        "flag": verdict,
+        "reasons": [] if verdict == "ok" else flag_reasons(confidence, agreement, ratio, uncertain_below),
+        "confidence": confidence,
+        "member_agreement": agreement,
         "distance_ratio": ratio,
     }
+
+
+def flag_reasons(confidence: float, agreement: float, ratio: float, uncertain_below: float) -> list[str]:
+    """What lowered the trust score of a flagged prediction, in words."""
+    reasons = []
+    if ratio > OOD_DISTANCE_RATIO:
+        reasons.append(f"far from the training videos ({ratio:.1f}x the distance that 95% of its class lie within)")
+    elif ratio > 1.0:
+        reasons.append(f"farther from its class than 95% of the training videos ({ratio:.2f}x)")
+    if confidence < uncertain_below:
+        reasons.append(f"low confidence after calibration ({100 * confidence:.1f}%)")
+    if agreement < 1.0:
+        reasons.append(f"members disagree (only {100 * agreement:.0f}% pick this class)")
+    return reasons
