@@ -203,3 +203,24 @@ def test_it_learns_what_a_frame_mean_cannot(tmp_path):
     centroids = np.stack([means[split.labels == c].mean(0) for c in range(4)])
     spread = np.linalg.norm(centroids - centroids.mean(0), axis=1).max()
     assert spread < 0.2 * np.linalg.norm(centroids, axis=1).mean()
+
+
+def test_a_manifest_fitted_for_other_weights_is_refused(small_features, tmp_path):
+    from vidtempo.errors import CheckpointError
+
+    trainer = make_trainer(small_features, tmp_path / "ckpt", collapse_retries=0)
+    trainer.train_ensemble(num_models=2, num_epochs=2, results_dir=tmp_path / "results")
+    assert len(Ensemble.from_checkpoints(tmp_path / "ckpt")) == 2
+    # Retraining one member leaves ensemble.json describing the old weights.
+    trainer.train_member(2, 2, num_epochs=3, results_dir=tmp_path / "results")
+    with pytest.raises(CheckpointError, match=r"best_ensemble_model_2\.pt.*--assemble"):
+        Ensemble.from_checkpoints(tmp_path / "ckpt")
+    trainer.assemble_ensemble(2, results_dir=tmp_path / "results")
+    assert len(Ensemble.from_checkpoints(tmp_path / "ckpt")) == 2
+    # A manifest written before members were fingerprinted cannot be checked: loading says so.
+    manifest_path = tmp_path / "ckpt" / "ensemble.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["checkpoint_ids"]
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.warns(RuntimeWarning, match="cannot check"):
+        Ensemble.from_checkpoints(tmp_path / "ckpt")

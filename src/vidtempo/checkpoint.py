@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -31,7 +32,7 @@ SEED_KEYS = ("epoch", "model_state_dict", "optimizer_state_dict", "metrics", "tr
 RESUME_KEYS = ("optimizer_state_dict", "scheduler_state_dict", "history", "epoch")
 # Beyond the seed's keys, every vidtempo checkpoint has these.
 VIDTEMPO_KEYS = ("scheduler_state_dict", "best_val_loss", "category_mapping", "feature_settings", "model_name",
-                 "format_version", "vidtempo_version")
+                 "format_version", "vidtempo_version", "checkpoint_id")
 # Added to the best checkpoint once training ends: class centroids for the trust score, and the whole run's
 # history ("history" stops at the best epoch).
 FINAL_KEYS = ("representation_stats", "run_history")
@@ -122,7 +123,10 @@ def build_checkpoint(
 
 
 def save_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    return atomic_write(path, lambda tmp: torch.save(dict(payload), tmp))
+    """Write ``payload`` atomically, stamped with a new ``checkpoint_id``: whatever was fitted for the
+    weights of an earlier file of the same name (an ensemble manifest) can tell it was replaced."""
+    stamped = {**payload, "checkpoint_id": uuid.uuid4().hex}
+    return atomic_write(path, lambda tmp: torch.save(stamped, tmp))
 
 
 # ---------------------------------------------------------------------------------------------- read

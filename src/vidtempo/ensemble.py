@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -199,18 +200,23 @@ class Ensemble:
                     "best_epoch": payload.get("best_epoch"),
                     "best_val_acc": payload.get("best_val_acc"),
                     "history": payload.get("run_history") or payload.get("history"),
+                    "checkpoint_id": payload.get("checkpoint_id"),
                 }
             )
+        if manifest is not None:
+            _check_manifest_is_current(manifest, paths, metadata)
         known = set(EnsembleSettings.__dataclass_fields__)
         fitted = EnsembleSettings(**{k: v for k, v in (manifest or {}).get("settings", {}).items() if k in known})
         return cls(models, mapping or {}, names=names, feature_settings=settings, metadata=metadata,
                    representation_stats=stats, settings=fitted)
 
     def save_manifest(self, folder: str | os.PathLike, member_files: Sequence[str]) -> Path:
-        """Record the member files and the fitted settings in ``folder/ensemble.json``."""
+        """Record the member files, the checkpoint each setting was fitted for, and the fitted settings in
+        ``folder/ensemble.json``."""
         from dataclasses import asdict
 
         return write_json({"format_version": MANIFEST_FORMAT_VERSION, "members": list(member_files),
+                           "checkpoint_ids": {f: m.get("checkpoint_id") for f, m in zip(member_files, self.metadata)},
                            "names": self.names, "settings": asdict(self.settings)}, Path(folder) / MANIFEST_NAME)
 
     def member_probabilities(self, features: Any, lengths: Any = None, tta: bool = False,
@@ -327,6 +333,24 @@ def _checkpoint_paths(paths_or_dir: str | os.PathLike | Iterable[str | os.PathLi
     if not paths:
         raise CheckpointError("no checkpoints given")
     return paths, None
+
+
+def _check_manifest_is_current(manifest: Mapping[str, Any], paths: Sequence[Path],
+                               metadata: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse a manifest whose settings were fitted for other weights than its member files hold now."""
+    folder = paths[0].parent
+    fitted_for = manifest.get("checkpoint_ids")
+    if fitted_for is None:
+        warnings.warn(f"{folder / MANIFEST_NAME}: written by an older vidtempo, which did not record the member "
+                      "checkpoints it was fitted for; cannot check that it matches them (run vidtempo train "
+                      "... --assemble to refit it)", RuntimeWarning, stacklevel=3)
+        return
+    for path, member in zip(paths, metadata):
+        if fitted_for.get(path.name) != member.get("checkpoint_id"):
+            raise CheckpointError(
+                f"{folder / MANIFEST_NAME}: its settings were fitted for other weights than {path.name} holds now "
+                f"(retrained since); refit them with: vidtempo train --features-dir FEATURES --output-dir {folder} "
+                f"--num-models {len(paths)} --assemble")
 
 
 def _read_manifest(path: Path) -> dict | None:
