@@ -224,3 +224,23 @@ def test_a_manifest_fitted_for_other_weights_is_refused(small_features, tmp_path
     manifest_path.write_text(json.dumps(manifest))
     with pytest.warns(RuntimeWarning, match="cannot check"):
         Ensemble.from_checkpoints(tmp_path / "ckpt")
+
+
+def test_leftovers_of_an_older_run_do_not_prune_the_new_run(small_features, tmp_path):
+    trainer = make_trainer(small_features, tmp_path / "ckpt", checkpoint_every=2, keep_last_checkpoints=2)
+    older = [tmp_path / "ckpt" / f"m_checkpoint_epoch_{e}.pt" for e in (100, 120, 140)]
+    for path in older:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"an older run's checkpoint")
+    with pytest.warns(RuntimeWarning, match="earlier run"):
+        trainer.train_single_model(num_epochs=8, model_name="m", results_dir=tmp_path / "r")
+    names = sorted(p.name for p in (tmp_path / "ckpt").glob("m_checkpoint_epoch_*.pt"))
+    assert names == ["m_checkpoint_epoch_100.pt", "m_checkpoint_epoch_120.pt", "m_checkpoint_epoch_140.pt",
+                     "m_checkpoint_epoch_4.pt", "m_checkpoint_epoch_6.pt"]
+    # A resumed run prunes the files of the run it continues.
+    resumed = make_trainer(small_features, tmp_path / "ckpt", checkpoint_every=2, keep_last_checkpoints=2)
+    resumed.train_single_model(num_epochs=12, model_name="m", results_dir=tmp_path / "r",
+                               resume_from=tmp_path / "ckpt" / "m_checkpoint_epoch_6.pt")
+    names = sorted(p.name for p in (tmp_path / "ckpt").glob("m_checkpoint_epoch_*.pt"))
+    assert names == ["m_checkpoint_epoch_10.pt", "m_checkpoint_epoch_100.pt", "m_checkpoint_epoch_120.pt",
+                     "m_checkpoint_epoch_140.pt", "m_checkpoint_epoch_8.pt"]

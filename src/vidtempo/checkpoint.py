@@ -31,7 +31,7 @@ SEED_KEYS = ("epoch", "model_state_dict", "optimizer_state_dict", "metrics", "tr
 # What an exact resume needs beyond the weights.
 RESUME_KEYS = ("optimizer_state_dict", "scheduler_state_dict", "history", "epoch")
 # Beyond the seed's keys, every vidtempo checkpoint has these.
-VIDTEMPO_KEYS = ("scheduler_state_dict", "best_val_loss", "category_mapping", "feature_settings", "model_name",
+VIDTEMPO_KEYS = ("scheduler_state_dict", "best_val_loss", "periodic_epochs", "category_mapping", "feature_settings", "model_name",
                  "format_version", "vidtempo_version", "checkpoint_id")
 # Added to the best checkpoint once training ends: class centroids for the trust score, and the whole run's
 # history ("history" stops at the best epoch).
@@ -78,13 +78,6 @@ def periodic_checkpoints(folder: str | os.PathLike, model_name: str) -> list[tup
     return sorted(found)
 
 
-def prune_periodic_checkpoints(folder: str | os.PathLike, model_name: str, keep: int) -> None:
-    """Keep the ``keep`` latest periodic checkpoints of ``model_name``."""
-    found = periodic_checkpoints(folder, model_name)
-    for _, path in found[: max(len(found) - keep, 0)]:
-        path.unlink()
-
-
 # ---------------------------------------------------------------------------------------- build, write
 def build_checkpoint(
     *,
@@ -102,7 +95,8 @@ def build_checkpoint(
     model_name: str,
 ) -> dict[str, Any]:
     """The payload of a best or periodic checkpoint. ``progress`` holds ``history``, ``best_val_acc``,
-    ``best_val_loss``, ``best_epoch`` and ``patience_counter``."""
+    ``best_val_loss``, ``best_epoch``, ``patience_counter`` and ``periodic_epochs`` (the run's periodic
+    checkpoints on disk, so that a resumed run prunes only its own)."""
     return {
         "epoch": epoch,
         "model_state_dict": model.state_dict(),
@@ -111,7 +105,7 @@ def build_checkpoint(
         "metrics": dict(val_metrics),
         "train_metrics": dict(train_metrics),
         **{key: progress[key] for key in ("history", "best_val_acc", "best_val_loss", "best_epoch",
-                                          "patience_counter")},
+                                          "patience_counter", "periodic_epochs")},
         "model_config": dataclasses.asdict(model_config),
         "training_config": dataclasses.asdict(training_config),
         "category_mapping": dict(category_mapping),

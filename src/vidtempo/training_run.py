@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -58,13 +59,15 @@ class Progress:
     best_epoch: int = -1  # 0-based, as the seed's checkpoints store it
     patience_counter: int = 0
     next_epoch: int = 0
+    periodic_epochs: list[int] = field(default_factory=list)  # this run's periodic checkpoints on disk
 
     def history(self) -> dict[str, list[float]]:
         return {key: [getattr(r, key) for r in self.records] for key in HISTORY_KEYS}
 
     def checkpoint_fields(self) -> dict[str, Any]:
         return {"history": self.history(), "best_val_acc": self.best_val_acc, "best_val_loss": self.best_val_loss,
-                "best_epoch": self.best_epoch, "patience_counter": self.patience_counter}
+                "best_epoch": self.best_epoch, "patience_counter": self.patience_counter,
+                "periodic_epochs": list(self.periodic_epochs)}
 
     @classmethod
     def from_checkpoint(cls, payload: Mapping[str, Any]) -> "Progress":
@@ -73,7 +76,8 @@ class Progress:
         columns = {key: list(history.get(key, [float("nan")] * epochs)) for key in HISTORY_KEYS}
         records = [EpochRecord(**{key: float(columns[key][i]) for key in HISTORY_KEYS}) for i in range(epochs)]
         return cls(records, float(payload["best_val_acc"]), float(payload.get("best_val_loss", float("inf"))),
-                   int(payload["best_epoch"]), int(payload["patience_counter"]), int(payload["epoch"]) + 1)
+                   int(payload["best_epoch"]), int(payload["patience_counter"]), int(payload["epoch"]) + 1,
+                   [int(e) for e in payload.get("periodic_epochs", [])])
 
     def improves(self, val_metrics: Mapping[str, Any], selection: str) -> bool:
         """A strictly better validation accuracy; with ``accuracy_then_loss``, also an equal accuracy at a
@@ -141,11 +145,16 @@ class TrainingRun:
         self.optimizer.load_state_dict(payload["optimizer_state_dict"])
         self.scheduler.load_state_dict(payload["scheduler_state_dict"])
         self.progress = Progress.from_checkpoint(payload)
+        if "periodic_epochs" not in payload:  # written before runs recorded their periodic checkpoints
+            self.progress.periodic_epochs = [e for e, _ in checkpoint.periodic_checkpoints(
+                self.output_dir, self.model_name) if e <= int(payload["epoch"])]
 
     # ----------------------------------------------------------------------------------------- loop
     def fit(self, board=None) -> bool:
         """Train until ``num_epochs`` or early stopping; returns whether it stopped early."""
         cfg, progress = self.cfg, self.progress
+        if cfg.checkpoint_every:
+            self._warn_about_other_runs()
         first_epoch, started = progress.next_epoch, time.perf_counter()
         for epoch in range(first_epoch, cfg.num_epochs):
             self.trainer.seed_epoch(cfg.seed, epoch)
@@ -163,11 +172,7 @@ class TrainingRun:
             if improved:
                 self._save(self.best_path, epoch, val_metrics, train_metrics)
             if cfg.checkpoint_every and epoch > 0 and epoch % cfg.checkpoint_every == 0:
-                self._save(self.output_dir / checkpoint.periodic_checkpoint_name(self.model_name, epoch), epoch,
-                           val_metrics, train_metrics)
-                if self.dist.is_main:
-                    checkpoint.prune_periodic_checkpoints(self.output_dir, self.model_name,
-                                                          cfg.keep_last_checkpoints)
+                self._save_periodic(epoch, val_metrics, train_metrics)
             mean_seconds = (time.perf_counter() - started) / (epoch + 1 - first_epoch)
             self._log_epoch(epoch, record, mean_seconds)
             if progress.patience_counter >= cfg.patience:
@@ -202,6 +207,27 @@ class TrainingRun:
         if not math.isfinite(total_loss):
             raise FloatingPointError(f"{self.model_name}: the training loss became {total_loss} in epoch {epoch + 1}")
         return {"loss": total_loss / max(seen, 1), "accuracy": 100.0 * correct / max(seen, 1)}
+
+    def _save_periodic(self, epoch: int, val_metrics, train_metrics) -> None:
+        """Write this epoch's periodic checkpoint and keep the run's ``keep_last_checkpoints`` latest. Only
+        this run's files are pruned: another run's (of the same name, in the same folder) are left alone."""
+        epochs = self.progress.periodic_epochs + [epoch]
+        cut = max(len(epochs) - self.cfg.keep_last_checkpoints, 0)
+        self.progress.periodic_epochs = epochs[cut:]
+        self._save(self.output_dir / checkpoint.periodic_checkpoint_name(self.model_name, epoch), epoch,
+                   val_metrics, train_metrics)
+        if self.dist.is_main:
+            for old in epochs[:cut]:
+                (self.output_dir / checkpoint.periodic_checkpoint_name(self.model_name, old)).unlink(missing_ok=True)
+
+    def _warn_about_other_runs(self) -> None:
+        others = [e for e, _ in checkpoint.periodic_checkpoints(self.output_dir, self.model_name)
+                  if e not in self.progress.periodic_epochs]
+        if others and self.dist.is_main:
+            warnings.warn(
+                f"{self.output_dir}: periodic checkpoints of an earlier run of {self.model_name} (epochs "
+                f"{', '.join(map(str, others))}) are kept as they are and not pruned; one this run reaches is "
+                "replaced", RuntimeWarning, stacklevel=3)
 
     def _save(self, path: Path, epoch: int, val_metrics, train_metrics) -> None:
         if not self.dist.is_main:
