@@ -22,6 +22,17 @@ def test_member_weights():
     assert weights is None and "none dropped" in notes[0]
 
 
+def test_a_class_absent_from_validation_is_not_a_collapse():
+    cfg = TrainingConfig()
+    # Class c has no validation videos: its F1 of 0 says nothing about the member.
+    metrics = {"accuracy": 80.0, "per_class_f1": {"a": 75.0, "b": 85.0, "c": 0.0},
+               "per_class_support": {"a": 10, "b": 10, "c": 0}}
+    assert collapse_reason(metrics, 3, cfg) is None
+    # Chance is judged over the classes validation has: 2 present classes, so 52% is near chance.
+    near_chance = {**metrics, "accuracy": 52.0, "per_class_f1": {"a": 50.0, "b": 54.0, "c": 0.0}}
+    assert "chance (50.0%)" in collapse_reason(near_chance, 3, cfg)
+
+
 def test_collapse_reason():
     cfg = TrainingConfig()
     healthy = {"accuracy": 80.0, "per_class_f1": {"a": 70.0, "b": 90.0}}

@@ -244,3 +244,30 @@ def test_leftovers_of_an_older_run_do_not_prune_the_new_run(small_features, tmp_
     names = sorted(p.name for p in (tmp_path / "ckpt").glob("m_checkpoint_epoch_*.pt"))
     assert names == ["m_checkpoint_epoch_10.pt", "m_checkpoint_epoch_100.pt", "m_checkpoint_epoch_120.pt",
                      "m_checkpoint_epoch_140.pt", "m_checkpoint_epoch_8.pt"]
+
+
+def write_easy_split(path, labels, seed):
+    """Features whose class is written in one channel: a tiny model learns them in a few epochs."""
+    from vidtempo.store import write_split
+
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    features = rng.normal(0, 0.3, (len(labels), 10, 8)).astype(np.float32)
+    features[np.arange(len(labels)), :, labels] += 3.0
+    write_split(path, features, labels, np.full(len(labels), 10), {f"c{i}": i for i in range(4)}, multi_scale=False)
+
+
+def test_a_class_missing_from_validation_is_named_once_and_not_retrained(tmp_path):
+    features = tmp_path / "features"
+    write_easy_split(features / "train_features.h5", np.arange(64) % 4, 0)
+    write_easy_split(features / "val_features.h5", np.arange(24) % 3, 1)  # no videos of class c3
+    write_easy_split(features / "test_features.h5", np.arange(16) % 4, 2)
+    trainer = make_trainer(features, tmp_path / "ckpt", learning_rate=1e-2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = trainer.train_member(1, 1, num_epochs=5, feature_file_suffix="", results_dir=tmp_path / "r")
+    absent = [w for w in caught if "no validation videos" in str(w.message)]
+    assert len(absent) == 1 and "class c3" in str(absent[0].message)
+    assert results["best_val_acc"] == 100.0
+    assert results["collapse_check"]["collapsed"] is None
+    assert len(results["collapse_check"]["attempts"]) == 1, "not retrained"

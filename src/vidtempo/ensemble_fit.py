@@ -36,12 +36,15 @@ from .tta import TTA_VIEWS
 
 
 def collapse_reason(val_metrics: Mapping[str, Any], num_classes: int, cfg: TrainingConfig) -> str | None:
-    """Why a member counts as collapsed, or None. ``val_metrics`` are its best epoch's validation metrics."""
-    chance = 100.0 / num_classes
+    """Why a member counts as collapsed, or None. ``val_metrics`` are its best epoch's validation metrics.
+    Only the classes that validation has count: an absent class's F1 of 0 says nothing about the member."""
+    support = val_metrics.get("per_class_support") or {}
+    present = {k: v for k, v in val_metrics["per_class_f1"].items() if support.get(k, 1) > 0}
+    chance = 100.0 / max(len(present) if support else num_classes, 1)
     accuracy = float(val_metrics["accuracy"])
     if accuracy <= chance + cfg.collapse_margin:
         return f"validation accuracy {accuracy:.1f}% is within {cfg.collapse_margin:g} points of chance ({chance:.1f}%)"
-    weak = {k: v for k, v in val_metrics["per_class_f1"].items() if v < cfg.collapse_min_class_f1}
+    weak = {k: v for k, v in present.items() if v < cfg.collapse_min_class_f1}
     if weak:
         name, f1 = min(weak.items(), key=lambda kv: kv[1])
         return f"validation F1 of class {name} is {f1:.1f}% (< {cfg.collapse_min_class_f1:g}%)"

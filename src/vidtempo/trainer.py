@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -71,7 +72,16 @@ class EnhancedTemporalModelTrainer:
             self.splits = read_splits(self.features_dir, feature_file_suffix,
                                       max_in_memory_bytes=None if limit_gb is None else int(limit_gb * 2**30))
             self._splits_suffix = feature_file_suffix
+            self._warn_about_absent_classes()
         return self.splits
+
+    def _warn_about_absent_classes(self) -> None:
+        val = self.splits["val"]
+        counts = np.bincount(val.labels, minlength=val.num_classes)
+        absent = [name for name, index in val.category_mapping.items() if counts[index] == 0]
+        if absent and self.dist.is_main:
+            warnings.warn(f"{val.path}: no validation videos of class {', '.join(absent)}; epochs are selected and "
+                          "collapse is judged on the other classes", RuntimeWarning, stacklevel=3)
 
     @property
     def category_mapping(self) -> dict[str, int]:
