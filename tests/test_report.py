@@ -126,7 +126,10 @@ def test_build_report_writes_plots_and_markdown(tmp_path):
     reliability = {"before": reliability_bins(probs, labels), "after": reliability_bins(scaled, labels)}
     histories = {"ensemble_model_1": history(5, 0.0), "ensemble_model_2": history(5, 0.1)}
 
-    report = build_report(tmp_path / "out", evaluation_fixture(), histories=histories, calibration=calibration,
+    # The trainer kept epoch 3 (0-based 2) of member 1, whatever epoch has the highest validation accuracy.
+    best_epochs = {"ensemble_model_1": 2, "ensemble_model_2": None}
+    report = build_report(tmp_path / "out", evaluation_fixture(), histories=histories, best_epochs=best_epochs,
+                          calibration=calibration,
                           y_true=Y_TRUE, y_pred=Y_PRED, class_names=CLASSES, reliability=reliability,
                           notes=["synthetic data"])
 
@@ -145,7 +148,9 @@ def test_build_report_writes_plots_and_markdown(tmp_path):
     assert (f"| plain | 2.7500 | {100 * calibration['ece_before']:.2f} | {100 * calibration['ece_after']:.2f} |"
             in text)
     assert "- synthetic data" in text
-    assert "| ensemble_model_1 | 5 | " in text
+    kept = f"{histories['ensemble_model_1']['val_acc'][2]:.2f}"
+    assert f"| ensemble_model_1 | 5 | {kept} | 3 | " in text
+    assert "| ensemble_model_2 | 5 | – | – | " in text
     assert not list((tmp_path / "out").glob(".*tmp*"))
 
 

@@ -271,3 +271,21 @@ def test_a_class_missing_from_validation_is_named_once_and_not_retrained(tmp_pat
     assert results["best_val_acc"] == 100.0
     assert results["collapse_check"]["collapsed"] is None
     assert len(results["collapse_check"]["attempts"]) == 1, "not retrained"
+
+
+def test_member_scores_and_trust_centroids_use_the_ensembles_precision(small_features, tmp_path):
+    from vidtempo.data import make_loader
+    from vidtempo.ensemble import model_outputs
+    from vidtempo.trust import representation_stats
+
+    trainer = make_trainer(small_features, tmp_path / "ckpt", precision="bf16")  # trains in bf16
+    model, results = trainer.train_single_model(num_epochs=2, model_name="m", results_dir=tmp_path / "r")
+    ensemble = Ensemble.from_checkpoints([tmp_path / "ckpt" / "best_m.pt"])
+    train = trainer.splits["train"]
+    pooled = torch.cat([model_outputs(ensemble.models[0], f, n).pooled for f, _, n in make_loader(train, 32, 0)])
+    expected = representation_stats(pooled, torch.from_numpy(train.labels), train.num_classes)
+    stored = ensemble.representation_stats[0]
+    torch.testing.assert_close(stored["centroids"], expected["centroids"], atol=1e-6, rtol=1e-5)
+    test = trainer.splits["test"]
+    predicted = ensemble.predict_proba(test.features, test.num_frames).argmax(-1).numpy()
+    assert results["test"]["accuracy"] == pytest.approx(100.0 * float((predicted == test.labels).mean()))

@@ -174,6 +174,8 @@ def _run_evaluate(args) -> int:
     histories = {name: meta["history"] for name, meta in zip(ensemble.names, ensemble.metadata) if meta.get("history")}
     markdown = write_evaluation_report(args.report_dir or output.parent / f"report_{args.split}", evaluation,
                                        ensemble.class_names, split.labels, histories=histories or None,
+                                       best_epochs={name: meta.get("best_epoch")
+                                                    for name, meta in zip(ensemble.names, ensemble.metadata)},
                                        title=f"vidtempo evaluation: {split.path.name}")
     print(_format_evaluation(report))
     print(f"results: {output}\nreport: {markdown}")

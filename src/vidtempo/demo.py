@@ -74,7 +74,8 @@ def run_demo(output_dir: str | os.PathLike, epochs: int = 40, num_models: int = 
     ]
     report = write_evaluation_report(
         output_dir / "report", evaluation, ensemble.class_names, splits["test"].labels,
-        histories={m["model_name"]: m["history"] for m in training["members"]}, notes=notes, title="vidtempo demo",
+        histories={m["model_name"]: m["history"] for m in training["members"]},
+        best_epochs={m["model_name"]: m["best_epoch"] for m in training["members"]}, notes=notes, title="vidtempo demo",
     )
     summary = {
         "clips": videos.clips,

@@ -180,6 +180,7 @@ def assemble_ensemble(
         report = write_evaluation_report(
             results_dir / "report", evaluation, ensemble.class_names, splits["test"].labels,
             histories={r["model_name"]: r["history"] for r in member_results},
+            best_epochs={r["model_name"]: r["best_epoch"] for r in member_results},
             notes=_ensemble_notes(member_results, ensemble), title=f"vidtempo ensemble of {num_models}")
     plain, tta, average = results["ensemble"]["test"], results["ensemble"]["test_tta"], results["members_average"]
     log(f"ensemble of {num_models}: test acc {plain['accuracy']:.2f}% (TTA {tta['accuracy']:.2f}%, views "

@@ -69,6 +69,7 @@ def write_evaluation_report(
     class_names: Sequence[str],
     y_true: np.ndarray,
     histories: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    best_epochs: Mapping[str, int | None] | None = None,
     notes: Sequence[str] | None = None,
     title: str = "vidtempo evaluation",
 ) -> Path:
@@ -79,7 +80,7 @@ def write_evaluation_report(
     calibration = dict(evaluation["calibration"])
     calibration["split"] = calibration.get("fitted_on") or calibration["split"]
     return build_report(
-        folder, scores, histories=histories, calibration=calibration, y_true=y_true,
+        folder, scores, histories=histories, best_epochs=best_epochs, calibration=calibration, y_true=y_true,
         y_pred=np.asarray(evaluation["predictions"]["y_pred"]), class_names=class_names,
         reliability=evaluation["reliability"], title=title,
         notes=[f"Calibration: ECE measured on the {evaluation['calibration']['split']} split.", *(notes or [])],

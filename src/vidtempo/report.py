@@ -306,17 +306,19 @@ def _calibration_section(calibration: Mapping[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def _training_section(histories: Mapping[str, Mapping[str, Sequence[float]]]) -> list[str]:
+def _training_section(histories: Mapping[str, Mapping[str, Sequence[float]]],
+                      best_epochs: Mapping[str, int | None]) -> list[str]:
     rows = []
     for name, history in histories.items():
         val_acc = list(history.get("val_acc") or [])
         times = list(history.get("epoch_time") or [])
-        best = int(np.argmax(val_acc)) if val_acc else None
+        best = best_epochs.get(name)  # the epoch the trainer kept (0-based, as checkpoints store it)
+        known = best is not None and 0 <= best < len(val_acc)
         rows.append([
             _cell(name),
             str(len(history.get("train_loss") or val_acc)),
-            "–" if best is None else f"{val_acc[best]:.2f}",
-            "–" if best is None else str(best + 1),
+            f"{val_acc[best]:.2f}" if known else "–",
+            str(best + 1) if known else "–",
             "–" if not times else f"{float(np.mean(times)):.1f}",
         ])
     header = ["member", "epochs", "best val accuracy (%)", "best epoch", "mean epoch time (s)"]
@@ -341,6 +343,7 @@ def write_report(
     title: str,
     evaluation: Mapping[str, Mapping[str, Any]] | None = None,
     histories: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    best_epochs: Mapping[str, int | None] | None = None,
     calibration: Mapping[str, Any] | None = None,
     per_class: Sequence[Mapping[str, Any]] | None = None,
     per_class_caption: str | None = None,
@@ -349,7 +352,8 @@ def write_report(
 ) -> Path:
     """Write ``output_dir/report.md`` and return its path.
 
-    ``evaluation``: see the module docstring. ``histories``: member name -> trainer history.
+    ``evaluation``: see the module docstring. ``histories``: member name -> trainer history;
+    ``best_epochs``: member name -> the epoch the trainer kept (0-based; shown 1-based).
     ``calibration``: ``temperature``, optional ``ece_before``, ``ece_after`` (fractions in [0, 1]) and
     ``split`` (where the temperature was fitted). ``per_class``: :func:`per_class_table` rows.
     ``figures``: PNG paths (absolute, or relative to ``output_dir``) keyed ``confusion_matrix``,
@@ -372,7 +376,7 @@ def write_report(
     if "reliability" in figures:
         lines += _figure_lines(output_dir, "Reliability diagram", figures.pop("reliability"))
     if histories:
-        lines += _training_section(histories)
+        lines += _training_section(histories, best_epochs or {})
     if "training_curves" in figures:
         lines += _figure_lines(output_dir, "Training curves", figures.pop("training_curves"))
     if figures:
@@ -387,6 +391,7 @@ def build_report(
     output_dir: str | os.PathLike,
     evaluation: Mapping[str, Mapping[str, Any]] | None,
     histories: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    best_epochs: Mapping[str, int | None] | None = None,
     calibration: Mapping[str, Any] | None = None,
     y_true: Sequence[int] | np.ndarray | None = None,
     y_pred: Sequence[int] | np.ndarray | None = None,
@@ -420,6 +425,7 @@ def build_report(
         title=title,
         evaluation=evaluation,
         histories=histories,
+        best_epochs=best_epochs,
         calibration=calibration,
         per_class=per_class,
         per_class_caption=f"Ensemble predictions, {len(y_true)} videos." if per_class else None,

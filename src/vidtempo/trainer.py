@@ -169,15 +169,15 @@ class EnhancedTemporalModelTrainer:
             "best_val_metrics": run.best_val_metrics,
             "stopped_early": stopped_early,
             "epochs_trained": run.progress.next_epoch,
-            "test": self._score(model, run.test_loader, tta=False, amp_dtype=run.amp_dtype),
-            "test_tta": self._score(model, run.test_loader, tta=True, amp_dtype=run.amp_dtype),
+            "test": self._score(model, run.test_loader, tta=False),
+            "test_tta": self._score(model, run.test_loader, tta=True),
             "history": run.progress.history(),
             "model_config": dataclasses.asdict(run.model_config),
             "training_config": dataclasses.asdict(cfg),
         }
         if self.dist.is_main:
             write_json(results, Path(results_dir) / checkpoint.results_name(model_name))
-        self.log(f"{model_name}: best epoch {run.progress.best_epoch} (val acc {run.progress.best_val_acc:.2f}%), "
+        self.log(f"{model_name}: best epoch {run.progress.best_epoch + 1} (val acc {run.progress.best_val_acc:.2f}%), "
                  f"test acc {results['test']['accuracy']:.2f}% (TTA {results['test_tta']['accuracy']:.2f}%)")
         return model, results
 
@@ -286,25 +286,27 @@ class EnhancedTemporalModelTrainer:
         model.load_state_dict(best["model_state_dict"])
         model.eval()
         if self.dist.is_main:
-            best["representation_stats"] = self._representation_stats(model, run.cfg.batch_size, run.amp_dtype)
+            best["representation_stats"] = self._representation_stats(model, run.cfg.batch_size)
             best["run_history"] = run.progress.history()
             checkpoint.save_checkpoint(best, run.best_path)
         self.dist.barrier()
         return model
 
-    def _representation_stats(self, model, batch_size: int, amp_dtype) -> dict[str, torch.Tensor]:
+    # Test scores and trust centroids are computed as the ensemble computes at inference (model_outputs'
+    # default precision), not in the training precision: a member's numbers must match what it serves.
+    def _representation_stats(self, model, batch_size: int) -> dict[str, torch.Tensor]:
         """Class centroids of the training videos' pooled representations, for the trust score."""
         train = self.splits["train"]
         pooled = []
         for features, _, lengths in make_loader(train, batch_size, num_workers=0):
-            pooled.append(model_outputs(model, features, lengths, amp_dtype=amp_dtype).pooled)
+            pooled.append(model_outputs(model, features, lengths).pooled)
         return representation_stats(torch.cat(pooled), torch.from_numpy(train.labels), train.num_classes)
 
-    def _score(self, model, loader, tta: bool, amp_dtype) -> dict[str, Any]:
+    def _score(self, model, loader, tta: bool) -> dict[str, Any]:
         model.eval()
         preds, labels = [], []
         for features, targets, lengths in loader:
-            preds.append(model_probabilities(model, features, lengths, tta=tta, amp_dtype=amp_dtype).argmax(-1))
+            preds.append(model_probabilities(model, features, lengths, tta=tta).argmax(-1))
             labels.append(targets)
         return classification_metrics(torch.cat(labels).numpy(), torch.cat(preds).numpy(), self.class_names)
 
