@@ -289,3 +289,23 @@ def test_member_scores_and_trust_centroids_use_the_ensembles_precision(small_fea
     test = trainer.splits["test"]
     predicted = ensemble.predict_proba(test.features, test.num_frames).argmax(-1).numpy()
     assert results["test"]["accuracy"] == pytest.approx(100.0 * float((predicted == test.labels).mean()))
+
+
+def test_loader_workers_default_to_what_the_machine_has(monkeypatch):
+    from vidtempo.config import TrainingConfig
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    assert TrainingConfig().num_workers == 0, "workers only compete with training on 2 cores"
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    assert TrainingConfig().num_workers == 4, "the seed's 4 where the cores allow"
+    assert TrainingConfig(num_workers=3).num_workers == 3, "an explicit value is kept"
+
+
+def test_missing_multiscale_files_name_the_unsuffixed_ones(tmp_path):
+    from vidtempo.errors import FeatureStoreError
+
+    write_synthetic_features(tmp_path / "f", videos_per_split={"train": 8, "val": 8, "test": 8}, feature_dim=4,
+                             min_frames=4, max_frames=6, suffix="")
+    trainer = make_trainer(tmp_path / "f", tmp_path / "ckpt")
+    with pytest.raises(FeatureStoreError, match=r"train_features_multiscale\.h5.*train_features\.h5"):
+        trainer.train_single_model(num_epochs=1, model_name="m", results_dir=tmp_path / "r")

@@ -458,6 +458,12 @@ def read_splits(features_dir: str | os.PathLike, suffix: str, splits: Sequence[s
     """Load several splits and check they agree on category mapping and feature dimension.
 
     ``max_in_memory_bytes`` applies to each split (see ``read_split``); None: the automatic limit."""
+    other_suffix = "" if suffix == MULTISCALE_SUFFIX else MULTISCALE_SUFFIX
+    for split in splits:
+        path, other = split_path(features_dir, split, suffix), split_path(features_dir, split, other_suffix)
+        if not path.is_file() and other.is_file():
+            raise FeatureStoreError(f"{path}: not found, but {other.name} is there: pass feature_file_suffix="
+                                    f"{other_suffix!r} (--suffix '{other_suffix}' on the command line)")
     loaded = {split: read_split(split_path(features_dir, split, suffix), max_in_memory_bytes) for split in splits}
     first_name, first = next(iter(loaded.items()))
     for name, split in loaded.items():
