@@ -4,8 +4,10 @@
 
 Each process trains the same model on its share of every class-balanced batch (gloo on the CPU, nccl on
 GPUs, one GPU per process); DistributedDataParallel averages the gradients. Every process validates on the
-whole validation split, so all take the same decisions (best epoch, early stop) without talking; only
-rank 0 writes checkpoints (plain state-dict keys, the same format), results and reports.
+whole validation split, but floating-point sums can differ in the last bit between processes, so rank 0
+takes the decisions (best epoch, early stop) and broadcasts them: a process that stopped alone would leave
+the others waiting in a collective forever. Only rank 0 writes checkpoints (plain state-dict keys, the
+same format), results and reports.
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ class Distributed:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+    def broadcast_decisions(self, *decisions: bool) -> tuple[bool, ...]:
+        """Rank 0's ``decisions``, in every process."""
+        if not self.enabled:
+            return tuple(bool(d) for d in decisions)
+        device = torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
+        flags = torch.tensor([int(bool(d)) for d in decisions], dtype=torch.int32, device=device)
+        dist.broadcast(flags, src=0)
+        return tuple(bool(f) for f in flags.tolist())
 
 
 def init_distributed(device: str | None) -> Distributed:

@@ -165,7 +165,7 @@ class TrainingRun:
             record = EpochRecord(*map(float, (
                 train_metrics["loss"], train_metrics["accuracy"], val_metrics["loss"], val_metrics["accuracy"],
                 val_metrics["f1_weighted"], self.optimizer.param_groups[0]["lr"], time.perf_counter() - epoch_start)))
-            improved = progress.improves(val_metrics, cfg.selection)
+            (improved,) = self.dist.broadcast_decisions(progress.improves(val_metrics, cfg.selection))
             progress.record(epoch, record, improved)
             if board is not None:
                 _log_to_board(board, record, epoch)
