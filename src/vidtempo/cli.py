@@ -84,7 +84,9 @@ def _add_train(sub) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--model-config", type=Path, help="JSON file of model settings")
     p.add_argument("--training-config", type=Path, help="JSON file of training settings")
-    p.add_argument("--resume", type=Path, help="continue the run saved in this checkpoint")
+    p.add_argument("--resume", metavar="auto|CKPT.pt",
+                   help="continue the run saved in this checkpoint; 'auto': continue an interrupted ensemble "
+                        "(finished members kept, the interrupted one from its latest periodic checkpoint)")
     p.add_argument("--member", type=int, metavar="I",
                    help="train only member I of the --num-models ensemble (members can train in parallel)")
     p.add_argument("--assemble", action="store_true",
@@ -116,7 +118,15 @@ def _run_train(args) -> int:
     say = print if trainer.dist.is_main else (lambda *a, **k: None)  # under torchrun, one process reports
     common = dict(num_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                   feature_file_suffix=suffix, results_dir=results_dir)
-    if args.resume:
+    if args.resume == "auto":
+        if args.member is not None:
+            results = trainer.train_member(args.member, args.num_models, resume=True, **common)
+            say(f"{results['model_name']}: test accuracy {results['test']['accuracy']:.2f}%")
+        else:
+            _, results = trainer.train_ensemble(num_models=args.num_models, resume=True, **common)
+            say(f"ensemble test accuracy {results['ensemble']['test']['accuracy']:.2f}% "
+                f"-> {results_dir}/ensemble_final_results.json")
+    elif args.resume:
         name = load_checkpoint(args.resume).get("model_name") or "ensemble_model_1"
         _, results = trainer.train_single_model(model_name=name, resume_from=args.resume, **common)
         say(f"{name}: test accuracy {results['test']['accuracy']:.2f}% -> {results_dir}/{name}_results.json")

@@ -8,6 +8,7 @@ into an ensemble; ``checkpoint`` owns the files a run leaves.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import warnings
@@ -35,6 +36,13 @@ from .training_run import TrainingRun
 from .trust import representation_stats
 
 
+# Settings a resumed run takes from the new call rather than from its checkpoint: none changes the math of
+# the epochs already trained (the last six are decisions about the ensemble, taken after training).
+RESUME_FOLLOWS_CALL = ("num_workers", "max_in_memory_gb", "checkpoint_every", "keep_last_checkpoints",
+                       "num_epochs", "patience", "collapse_retries", "collapse_margin", "collapse_min_class_f1",
+                       "member_weighting", "drop_members_below", "choose_tta_views", "calibrate")
+
+
 class EnhancedTemporalModelTrainer:
     def __init__(
         self,
@@ -54,6 +62,9 @@ class EnhancedTemporalModelTrainer:
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         self.training_config = make_config(TrainingConfig, training_config)
+        # The settings given explicitly: on resume, these must agree with the checkpoint's if they change the math.
+        self._explicit_training = (set(training_config) if isinstance(training_config, Mapping) else
+                                   {f.name for f in dataclasses.fields(TrainingConfig)} if training_config else set())
         self._model_overrides = dataclasses.asdict(model_config) if isinstance(model_config, ModelConfig) else dict(
             model_config or {}
         )
@@ -145,9 +156,10 @@ class EnhancedTemporalModelTrainer:
     ) -> tuple[SuperEnhancedTemporalModel, dict[str, Any]]:
         """Train one model; returns it with its best weights, and its results (also written as JSON)."""
         resume = checkpoint.load_checkpoint(resume_from) if resume_from else None
-        base = resume["training_config"] if resume and resume.get("training_config") else self.training_config
-        cfg = make_config(TrainingConfig, base, num_epochs=num_epochs, batch_size=batch_size,
-                          learning_rate=learning_rate, seed=seed)
+        given = {k: v for k, v in (("num_epochs", num_epochs), ("batch_size", batch_size),
+                                   ("learning_rate", learning_rate), ("seed", seed)) if v is not None}
+        cfg = (self._resumed_config(resume, resume_from, given) if resume is not None
+               else make_config(TrainingConfig, self.training_config, **given))
         loaders = self.create_dataloaders(feature_file_suffix=feature_file_suffix, config=cfg)
         run = TrainingRun(self, cfg, self.resolve_model_config(resume.get("model_config") if resume else None),
                           model_name, loaders)
@@ -189,14 +201,17 @@ class EnhancedTemporalModelTrainer:
         learning_rate: float | None = None,
         feature_file_suffix: str = MULTISCALE_SUFFIX,
         results_dir: str | os.PathLike = "results",
+        resume: bool = False,
     ) -> tuple[Ensemble, dict[str, Any]]:
-        """Train members ``ensemble_model_1..N``, member i (0-based) seeded with ``seed + i``."""
+        """Train members ``ensemble_model_1..N``, member i (0-based) seeded with ``seed + i``, then assemble
+        them. With ``resume``, continue an interrupted call: finished members are kept as they are and the
+        interrupted one continues from its latest periodic checkpoint (see ``train_member``)."""
         if num_models < 1:
             raise ConfigError(f"num_models must be at least 1, got {num_models}")
         for index in range(1, num_models + 1):
             self.train_member(index, num_models, num_epochs=num_epochs, batch_size=batch_size,
                               learning_rate=learning_rate, feature_file_suffix=feature_file_suffix,
-                              results_dir=results_dir)
+                              results_dir=results_dir, resume=resume)
         return self.assemble_ensemble(num_models, feature_file_suffix=feature_file_suffix, results_dir=results_dir)
 
     def train_member(
@@ -208,6 +223,7 @@ class EnhancedTemporalModelTrainer:
         learning_rate: float | None = None,
         feature_file_suffix: str = MULTISCALE_SUFFIX,
         results_dir: str | os.PathLike = "results",
+        resume: bool = False,
     ) -> dict[str, Any]:
         """Train member ``index`` (1-based) of an ensemble of ``num_models``: seed ``seed + index - 1``.
 
@@ -215,32 +231,37 @@ class EnhancedTemporalModelTrainer:
         (``vidtempo train --member I``); ``assemble_ensemble`` then combines them. A collapsed member is
         retrained with a fresh seed (attempt k of member i uses ``seed + i + k * num_models``, unused by any
         other member) up to ``collapse_retries`` times, and the best attempt is kept (with a warning if
-        every attempt collapsed).
+        every attempt collapsed). With ``resume``, a finished member is returned as it is, and an interrupted
+        one continues from its latest periodic checkpoint.
         """
         if not 1 <= index <= num_models:
             raise ConfigError(f"member {index} is outside 1..{num_models}")
         cfg, name = self.training_config, checkpoint.member_name(index)
-        best_path = self.output_dir / checkpoint.best_checkpoint_name(name)
-        stash = self.output_dir / f".{best_path.name}.kept"  # the best attempt's weights so far
-        attempts: list[dict[str, Any]] = []
-        kept: dict[str, Any] | None = None
-        for attempt in range(cfg.collapse_retries + 1):
+        progress = _MemberProgress(self.output_dir, Path(results_dir), name)
+        if resume and progress.finished():
+            self.log(f"{name}: finished earlier; kept as it is")
+            return progress.finished()
+        attempts, kept, first, resume_from = progress.restart_point(resume, cfg.seed + index - 1, num_models)
+        common = dict(num_epochs=num_epochs, batch_size=batch_size, learning_rate=learning_rate, model_name=name,
+                      feature_file_suffix=feature_file_suffix, results_dir=results_dir)
+        for attempt in range(first, cfg.collapse_retries + 1):
             seed = cfg.seed + index - 1 + attempt * num_models
-            _, results = self.train_single_model(
-                num_epochs=num_epochs, batch_size=batch_size, learning_rate=learning_rate, model_name=name,
-                feature_file_suffix=feature_file_suffix, results_dir=results_dir, seed=seed)
+            _, results = self.train_single_model(seed=seed, resume_from=resume_from, **common)
+            resume_from = None
             reason = collapse_reason(results["best_val_metrics"], len(self.class_names), cfg)
             attempts.append({"seed": seed, "best_val_acc": results["best_val_acc"], "collapsed": reason})
             if kept is None or results["best_val_acc"] > kept["best_val_acc"]:
                 kept = results
                 if self.dist.is_main:
-                    best_path.replace(stash)
+                    progress.best_path.replace(progress.stash)
+            if self.dist.is_main:
+                progress.save_attempts(attempts, kept)
             if reason is None:
                 break
             retry = f"; retraining with seed {seed + num_models}" if attempt < cfg.collapse_retries else ""
             warnings.warn(f"{name} (seed {seed}) collapsed: {reason}{retry}", RuntimeWarning)
         if self.dist.is_main:
-            stash.replace(best_path)
+            progress.stash.replace(progress.best_path)
         self.dist.barrier()
         kept_seed = kept["training_config"]["seed"]
         final_reason = next(a["collapsed"] for a in attempts if a["seed"] == kept_seed)
@@ -248,7 +269,8 @@ class EnhancedTemporalModelTrainer:
             warnings.warn(f"{name}: every attempt collapsed; keeping seed {kept_seed} ({final_reason})", RuntimeWarning)
         kept["collapse_check"] = {"attempts": attempts, "collapsed": final_reason}
         if self.dist.is_main:
-            write_json(kept, Path(results_dir) / checkpoint.results_name(name))
+            write_json(kept, progress.results_path)
+            progress.attempts_path.unlink(missing_ok=True)
         return kept
 
     def assemble_ensemble(
@@ -260,6 +282,20 @@ class EnhancedTemporalModelTrainer:
                                  self.device, write=self.dist.is_main, log=self.log)
 
     # -------------------------------------------------------------------------------------- helpers
+    def _resumed_config(self, payload: Mapping[str, Any], path, given: Mapping[str, Any]) -> TrainingConfig:
+        """The configuration a resumed run continues with: the checkpoint's, except the settings that do not
+        change the math (workers, memory, checkpoint cadence, number of epochs, patience), which follow this
+        call. A math setting given explicitly with another value than the checkpoint's is refused."""
+        saved = make_config(TrainingConfig, payload.get("training_config") or self.training_config)
+        explicit = {k: getattr(self.training_config, k) for k in self._explicit_training} | dict(given)
+        for key, value in explicit.items():
+            if key not in RESUME_FOLLOWS_CALL and value != getattr(saved, key):
+                raise ConfigError(f"{path}: was trained with {key}={getattr(saved, key)!r}, not {value!r}; resume "
+                                  f"with the checkpoint's {key}, or start a new run")
+        follows = {k: v for k, v in explicit.items() if k in RESUME_FOLLOWS_CALL}
+        follows.setdefault("num_workers", self.training_config.num_workers)  # this machine's default
+        return make_config(TrainingConfig, saved, **follows)
+
     def _write_run_record(self, run: TrainingRun, feature_file_suffix: str, resume_from) -> None:
         """How this run was configured, beside its checkpoints."""
         write_json({
@@ -322,3 +358,53 @@ class EnhancedTemporalModelTrainer:
     def log(self, message: str) -> None:
         if not self.quiet and self.dist.is_main:
             tqdm.write(message, file=sys.stderr)
+
+
+class _MemberProgress:
+    """Where the training of one ensemble member stands on disk, so that an interrupted ensemble continues:
+    its results file (written when the member is finished), its periodic checkpoints, and, between
+    collapse-retry attempts, the attempts so far and the best attempt's weights put aside."""
+
+    def __init__(self, output_dir: Path, results_dir: Path, name: str) -> None:
+        self.output_dir, self.name = output_dir, name
+        self.best_path = output_dir / checkpoint.best_checkpoint_name(name)
+        self.stash = output_dir / f".{self.best_path.name}.kept"  # the best attempt's weights so far
+        self.attempts_path = output_dir / f".{name}.attempts.json"
+        self.results_path = results_dir / checkpoint.results_name(name)
+
+    def finished(self) -> dict[str, Any] | None:
+        """The member's results if it finished (every attempt done and its best weights in place)."""
+        try:
+            results = json.loads(self.results_path.read_text())
+        except (OSError, ValueError):
+            return None
+        return results if "collapse_check" in results and self.best_path.is_file() else None
+
+    def restart_point(self, resume: bool, first_seed: int,
+                      num_models: int) -> tuple[list[dict[str, Any]], dict[str, Any] | None, int, Path | None]:
+        """``(attempts done, best results so far, attempt to run next, checkpoint to resume it from)``."""
+        if not resume:
+            return [], None, 0, None
+        latest = self._latest_periodic()
+        if latest is None:
+            return [], None, 0, None
+        seed = int(checkpoint.load_checkpoint(latest)["training_config"]["seed"])
+        attempt, rest = divmod(seed - first_seed, num_models)
+        state = self._read_attempts()
+        if rest or attempt < 0 or len(state["attempts"]) != attempt or (attempt and not self.stash.is_file()):
+            return [], None, 0, None  # not this member's interrupted run: start it again
+        return state["attempts"], state["kept"], attempt, latest
+
+    def save_attempts(self, attempts: list[dict[str, Any]], kept: dict[str, Any]) -> None:
+        write_json({"attempts": attempts, "kept": kept}, self.attempts_path)
+
+    def _read_attempts(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.attempts_path.read_text())
+        except (OSError, ValueError):
+            return {"attempts": [], "kept": None}
+
+    def _latest_periodic(self) -> Path | None:
+        """The periodic checkpoint written last (an older run's leftovers may have higher epochs)."""
+        found = [path for _, path in checkpoint.periodic_checkpoints(self.output_dir, self.name)]
+        return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
