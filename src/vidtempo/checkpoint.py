@@ -5,7 +5,8 @@ A checkpoint is a dict of plain data (tensors, numbers, strings, lists, dicts) s
 ``optimizer_state_dict``, ``metrics``, ``train_metrics``, ``history``, ``best_val_acc``, ``best_epoch``,
 ``patience_counter``, ``model_config``, ``training_config``): ``scheduler_state_dict``, ``category_mapping``,
 ``feature_settings`` (how the features were extracted), ``model_name``, ``format_version``,
-``vidtempo_version``.
+``vidtempo_version``, and ``grad_scaler_state_dict`` (plain numbers) in runs that use fp16 with a gradient
+scaler.
 """
 
 from __future__ import annotations

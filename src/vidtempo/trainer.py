@@ -37,7 +37,7 @@ from .loss import FocalLoss
 from .metrics import classification_metrics
 from .model import SuperEnhancedTemporalModel
 from .distributed import init_distributed
-from .runtime import autocast, derive_seed, resolve_device, resolve_precision, seed_everything
+from .runtime import PrecisionPlan, autocast, derive_seed, resolve_device, seed_everything
 from .store import FeatureSplit, read_splits
 from .trust import representation_stats
 
@@ -161,7 +161,9 @@ class EnhancedTemporalModelTrainer:
         )
         train_loader, val_loader, test_loader = self._loaders_for(cfg, feature_file_suffix)
         model_config = self._model_config(resume.get("model_config") if resume else None)
-        amp_dtype = resolve_precision(cfg.precision, self.device)
+        plan = PrecisionPlan.for_device(cfg.precision, self.device)
+        plan.apply_float32_math()
+        amp_dtype = plan.amp_dtype
 
         seed_everything(cfg.seed)
         model = SuperEnhancedTemporalModel.from_config(model_config).to(self.device)
@@ -172,6 +174,7 @@ class EnhancedTemporalModelTrainer:
         state = _RunState()
         if resume is not None:
             state = self._restore(resume, resume_from, model, optimizer, scheduler, model_config)
+            plan.load_checkpoint_entries(resume)
 
         main = self.dist.is_main
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -180,7 +183,7 @@ class EnhancedTemporalModelTrainer:
             "features_dir": str(self.features_dir),
             "feature_file_suffix": feature_file_suffix,
             "device": str(self.device),
-            "precision": str(amp_dtype or torch.float32).removeprefix("torch."),
+            **plan.record(),
             "resumed_from": str(resume_from) if resume_from else None,
             "model_config": dataclasses.asdict(model_config),
             "training_config": dataclasses.asdict(cfg),
@@ -191,7 +194,7 @@ class EnhancedTemporalModelTrainer:
         if main:
             write_json(run_record, self.output_dir / f"{model_name}_config.json")
 
-        context = _EpochContext(self, model, criterion, optimizer, scheduler, cfg, amp_dtype, model_name, model_config)
+        context = _EpochContext(self, model, criterion, optimizer, scheduler, cfg, plan, model_name, model_config)
         board = self._tensorboard(model_name) if main else None
         stopped_early = False
         started = time.perf_counter()
@@ -510,9 +513,9 @@ def _improves(val_metrics: Mapping[str, Any], state: _RunState, selection: str) 
 class _EpochContext:
     """The objects one run trains with, and how it steps and saves them."""
 
-    def __init__(self, trainer, model, criterion, optimizer, scheduler, cfg, amp_dtype, model_name, model_config):
+    def __init__(self, trainer, model, criterion, optimizer, scheduler, cfg, plan, model_name, model_config):
         self.trainer, self.model, self.criterion = trainer, model, criterion
-        self.optimizer, self.scheduler, self.cfg, self.amp_dtype = optimizer, scheduler, cfg, amp_dtype
+        self.optimizer, self.scheduler, self.cfg, self.plan = optimizer, scheduler, cfg, plan
         self.model_name, self.model_config = model_name, model_config
         # Gradients are averaged across processes in a distributed run; the unwrapped model is saved.
         self.train_model = model
@@ -532,13 +535,12 @@ class _EpochContext:
                    unit="batch", dynamic_ncols=True)
         for step, (features, targets, lengths) in enumerate(bar):
             features, targets = features.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            with autocast(device, self.amp_dtype):
+            with self.plan.autocast():
                 logits = self.train_model(features, lengths)
             loss = self.criterion(logits, targets)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
-            self.optimizer.step()
+            self.plan.backward(loss)
+            self.plan.step(self.optimizer, model.parameters(), self.cfg.grad_clip)
             # Per batch, with the fractional epoch: restarts after 20, 40, 80 ... epochs.
             self.scheduler.step(epoch + (step + 1) / num_batches)
             batch_loss = float(loss.detach())
@@ -572,6 +574,7 @@ class _EpochContext:
                 "model_name": self.model_name,
                 "format_version": CHECKPOINT_FORMAT_VERSION,
                 "vidtempo_version": __version__,
+                **self.plan.checkpoint_entries(),
             },
             path,
         )
