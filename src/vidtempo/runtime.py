@@ -71,9 +71,9 @@ def _choose_on_cuda(requested: str, capability: tuple[int, int]) -> tuple[str, s
             return "fp16", f"auto: fp16 autocast with a gradient scaler; this GPU ({cc}) has no native bf16"
         return "fp32", f"auto: fp32; this GPU ({cc}) has neither bf16 nor fp16 tensor cores"
     if requested in ("bf16", "tf32") and not native_bf16:
-        # Emulated bf16 is slower than fp32, and TF32 does not exist before compute capability 8.0.
+        # Emulated bf16 gains nothing over fp32, and TF32 does not exist before compute capability 8.0.
         raise ConfigError(f"precision {requested} needs a GPU of compute capability 8.0 or later, this one has "
-                          f"{capability[0]}.{capability[1]}; use fp16 or fp32 (auto picks fp16)")
+                          f"{capability[0]}.{capability[1]}; use fp16 or fp32")
     return requested, {
         "fp32": "requested: fp32, TF32 off for matmuls and cuDNN",
         "tf32": "requested: fp32 storage with TF32 tensor-core matmuls and cuDNN",
