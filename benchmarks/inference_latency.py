@@ -5,7 +5,8 @@ them) and the default extraction (64 frames, 256 px, multi-scale) on the real sa
 stage is timed two ways: batched (all views of a video through each member in one pass, as vidtempo does)
 and one pass per view per member. Run:
 
-    python benchmarks/inference_latency.py [--members 4] [--repeats 2] [--precision fp32|bf16]
+    python benchmarks/inference_latency.py [--members 4] [--repeats 2] [--device cpu|cuda]
+    python benchmarks/inference_latency.py --quick      # 1 member, 16 frames at 128 px, one video
 """
 
 from __future__ import annotations
@@ -48,9 +49,15 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="1 member, 16 frames at 128 px, one video")
     args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("inference_latency.py: no CUDA GPU here")
     torch.manual_seed(0)
-    settings = ExtractionSettings()
+    settings = ExtractionSettings(frames_per_video=16, image_size=128) if args.quick else ExtractionSettings()
+    videos = sample_paths()[2:] if args.quick else sample_paths()
+    if args.quick:
+        args.members, args.repeats = 1, 1
     models = [SuperEnhancedTemporalModel().to(args.device).eval() for _ in range(args.members)]
     mapping = {name: i for i, name in enumerate(("Animation", "Flat_Content", "Gaming", "Natural_Content"))}
     ensemble = Ensemble(models, mapping, names=[f"m{i + 1}" for i in range(args.members)],
@@ -58,13 +65,14 @@ def main() -> None:
     classifier = VideoClassifier(ensemble, tta=True)
     classifier.classify_file(sample_paths()[2])  # warm-up: weights loaded, kernels chosen
 
+    gpu = f" ({torch.cuda.get_device_name(args.device)})" if args.device.startswith("cuda") else ""
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"device {args.device}, torch {torch.__version__}")
+          f"device {args.device}{gpu}, torch {torch.__version__}")
     print(f"{args.members} members x {len(TTA_VIEWS)} TTA views, {settings.frames_per_video} frames at "
           f"{settings.image_size} px, multi-scale\n")
     header = f"{'video':<24}{'decode s':>10}{'CNN s':>10}{'ensemble s':>12}{'total s':>10}{'per-view passes s':>19}"
     print(header)
-    for path in sample_paths():
+    for path in videos:
         best = None
         for _ in range(args.repeats):
             result = classifier.classify_file(path)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from vidtempo import SuperEnhancedTemporalModel
+from vidtempo.model import cast_weights, padding_mask
 
 # Names and shapes of the seed system's checkpoints (D = 1280, 4 classes), outside the LSTM.
 SEED_SHAPES = {
@@ -91,3 +93,75 @@ def test_cpu_lstm_path_equals_the_packed_lstm():
     h.requires_grad_(True)
     model._lstm_padded(h, lengths)[0, :3].sum().backward()
     assert h.grad[1].abs().sum() == 0, "gradients do not leak between videos"
+
+
+def test_packed_lstm_path_equals_the_lstm_module():
+    """The GPU path (packed sequences, run through the functional LSTM) gives nn.LSTM's numbers."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    model = _tiny()
+    torch.manual_seed(3)
+    h = torch.randn(4, 11, 16)
+    lengths = torch.tensor([11, 4, 7, 1])
+    packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+    with torch.no_grad():
+        expected, _ = pad_packed_sequence(model.lstm(packed)[0], batch_first=True, total_length=11)
+        torch.testing.assert_close(model._lstm_packed(h, lengths), expected, atol=1e-6, rtol=0)
+        in_bf16 = model._lstm_packed(h.bfloat16(), lengths)
+    assert in_bf16.dtype is torch.bfloat16
+    torch.testing.assert_close(in_bf16.float(), expected, atol=3e-2, rtol=0)
+
+
+def _lstm_output_dtype(model, x, lengths, dtype):
+    """The LSTM output's dtype (captured where attention receives it), the logits, and the gradients."""
+    seen = []
+    handle = model.attention.register_forward_pre_hook(lambda module, args: seen.append(args[0].dtype))
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        logits = model(x, lengths)
+    logits.float().sum().backward()
+    handle.remove()
+    return seen[0], logits.detach().float()
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(None, 0.0), (torch.bfloat16, 0.05), (torch.float16, 0.01)])
+def test_the_lstm_runs_in_the_autocast_dtype(dtype, tolerance):
+    model = _tiny()
+    torch.manual_seed(4)
+    x, lengths = torch.randn(3, 9, 10), torch.tensor([9, 6, 2])
+    _, reference = _lstm_output_dtype(model, x, lengths, None)
+    lstm_dtype, logits = _lstm_output_dtype(model, x, lengths, dtype)
+    assert lstm_dtype is (dtype or torch.float32)
+    assert torch.isfinite(logits).all()
+    torch.testing.assert_close(logits, reference, atol=tolerance, rtol=0)
+    grads = [p.grad for p in model.lstm.parameters()]
+    assert all(g is not None and g.dtype is torch.float32 and torch.isfinite(g).all() for g in grads)
+
+
+def test_an_fp32_input_still_runs_the_lstm_in_the_autocast_dtype():
+    """On a GPU, LayerNorm hands the LSTM float32 under autocast; the LSTM still runs in autocast's dtype."""
+    model = _tiny()
+    h, lengths = torch.randn(2, 5, 16), torch.tensor([5, 3])
+    pad = padding_mask(lengths, 5)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model._run_lstm(h, lengths, pad).dtype is torch.bfloat16
+    with torch.no_grad():
+        assert model._run_lstm(h, lengths, pad).dtype is torch.float32
+
+
+def test_cast_weights_keep_the_layout_of_a_shared_buffer():
+    """Weights that are views into one buffer (cuDNN's layout) are cast into one new buffer, same offsets."""
+    buffer = torch.randn(30, requires_grad=True)
+    views = [buffer[0:12].view(3, 4), buffer[16:20], buffer[12:16]]  # out of order, unused tail 20..29
+    cast = cast_weights(views, torch.bfloat16)
+    assert {c.untyped_storage().data_ptr() for c in cast} == {cast[0].untyped_storage().data_ptr()}
+    assert [c.storage_offset() for c in cast] == [0, 16, 12]
+    assert cast[0].untyped_storage().nbytes() == 30 * 2
+    for c, v in zip(cast, views):
+        assert c.dtype is torch.bfloat16 and torch.equal(c, v.detach().bfloat16())
+    sum(c.float().sum() * (i + 1) for i, c in enumerate(cast)).backward()
+    expected = torch.zeros(30)
+    expected[0:12], expected[16:20], expected[12:16] = 1, 2, 3
+    torch.testing.assert_close(buffer.grad, expected)
+    separate = cast_weights([torch.randn(3, requires_grad=True), torch.randn(2, requires_grad=True)], torch.half)
+    assert all(c.dtype is torch.float16 and c.requires_grad for c in separate)

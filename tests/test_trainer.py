@@ -186,7 +186,19 @@ def test_precision_auto_and_bf16_training(tmp_path):
     _, results = trainer.train_single_model(num_epochs=15, model_name="m", results_dir=tmp_path / "r")
     assert results["test"]["accuracy"] >= 90.0, results["history"]["val_acc"]
     config = json.loads((tmp_path / "c" / "m_config.json").read_text())
-    assert config["precision"] == "bfloat16"
+    assert config["precision"] == "bf16" and config["precision_reason"].startswith("requested: bf16 autocast")
+    assert "grad_scaler_state_dict" not in torch.load(tmp_path / "c" / "best_m.pt", weights_only=True)
+
+
+def test_the_run_record_says_what_auto_chose_and_why(small_features, tmp_path):
+    from vidtempo.runtime import cpu_has_fast_bf16
+
+    make_trainer(small_features, tmp_path / "c", precision="auto").train_single_model(
+        num_epochs=1, model_name="m", results_dir=tmp_path / "r")
+    config = json.loads((tmp_path / "c" / "m_config.json").read_text())
+    assert config["training_config"]["precision"] == "auto"
+    assert config["precision"] == ("bf16" if cpu_has_fast_bf16() else "fp32")
+    assert config["precision_reason"].startswith("auto: ")
 
 
 def test_it_learns_what_a_frame_mean_cannot(tmp_path):

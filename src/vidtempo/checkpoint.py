@@ -93,10 +93,12 @@ def build_checkpoint(
     category_mapping: Mapping[str, int],
     feature_settings: Mapping[str, Any],
     model_name: str,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The payload of a best or periodic checkpoint. ``progress`` holds ``history``, ``best_val_acc``,
     ``best_val_loss``, ``best_epoch``, ``patience_counter`` and ``periodic_epochs`` (the run's periodic
-    checkpoints on disk, so that a resumed run prunes only its own)."""
+    checkpoints on disk, so that a resumed run prunes only its own). ``extra``: more plain-data entries, such
+    as ``grad_scaler_state_dict`` in fp16 runs."""
     return {
         "epoch": epoch,
         "model_state_dict": model.state_dict(),
@@ -113,6 +115,7 @@ def build_checkpoint(
         "model_name": model_name,
         "format_version": CHECKPOINT_FORMAT_VERSION,
         "vidtempo_version": __version__,
+        **(extra or {}),
     }
 
 

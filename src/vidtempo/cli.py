@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
+from .config import PRECISIONS
 from .errors import VidtempoError
 
 
@@ -80,7 +81,8 @@ def _add_train(sub) -> None:
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
     p.add_argument("--workers", type=int, help="data loader workers (default 4)")
     p.add_argument("--seed", type=int, help="random seed of the first member (default 42)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="numeric precision (default auto)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="fp32, tf32, bf16 or fp16 (GPU); auto (default) picks from the hardware")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--model-config", type=Path, help="JSON file of model settings")
     p.add_argument("--training-config", type=Path, help="JSON file of training settings")

@@ -11,7 +11,8 @@ from typing import Any, Mapping, TypeVar
 
 from .errors import ConfigError
 
-PRECISIONS = ("auto", "fp32", "bf16")
+# How a run computes; see runtime.choose_precision for what each means and what auto picks.
+PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
 # How the best epoch is chosen: the seed's strict accuracy rule, or accuracy with ties broken by loss.
 SELECTIONS = ("accuracy_then_loss", "accuracy")
 MEMBER_WEIGHTINGS = ("equal", "val_accuracy")

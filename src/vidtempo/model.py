@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .config import ModelConfig
 
@@ -18,6 +18,29 @@ def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     """[B, T] bool, True at padded steps."""
     steps = torch.arange(max_len, device=lengths.device)
     return steps.unsqueeze(0) >= lengths.unsqueeze(1)
+
+
+def cast_weights(weights: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
+    """``weights`` cast to ``dtype``, differentiably. When they are views into one buffer (an nn.LSTM on a GPU
+    keeps its weights in cuDNN's layout), the copies are views into one new buffer at the same offsets, so
+    cuDNN uses them in place instead of copying them into a buffer of its own on every call."""
+    if all(w.dtype == dtype for w in weights):
+        return list(weights)
+    storage = weights[0].untyped_storage()
+    shared = all(w.untyped_storage().data_ptr() == storage.data_ptr() and w.is_contiguous() for w in weights)
+    ordered = sorted(weights, key=lambda w: w.storage_offset())
+    if not shared or ordered[0].storage_offset() != 0:
+        return [w.to(dtype) for w in weights]
+    pieces, position = [], 0
+    for w in ordered:
+        gap = w.storage_offset() - position
+        if gap < 0:  # overlapping views: not a layout to copy
+            return [w.to(dtype) for w in weights]
+        pieces += [w.new_zeros(gap), w.reshape(-1)] if gap else [w.reshape(-1)]
+        position = w.storage_offset() + w.numel()
+    tail = storage.nbytes() // weights[0].element_size() - position
+    flat = torch.cat(pieces + ([weights[0].new_zeros(tail)] if tail > 0 else [])).to(dtype)
+    return [flat[w.storage_offset() : w.storage_offset() + w.numel()].view_as(w) for w in weights]
 
 
 class SuperEnhancedTemporalModel(nn.Module):
@@ -86,13 +109,7 @@ class SuperEnhancedTemporalModel(nn.Module):
         lengths = lengths.to(device="cpu", dtype=torch.long)
         pad = padding_mask(lengths, max_len).to(x.device)
 
-        h = self.input_projection(x)
-        if h.is_cuda:
-            packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
-            out, _ = self.lstm(packed)
-            out, _ = pad_packed_sequence(out, batch_first=True, total_length=max_len)
-        else:
-            out = self._lstm_padded(h, lengths.to(h.device)).masked_fill(pad.unsqueeze(-1), 0.0)
+        out = self._run_lstm(self.input_projection(x), lengths, pad)
 
         attended, _ = self.attention(out, out, out, key_padding_mask=pad, need_weights=False)
         out = self.attention_norm(out + attended)
@@ -101,6 +118,33 @@ class SuperEnhancedTemporalModel(nn.Module):
         weights = torch.softmax(scores.masked_fill(pad, float("-inf")), dim=1)
         pooled = torch.bmm(weights.unsqueeze(1).to(out.dtype), out).squeeze(1)
         return pooled, weights
+
+    def _run_lstm(self, h: torch.Tensor, lengths: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """The LSTM over ``h`` [B, T, H] in the run's dtype: autocast's for this device when it is on, else
+        ``h``'s. Autocast is off inside, and the input and weights are cast explicitly, because autocast's
+        cuDNN RNN wrapper runs in fp16 whatever dtype autocast was given (bf16 runs would train an fp16 LSTM
+        without a gradient scaler). The output keeps that dtype, as autocast's own low-precision ops do.
+        """
+        device_type = h.device.type
+        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else h.dtype
+        with torch.autocast(device_type, enabled=False):
+            h = h.to(dtype)
+            if h.is_cuda:
+                return self._lstm_packed(h, lengths)
+            return self._lstm_padded(h, lengths.to(h.device)).masked_fill(pad.unsqueeze(-1), 0.0)
+
+    @torch.compiler.disable  # cuDNN runs the LSTM either way; tracing its weight buffer gains nothing
+    def _lstm_packed(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The LSTM on packed sequences in ``h``'s dtype (cuDNN on a GPU); zeros past each length."""
+        lstm = self.lstm
+        packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+        states = lstm.num_layers * (2 if lstm.bidirectional else 1)
+        zeros = h.new_zeros(states, int(packed.batch_sizes[0]), lstm.hidden_size)
+        weights = cast_weights(lstm._flat_weights, h.dtype)
+        data = torch.lstm(packed.data, packed.batch_sizes, (zeros, zeros), weights, lstm.bias, lstm.num_layers,
+                          lstm.dropout, self.training, lstm.bidirectional)[0]
+        out = PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+        return pad_packed_sequence(out, batch_first=True, total_length=h.shape[1])[0]
 
     def _lstm_padded(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The LSTM on the right-padded batch, one layer and direction at a time: the same weights and the
@@ -121,7 +165,7 @@ class SuperEnhancedTemporalModel(nn.Module):
         for layer in range(lstm.num_layers):
             outputs = []
             for suffix in directions:
-                weights = [getattr(lstm, f"{name}_l{layer}{suffix}")
+                weights = [getattr(lstm, f"{name}_l{layer}{suffix}").to(h.dtype)
                            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
                 inputs = layer_input.gather(1, flip.expand(-1, -1, layer_input.shape[2])) if suffix else layer_input
                 zeros = inputs.new_zeros(1, batch, lstm.hidden_size)

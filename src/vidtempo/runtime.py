@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import torch
 
+from .config import PRECISIONS
 from .errors import ConfigError
 
 
@@ -37,23 +38,123 @@ def cpu_has_fast_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a precision setting, or None for float32.
+# Compute capabilities: Ampere (8.0) has bf16 and TF32 tensor cores; Volta (7.0) has fp16 tensor cores.
+NATIVE_BF16_CAPABILITY = (8, 0)
+FP16_TENSOR_CORE_CAPABILITY = (7, 0)
+AMP_DTYPES = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-    ``auto`` uses bf16 on GPUs that support it and on CPUs with AMX or AVX512-BF16 (where the full model
-    trains about 2.4 times faster, see benchmarks/RESULTS.md), float32 elsewhere.
+
+def choose_precision(
+    requested: str, device_type: str, capability: tuple[int, int] | None = None, cpu_fast_bf16: bool = False
+) -> tuple[str, str]:
+    """The precision a run uses (``fp32``, ``tf32``, ``bf16`` or ``fp16``) and why, from the device alone.
+
+    ``capability`` is the CUDA compute capability (needed for ``cuda``); ``cpu_fast_bf16`` says whether the
+    CPU multiplies bf16 in hardware. A choice the hardware cannot honour is refused with a ConfigError.
     """
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        if device.type == "cpu" and cpu_has_fast_bf16():
-            return torch.bfloat16
-        return None
-    raise ConfigError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    if requested not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    if device_type == "cuda":
+        if capability is None:
+            raise ValueError("choose_precision: a CUDA device needs its compute capability")
+        return _choose_on_cuda(requested, tuple(capability))
+    return _choose_off_cuda(requested, device_type, cpu_fast_bf16)
+
+
+def _choose_on_cuda(requested: str, capability: tuple[int, int]) -> tuple[str, str]:
+    cc = f"compute capability {capability[0]}.{capability[1]}"
+    native_bf16 = capability >= NATIVE_BF16_CAPABILITY
+    if requested == "auto":
+        if native_bf16:
+            return "bf16", f"auto: bf16 autocast, native on this GPU ({cc})"
+        if capability >= FP16_TENSOR_CORE_CAPABILITY:
+            return "fp16", f"auto: fp16 autocast with a gradient scaler; this GPU ({cc}) has no native bf16"
+        return "fp32", f"auto: fp32; this GPU ({cc}) has neither bf16 nor fp16 tensor cores"
+    if requested in ("bf16", "tf32") and not native_bf16:
+        # Emulated bf16 gains nothing over fp32, and TF32 does not exist before compute capability 8.0.
+        raise ConfigError(f"precision {requested} needs a GPU of compute capability 8.0 or later, this one has "
+                          f"{capability[0]}.{capability[1]}; use fp16 or fp32")
+    return requested, {
+        "fp32": "requested: fp32, TF32 off for matmuls and cuDNN",
+        "tf32": "requested: fp32 storage with TF32 tensor-core matmuls and cuDNN",
+        "bf16": f"requested: bf16 autocast, native on this GPU ({cc})",
+        "fp16": f"requested: fp16 autocast with a gradient scaler ({cc})",
+    }[requested]
+
+
+def _choose_off_cuda(requested: str, device_type: str, cpu_fast_bf16: bool) -> tuple[str, str]:
+    if requested in ("fp16", "tf32"):
+        raise ConfigError(f"precision {requested} needs a CUDA GPU; on the {device_type} use fp32 or bf16")
+    fast = device_type == "cpu" and cpu_fast_bf16
+    if requested == "auto":
+        if fast:
+            return "bf16", "auto: bf16 autocast; this CPU multiplies bf16 in hardware (AMX or AVX512-BF16)"
+        return "fp32", f"auto: fp32; this {device_type} has no fast bf16 matrix instructions"
+    if requested == "bf16":
+        return "bf16", "requested: bf16 autocast" + ("" if fast else f" (emulated on this {device_type}: slower)")
+    return "fp32", "requested: fp32"
+
+
+class PrecisionPlan:
+    """How a run computes: autocast dtype, TF32 switches and, for fp16, a gradient scaler.
+
+    A training step is ``with plan.autocast(): loss = ...``, ``plan.backward(loss)``,
+    ``plan.step(optimizer, parameters, max_norm)``. The scaler's state travels in checkpoints
+    (``checkpoint_entries`` / ``load_checkpoint_entries``) so a resumed fp16 run continues exactly.
+    """
+
+    def __init__(self, name: str, reason: str, device_type: str) -> None:
+        self.name, self.reason, self.device_type = name, reason, device_type
+        self.amp_dtype = AMP_DTYPES[name]
+        self.scaler = torch.amp.GradScaler(device_type) if name == "fp16" else None
+
+    @classmethod
+    def for_device(cls, requested: str, device: torch.device) -> "PrecisionPlan":
+        capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+        fast = cpu_has_fast_bf16() if device.type == "cpu" else False
+        return cls(*choose_precision(requested, device.type, capability, fast), device.type)
+
+    def apply_float32_math(self) -> None:
+        """``fp32`` turns TF32 off for CUDA matmuls and cuDNN (PyTorch leaves it on for cuDNN), ``tf32`` turns
+        it on. These are PyTorch's process-wide switches; ``bf16`` and ``fp16`` leave them as they are."""
+        if self.device_type == "cuda" and self.name in ("fp32", "tf32"):
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.name == "tf32"
+
+    def autocast(self):
+        return autocast(torch.device(self.device_type), self.amp_dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer, parameters, max_norm: float) -> None:
+        """Clip the gradients' norm to ``max_norm`` and step; with a scaler, the gradients are unscaled
+        before clipping and a step whose gradients overflowed is skipped (the scale then shrinks)."""
+        if self.scaler is None:
+            torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+            optimizer.step()
+            return
+        self.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+    def record(self) -> dict[str, str]:
+        """What a run record says about precision."""
+        return {"precision": self.name, "precision_reason": self.reason}
+
+    def checkpoint_entries(self) -> dict:
+        return {} if self.scaler is None else {"grad_scaler_state_dict": self.scaler.state_dict()}
+
+    def load_checkpoint_entries(self, payload) -> None:
+        """Continue with a checkpoint's scaler state; without one (a run saved in another precision) the
+        scaler starts afresh."""
+        if self.scaler is not None and payload.get("grad_scaler_state_dict"):
+            self.scaler.load_state_dict(payload["grad_scaler_state_dict"])
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a precision setting on ``device``, or None for float32 (see PrecisionPlan)."""
+    return PrecisionPlan.for_device(precision, device).amp_dtype
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

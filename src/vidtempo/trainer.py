@@ -303,7 +303,7 @@ class EnhancedTemporalModelTrainer:
             "features_dir": str(self.features_dir),
             "feature_file_suffix": feature_file_suffix,
             "device": str(self.device),
-            "precision": str(run.amp_dtype or torch.float32).removeprefix("torch."),
+            **run.precision.record(),
             "resumed_from": str(resume_from) if resume_from else None,
             "model_config": dataclasses.asdict(run.model_config),
             "training_config": dataclasses.asdict(run.cfg),

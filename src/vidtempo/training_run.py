@@ -27,7 +27,7 @@ from .errors import CheckpointError
 from .loss import FocalLoss
 from .metrics import classification_metrics
 from .model import SuperEnhancedTemporalModel
-from .runtime import autocast, derive_seed, resolve_precision, seed_everything
+from .runtime import PrecisionPlan, autocast, derive_seed, seed_everything
 
 if TYPE_CHECKING:
     from .trainer import EnhancedTemporalModelTrainer
@@ -105,7 +105,9 @@ class TrainingRun:
         self.trainer, self.cfg, self.model_config, self.model_name = trainer, cfg, model_config, model_name
         self.train_loader, self.val_loader, self.test_loader = loaders
         self.device, self.dist = trainer.device, trainer.dist
-        self.amp_dtype = resolve_precision(cfg.precision, self.device)
+        self.precision = PrecisionPlan.for_device(cfg.precision, self.device)
+        self.precision.apply_float32_math()
+        self.amp_dtype = self.precision.amp_dtype
         seed_everything(cfg.seed)
         self.model = SuperEnhancedTemporalModel.from_config(model_config).to(self.device)
         self.criterion = FocalLoss(trainer.class_weights, gamma=cfg.focal_gamma,
@@ -145,6 +147,7 @@ class TrainingRun:
         self.optimizer.load_state_dict(payload["optimizer_state_dict"])
         self.scheduler.load_state_dict(payload["scheduler_state_dict"])
         self.progress = Progress.from_checkpoint(payload)
+        self.precision.load_checkpoint_entries(payload)
         if "periodic_epochs" not in payload:  # written before runs recorded their periodic checkpoints
             self.progress.periodic_epochs = [e for e, _ in checkpoint.periodic_checkpoints(
                 self.output_dir, self.model_name) if e <= int(payload["epoch"])]
@@ -190,13 +193,12 @@ class TrainingRun:
                    disable=self.trainer.quiet or not self.dist.is_main, unit="batch", dynamic_ncols=True)
         for step, (features, targets, lengths) in enumerate(bar):
             features, targets = features.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            with autocast(device, self.amp_dtype):
+            with self.precision.autocast():
                 logits = self.train_model(features, lengths)
             loss = self.criterion(logits, targets)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
-            self.optimizer.step()
+            self.precision.backward(loss)
+            self.precision.step(self.optimizer, model.parameters(), self.cfg.grad_clip)
             # Per batch, with the fractional epoch: restarts after 20, 40, 80 ... epochs.
             self.scheduler.step(epoch + (step + 1) / num_batches)
             batch_loss = float(loss.detach())
@@ -237,7 +239,8 @@ class TrainingRun:
             epoch=epoch, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
             progress=self.progress.checkpoint_fields(), val_metrics=val_metrics, train_metrics=train_metrics,
             model_config=self.model_config, training_config=self.cfg, category_mapping=trainer.category_mapping,
-            feature_settings=trainer.splits["train"].extraction_settings(), model_name=self.model_name), path)
+            feature_settings=trainer.splits["train"].extraction_settings(), model_name=self.model_name,
+            extra=self.precision.checkpoint_entries()), path)
 
     def _log_epoch(self, epoch: int, r: EpochRecord, mean_seconds: float) -> None:
         eta = format_duration(mean_seconds * (self.cfg.num_epochs - epoch - 1))
