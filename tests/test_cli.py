@@ -50,12 +50,17 @@ def test_train_writes_members_and_results(trained):
     assert "training_curves.png" in report and "reliability.png" in report
 
 
-def test_resume_from_the_command_line(trained, small_features):
-    result = vidtempo("train", "--features-dir", small_features, "--output-dir", trained / "ckpt", "--epochs", 3,
-                      "--resume", trained / "ckpt" / "ensemble_model_1_checkpoint_epoch_1.pt", "--quiet")
+def test_resume_from_the_command_line(trained, small_features, tmp_path):
+    import shutil
+
+    ckpt = shutil.copytree(trained / "ckpt", tmp_path / "ckpt")  # retraining a member makes its manifest stale
+    result = vidtempo("train", "--features-dir", small_features, "--output-dir", ckpt, "--epochs", 3,
+                      "--resume", ckpt / "ensemble_model_1_checkpoint_epoch_1.pt", "--quiet")
     assert result.returncode == 0, result.stderr
-    saved = json.loads((trained / "ckpt" / "results" / "ensemble_model_1_results.json").read_text())
+    saved = json.loads((ckpt / "results" / "ensemble_model_1_results.json").read_text())
     assert len(saved["history"]["val_acc"]) == 3
+    stale = vidtempo("evaluate", "--features-dir", small_features, "--checkpoints", ckpt)
+    assert_refused(stale, "ensemble.json", "--assemble")
 
 
 def test_evaluate_reports_members_and_ensemble(trained, small_features, tmp_path):
