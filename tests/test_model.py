@@ -91,3 +91,20 @@ def test_cpu_lstm_path_equals_the_packed_lstm():
     h.requires_grad_(True)
     model._lstm_padded(h, lengths)[0, :3].sum().backward()
     assert h.grad[1].abs().sum() == 0, "gradients do not leak between videos"
+
+
+def test_the_model_is_built_from_its_config_and_the_seed_signature_builds_the_same():
+    from vidtempo.config import ModelConfig
+    from vidtempo.model import TemporalModel
+
+    config = ModelConfig(feature_dim=10, hidden_dim=16, num_classes=4, num_lstm_layers=2, num_attention_heads=4,
+                         dropout=0.3)
+    torch.manual_seed(0)
+    from_config = TemporalModel(config)
+    seed_style = _tiny(seed=0)
+    assert from_config.config == seed_style.config == config
+    assert isinstance(seed_style, TemporalModel)
+    for (name, a), (other, b) in zip(from_config.state_dict().items(), seed_style.state_dict().items()):
+        assert name == other and torch.equal(a, b), name
+    rebuilt = SuperEnhancedTemporalModel.from_config(config)
+    assert type(rebuilt) is SuperEnhancedTemporalModel and rebuilt.config == config
