@@ -51,7 +51,7 @@ def test_a_result_has_everything(classifier, video_model):
 def test_a_video_is_opened_once_per_classification(classifier, video_model, monkeypatch):
     import av
 
-    clip = sorted((video_model.videos / "test" / "Gaming").glob("*.mp4"))[0]
+    clip = sorted((video_model.videos / "test" / "Natural_Content").glob("*.mp4"))[0]
     opened = []
     real_open = av.open
     monkeypatch.setattr(av, "open", lambda *args, **kwargs: opened.append(args[0]) or real_open(*args, **kwargs))
