@@ -86,9 +86,9 @@ def _gpu_name(device: torch.device) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=64)
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--frames", type=int, default=ExtractionSettings.frames_per_video)
+    parser.add_argument("--image-size", type=int, default=ExtractionSettings.image_size)
+    parser.add_argument("--batch-size", type=int, default=RunOptions.batch_size)
     parser.add_argument("--workers", type=int, default=None, help="decoder processes (default as vidtempo extract)")
     parser.add_argument("--repeats", type=int, default=2, help="copies of each sample video")
     parser.add_argument("--device", default="auto")

@@ -61,7 +61,7 @@ def main() -> None:
     models = [SuperEnhancedTemporalModel().to(args.device).eval() for _ in range(args.members)]
     mapping = {name: i for i, name in enumerate(("Animation", "Flat_Content", "Gaming", "Natural_Content"))}
     ensemble = Ensemble(models, mapping, names=[f"m{i + 1}" for i in range(args.members)],
-                        feature_settings=settings.file_attrs())
+                        extraction=settings)
     classifier = VideoClassifier(ensemble, tta=True)
     classifier.classify_file(sample_paths()[2])  # warm-up: weights loaded, kernels chosen
 

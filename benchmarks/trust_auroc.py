@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from vidtempo import Ensemble, EnhancedTemporalModelTrainer
-from vidtempo.store import read_split, split_path
+from vidtempo.store import MULTISCALE_SUFFIX, read_split, split_path
 from vidtempo.synthetic import write_synthetic_features
 from vidtempo.trust import OOD_DISTANCE_RATIO, auroc_correct_vs_wrong, flag
 
@@ -41,7 +41,7 @@ def main() -> None:
         )
         trainer.train_ensemble(num_models=args.members, num_epochs=args.epochs, results_dir=Path(tmp) / "results")
         ensemble = Ensemble.from_checkpoints(Path(tmp) / "ckpt")
-        test = read_split(split_path(features, "test", "_multiscale"))
+        test = read_split(split_path(features, "test", MULTISCALE_SUFFIX))
         analysis = ensemble.analyze(test.features, test.num_frames)
     signals = analysis["trust"]
     correct = (analysis["probs"].argmax(-1).numpy() == test.labels)

@@ -47,6 +47,19 @@ def test_a_result_has_everything(classifier, video_model):
     assert {"decode_s", "cnn_s", "ensemble_s", "total_s"} <= set(result["timings_s"])
 
 
+@pytest.mark.slow
+def test_a_video_is_opened_once_per_classification(classifier, video_model, monkeypatch):
+    import av
+
+    clip = sorted((video_model.videos / "test" / "Natural_Content").glob("*.mp4"))[0]
+    opened = []
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda *args, **kwargs: opened.append(args[0]) or real_open(*args, **kwargs))
+    result = classifier.classify_file(clip, thumbnails=True)
+    assert opened == [str(clip)], "frame count, frames and frame rate come from one open of the container"
+    assert result["frames"][-1]["time_s"] == pytest.approx(15 / 25)
+
+
 def test_every_view_of_every_video_in_one_pass_per_member(classifier, video_model, monkeypatch):
     clips = sorted((video_model.videos / "test" / "Animation").glob("*.mp4"))[:3]
     calls = []

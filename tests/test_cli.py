@@ -144,3 +144,54 @@ def test_usage_errors_exit_2(tmp_path, small_features):
                       "--training-config", tmp_path / "unknown.json")
     assert_refused(result, "num_epoch")
     assert_refused(vidtempo("inspect", tmp_path / "missing.h5"), "missing.h5")
+
+
+# ------------------------------------------------------------------------------- options and help text
+def _options_by_command():
+    import argparse
+
+    from vidtempo.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {command: {(a.option_strings or [a.dest])[-1]: a for a in parser._actions if a.dest != "help"}
+            for command, parser in sub.choices.items()}
+
+
+def test_every_option_of_every_command_has_help_text():
+    options = _options_by_command()
+    assert {"extract", "train", "evaluate", "predict", "serve", "inspect", "demo"} <= set(options)
+    missing = [f"{command} {name}" for command, actions in options.items() for name, a in actions.items() if not a.help]
+    assert not missing
+
+
+def test_every_command_that_runs_a_model_has_the_same_device_option():
+    options = _options_by_command()
+    with_device = {command for command, actions in options.items() if "--device" in actions}
+    assert with_device == {"extract", "train", "evaluate", "predict", "serve"}
+    assert {options[c]["--device"].default for c in with_device} == {"auto"}
+    assert len({options[c]["--device"].help for c in with_device}) == 1
+
+
+def test_help_defaults_are_read_from_where_the_defaults_are_defined(monkeypatch):
+    from vidtempo.config import TrainingConfig
+    from vidtempo.extract.settings import ExtractionSettings, RunOptions
+    from vidtempo.serve.settings import ServiceSettings
+
+    for cls, name, value in ((TrainingConfig, "num_epochs", 7), (ExtractionSettings, "frames_per_video", 9),
+                             (RunOptions, "batch_size", 5), (ServiceSettings, "max_upload_mb", 11)):
+        monkeypatch.setattr(cls.__dataclass_fields__[name], "default", value)
+    options = _options_by_command()
+    assert options["train"]["--epochs"].help.endswith("(default 7)")
+    assert options["extract"]["--frames"].help.endswith("(default 9)") and options["extract"]["--frames"].default == 9
+    assert options["extract"]["--batch-size"].help.endswith("(default 5)")
+    assert options["serve"]["--max-upload-mb"].help.endswith("(default 11)")
+
+
+def test_members_extracted_with_other_settings_are_refused_in_one_line(tmp_path):
+    from test_ensemble import _with_feature_settings, write_seed_checkpoint
+    from vidtempo.extract.settings import ExtractionSettings
+
+    for name, size in (("best_a.pt", 96), ("best_b.pt", 128)):
+        write_seed_checkpoint(tmp_path / name, 0)
+        _with_feature_settings(tmp_path / name, ExtractionSettings(image_size=size).to_dict())
+    assert_refused(vidtempo("predict", tmp_path / "clip.mp4", "--checkpoints", tmp_path), "best_b.pt", "image_size")

@@ -75,3 +75,34 @@ def test_mismatched_members_are_refused(tmp_path):
     empty.mkdir()
     with pytest.raises(CheckpointError, match="no best_"):
         Ensemble.from_checkpoints(empty)
+
+
+def _with_feature_settings(path, settings):
+    from vidtempo.checkpoint import load_checkpoint
+
+    payload = load_checkpoint(path)
+    torch.save({**payload, "feature_settings": settings}, path)
+
+
+def test_members_carry_their_extraction_settings(seed_checkpoints):
+    from vidtempo.extract.settings import ExtractionSettings
+
+    folder, _ = seed_checkpoints
+    assert Ensemble.from_checkpoints(folder).extraction is None, "the seed's checkpoints record none"
+    settings = ExtractionSettings(image_size=96, frames_per_video=8)
+    for i in (1, 2):  # as training records them: the feature file's attributes
+        _with_feature_settings(folder / f"best_ensemble_model_{i}.pt", {**settings.file_attrs(), "multi_scale": True})
+    assert Ensemble.from_checkpoints(folder).extraction == settings
+
+
+def test_members_with_different_extraction_settings_are_refused_in_one_line(seed_checkpoints):
+    from vidtempo.extract.settings import ExtractionSettings
+
+    folder, _ = seed_checkpoints
+    _with_feature_settings(folder / "best_ensemble_model_1.pt", ExtractionSettings(image_size=96).to_dict())
+    _with_feature_settings(folder / "best_ensemble_model_2.pt", ExtractionSettings(image_size=128).to_dict())
+    with pytest.raises(CheckpointError) as info:
+        Ensemble.from_checkpoints(folder)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(str(folder / "best_ensemble_model_2.pt"))
+    assert "image_size 128 vs 96" in message

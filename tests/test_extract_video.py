@@ -58,6 +58,28 @@ def test_decode_clip_returns_the_frames_at_the_sampled_indices():
     assert np.array_equal(clip.frames.permute(0, 2, 3, 1).numpy(), expected)
 
 
+def test_decode_clip_opens_the_file_once_and_reports_the_frame_rate(monkeypatch):
+    opened = []
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda *args, **kwargs: opened.append(args[0]) or real_open(*args, **kwargs))
+    clip = decode_clip(sample(CARPHONE), 8, 64)
+    assert len(opened) == 1, "frame count, frames and frame rate come from one open of the container"
+    assert clip.total_frames == 120 and clip.frame_rate == pytest.approx(30000 / 1001)
+
+
+@pytest.mark.parametrize("name, codec", [("clip.webm", "libvpx"), ("clip.mkv", "mpeg4"), ("clip.avi", "mpeg4"),
+                                         ("clip.mov", "mpeg4")])
+def test_every_container_decodes_the_frames_of_a_plain_full_decode(tmp_path, name, codec):
+    """Counting the frames first and then decoding from the start, in one open, changes no frame."""
+    path = cut_clip(sample(BIKES), tmp_path / name, 30, codec=codec)
+    clip = decode_clip(path, 8, 64)
+    with av.open(str(path)) as container:
+        every = [prepare_frame(f, 64) for f in container.decode(video=0)]
+    assert clip.total_frames == len(every) == 30 and clip.frame_rate == 25
+    expected = np.stack([every[i] for i in uniform_indices(30, 8)])
+    assert np.array_equal(clip.frames.permute(0, 2, 3, 1).numpy(), expected)
+
+
 def test_short_video_uses_all_its_frames(tmp_path):
     clip_path = cut_clip(sample(CARPHONE), tmp_path / "five.mp4", 5)
     clip = decode_clip(clip_path, 64, 64)

@@ -165,3 +165,20 @@ def test_cast_weights_keep_the_layout_of_a_shared_buffer():
     torch.testing.assert_close(buffer.grad, expected)
     separate = cast_weights([torch.randn(3, requires_grad=True), torch.randn(2, requires_grad=True)], torch.half)
     assert all(c.dtype is torch.float16 and c.requires_grad for c in separate)
+
+
+def test_the_model_is_built_from_its_config_and_the_seed_signature_builds_the_same():
+    from vidtempo.config import ModelConfig
+    from vidtempo.model import TemporalModel
+
+    config = ModelConfig(feature_dim=10, hidden_dim=16, num_classes=4, num_lstm_layers=2, num_attention_heads=4,
+                         dropout=0.3)
+    torch.manual_seed(0)
+    from_config = TemporalModel(config)
+    seed_style = _tiny(seed=0)
+    assert from_config.config == seed_style.config == config
+    assert isinstance(seed_style, TemporalModel)
+    for (name, a), (other, b) in zip(from_config.state_dict().items(), seed_style.state_dict().items()):
+        assert name == other and torch.equal(a, b), name
+    rebuilt = SuperEnhancedTemporalModel.from_config(config)
+    assert type(rebuilt) is SuperEnhancedTemporalModel and rebuilt.config == config

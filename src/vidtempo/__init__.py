@@ -6,12 +6,13 @@ from .data import FeatureDataset, collate_features
 from .ensemble import Ensemble
 from .errors import VidtempoError
 from .loss import FocalLoss
-from .model import SuperEnhancedTemporalModel
+from .model import SuperEnhancedTemporalModel, TemporalModel
 from .trainer import EnhancedTemporalModelTrainer
 
 __all__ = [
     "EnhancedTemporalModelTrainer",
     "SuperEnhancedTemporalModel",
+    "TemporalModel",
     "FocalLoss",
     "collate_features",
     "FeatureDataset",

@@ -21,7 +21,7 @@ from ._version import __version__
 from .config import ModelConfig, make_config
 from .errors import CheckpointError, ConfigError
 from .files import atomic_write
-from .model import SuperEnhancedTemporalModel
+from .model import TemporalModel
 
 CHECKPOINT_FORMAT_VERSION = 1
 
@@ -179,13 +179,13 @@ def category_mapping_of(payload: Mapping[str, Any], num_classes: int) -> dict[st
     return {name: i for i, name in enumerate(names)}
 
 
-def model_from_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike) -> SuperEnhancedTemporalModel:
+def model_from_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike) -> TemporalModel:
     """The model a checkpoint describes, with its weights, in eval mode."""
     try:
         config = make_config(ModelConfig, payload.get("model_config") or {})
     except ConfigError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    model = SuperEnhancedTemporalModel.from_config(config)
+    model = TemporalModel(config)
     try:
         model.load_state_dict(payload["model_state_dict"], strict=True)
     except RuntimeError as exc:

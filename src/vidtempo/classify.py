@@ -1,7 +1,8 @@
 """Classify video files: extract them as the training features were made, then run the ensemble.
 
-The extraction settings travel from the feature files into every checkpoint (``feature_settings``), so a
-new video is decoded, sampled, cropped and embedded exactly like the training videos.
+The extraction settings travel from the feature files into every checkpoint (``feature_settings``, read
+back as ``Ensemble.extraction``), so a new video is decoded, sampled, cropped and embedded exactly like the
+training videos, by the same FeatureExtractor.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-import av
 import numpy as np
 import torch
 
+from .data import collate_features
 from .ensemble import Ensemble
 from .errors import VidtempoError
-from .extract import ExtractionSettings, FeatureExtractor, decode_clip, scale_indices
+from .extract import ExtractionSettings, FeatureExtractor, scale_indices
 from .trust import describe
 
 THUMBNAIL_SIZE = 96
@@ -47,12 +48,12 @@ class VideoClassifier:
         self.ensemble = ensemble
         self.tta = tta
         if extractor is None:
-            if not ensemble.feature_settings.get("backbone") or ensemble.feature_settings["backbone"] == "synthetic":
+            if ensemble.extraction is None:
                 raise VidtempoError(
                     "these checkpoints were not trained on features extracted from videos "
                     "(no extraction settings recorded), so they cannot classify video files"
                 )
-            extractor = FeatureExtractor.from_settings(ensemble.feature_settings, device=str(ensemble.device))
+            extractor = FeatureExtractor(ensemble.extraction, device=str(ensemble.device))
         self.extractor = extractor
 
     @classmethod
@@ -72,19 +73,17 @@ class VideoClassifier:
         path = Path(path)
         if not path.is_file():
             raise VidtempoError(f"{path}: file not found")
-        settings = self.settings
         start = time.perf_counter()
-        clip = decode_clip(path, settings.frames_per_video, settings.image_size)
+        clip = self.extractor.decode(path)
         decoded = time.perf_counter()
         features = self.extractor.sequence_features(clip.frames)
         embedded = time.perf_counter()
-        rate = _frame_rate(path)
         return PreparedVideo(
             path=path,
             features=features,
             frame_indices=list(clip.indices),
-            frame_times=[round(i / rate, 3) if rate else 0.0 for i in clip.indices],
-            step_frames=step_frame_matrix(len(clip.indices), settings.scales if settings.multi_scale else (1.0,)),
+            frame_times=[round(i / clip.frame_rate, 3) if clip.frame_rate else 0.0 for i in clip.indices],
+            step_frames=step_frame_matrix(len(clip.indices), self.settings.scales),
             timings={"decode_s": decoded - start, "cnn_s": embedded - decoded},
             thumbnails=_thumbnails(clip.frames) if thumbnails else None,
         )
@@ -123,42 +122,43 @@ class VideoClassifier:
 
     def _classify_prepared(self, videos: Sequence[PreparedVideo]) -> list[dict[str, Any]]:
         """All videos (and all their TTA views) go through each member in as few passes as possible."""
-        lengths = torch.tensor([v.features.shape[0] for v in videos])
-        batch = torch.zeros(len(videos), int(lengths.max()), videos[0].features.shape[1])
-        for i, v in enumerate(videos):
-            batch[i, : v.features.shape[0]] = torch.from_numpy(v.features)
+        # Padded as for training; inference has no labels, so each gets a placeholder 0.
+        batch, _, lengths = collate_features([(torch.from_numpy(v.features), 0, len(v.features)) for v in videos])
         start = time.perf_counter()
         analysis = self.ensemble.analyze(batch, lengths, tta=self.tta)
         ensemble_seconds = (time.perf_counter() - start) / len(videos)
+        return [self._result(i, video, analysis, ensemble_seconds) for i, video in enumerate(videos)]
+
+    def _result(
+        self, i: int, video: PreparedVideo, analysis: dict[str, Any], ensemble_seconds: float
+    ) -> dict[str, Any]:
+        """Video ``i`` of the batch ``analysis`` (Ensemble.analyze) as a result dict."""
         names = self.categories
-        results = []
-        for i, video in enumerate(videos):
-            probs = analysis["probs"][i]
-            predicted = int(probs.argmax())
-            steps = analysis["attention"][i, : int(lengths[i])].numpy()
-            frame_weights = steps @ video.step_frames
-            frame_weights = frame_weights / max(float(frame_weights.sum()), 1e-12)
-            timings = {**video.timings, "ensemble_s": ensemble_seconds}
-            timings["total_s"] = sum(timings.values())
-            results.append({
-                "video": str(video.path),
-                "predicted_class": names[predicted],
-                "confidence": float(probs[predicted]),
-                "probabilities": {name: float(p) for name, p in zip(names, probs)},
-                "members": {
-                    member: {name: float(p) for name, p in zip(names, analysis["member_probs"][m, i])}
-                    for m, member in enumerate(self.ensemble.names)
-                },
-                "frames": [
-                    {"index": idx, "time_s": t, "attention": float(w),
-                     **({"thumbnail": video.thumbnails[f]} if video.thumbnails else {})}
-                    for f, (idx, t, w) in enumerate(zip(video.frame_indices, video.frame_times, frame_weights))
-                ],
-                "trust": describe(analysis["trust"], i, analysis["uncertain_below"]),
-                "tta": self.tta,
-                "timings_s": {k: round(v, 4) for k, v in timings.items()},
-            })
-        return results
+        probs = analysis["probs"][i]
+        predicted = int(probs.argmax())
+        steps = analysis["attention"][i, : len(video.features)].numpy()
+        frame_weights = steps @ video.step_frames
+        frame_weights = frame_weights / max(float(frame_weights.sum()), 1e-12)
+        timings = {**video.timings, "ensemble_s": ensemble_seconds}
+        timings["total_s"] = sum(timings.values())
+        return {
+            "video": str(video.path),
+            "predicted_class": names[predicted],
+            "confidence": float(probs[predicted]),
+            "probabilities": {name: float(p) for name, p in zip(names, probs)},
+            "members": {
+                member: {name: float(p) for name, p in zip(names, analysis["member_probs"][m, i])}
+                for m, member in enumerate(self.ensemble.names)
+            },
+            "frames": [
+                {"index": idx, "time_s": t, "attention": float(w),
+                 **({"thumbnail": video.thumbnails[f]} if video.thumbnails else {})}
+                for f, (idx, t, w) in enumerate(zip(video.frame_indices, video.frame_times, frame_weights))
+            ],
+            "trust": describe(analysis["trust"], i, analysis["uncertain_below"]),
+            "tta": self.tta,
+            "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        }
 
 
 def step_frame_matrix(num_frames: int, scales: Sequence[float]) -> np.ndarray:
@@ -172,16 +172,6 @@ def step_frame_matrix(num_frames: int, scales: Sequence[float]) -> np.ndarray:
     for indices in rows:
         matrix[np.arange(len(indices)), indices] += 1.0
     return matrix / matrix.sum(axis=1, keepdims=True)
-
-
-def _frame_rate(path: Path) -> float | None:
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate
-            return float(rate) if rate else None
-    except (av.FFmpegError, IndexError):
-        return None
 
 
 def _thumbnails(frames: torch.Tensor) -> list[str]:

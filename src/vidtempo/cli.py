@@ -14,8 +14,19 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
-from .config import PRECISIONS
+from .cli_options import (
+    add_checkpoints_option,
+    add_device_option,
+    add_quiet_option,
+    add_suffix_option,
+    add_tta_option,
+    checkpoint_source,
+    default_of,
+    with_default,
+)
+from .config import PRECISIONS, TrainingConfig
 from .errors import VidtempoError
+from .serve.settings import ServiceSettings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,20 +81,26 @@ def _add_merge(sub) -> None:
 
 # ----------------------------------------------------------------------------------------------- train
 def _add_train(sub) -> None:
+    from .trainer import EnhancedTemporalModelTrainer
+
     p = sub.add_parser("train", help="train one model or an ensemble on a feature folder")
     p.add_argument("--features-dir", required=True, type=Path, help="folder with {split}_features{suffix}.h5")
     p.add_argument("--output-dir", required=True, type=Path, help="where checkpoints go")
     p.add_argument("--results-dir", type=Path, help="where results JSON goes (default: OUTPUT_DIR/results)")
-    p.add_argument("--suffix", help="feature file suffix (default: _multiscale or none, whichever exists)")
-    p.add_argument("--num-models", type=int, default=3, help="ensemble members (default 3)")
-    p.add_argument("--epochs", type=int, help="maximum epochs (default 150)")
-    p.add_argument("--batch-size", type=int, help="batch size (default 48)")
-    p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
-    p.add_argument("--workers", type=int, help="data loader workers (default 4)")
-    p.add_argument("--seed", type=int, help="random seed of the first member (default 42)")
+    add_suffix_option(p)
+    train_ensemble = EnhancedTemporalModelTrainer.train_ensemble
+    p.add_argument("--num-models", type=int, default=default_of(train_ensemble, "num_models"),
+                   help=with_default("ensemble members", train_ensemble, "num_models"))
+    # Left unset unless given, so the values of --training-config stand.
+    p.add_argument("--epochs", type=int, help=with_default("maximum epochs", TrainingConfig, "num_epochs"))
+    p.add_argument("--batch-size", type=int, help=with_default("batch size", TrainingConfig, "batch_size"))
+    p.add_argument("--lr", type=float, help=with_default("learning rate", TrainingConfig, "learning_rate"))
+    p.add_argument("--workers", type=int, help=with_default("data loader workers", TrainingConfig, "num_workers"))
+    p.add_argument("--seed", type=int, help=with_default("random seed of the first member", TrainingConfig, "seed"))
     p.add_argument("--precision", choices=PRECISIONS,
-                   help="fp32, tf32, bf16 or fp16 (GPU); auto (default) picks from the hardware")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+                   help=with_default("fp32, tf32, bf16 or fp16 (GPU); auto picks from the hardware", TrainingConfig,
+                                     "precision"))
+    add_device_option(p)
     p.add_argument("--model-config", type=Path, help="JSON file of model settings")
     p.add_argument("--training-config", type=Path, help="JSON file of training settings")
     p.add_argument("--resume", metavar="auto|CKPT.pt",
@@ -93,7 +110,7 @@ def _add_train(sub) -> None:
                    help="train only member I of the --num-models ensemble (members can train in parallel)")
     p.add_argument("--assemble", action="store_true",
                    help="only combine already trained members into the ensemble (after --member runs)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    add_quiet_option(p, help="no progress bars or per-epoch lines")
     p.add_argument("--tensorboard", type=Path, metavar="DIR", help="also log each epoch's metrics for TensorBoard")
     p.set_defaults(run=_run_train)
 
@@ -154,12 +171,12 @@ def _run_train(args) -> int:
 # -------------------------------------------------------------------------------------------- evaluate
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="score checkpoints on a feature split, members and ensemble")
-    p.add_argument("--features-dir", required=True, type=Path)
-    p.add_argument("--checkpoints", required=True, nargs="+", type=Path, help="a folder of best_*.pt, or files")
-    p.add_argument("--split", default="test", help="split to score (default test)")
-    p.add_argument("--suffix", help="feature file suffix (default: _multiscale or none, whichever exists)")
-    p.add_argument("--tta", action="store_true", help="also score with test-time augmentation")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--features-dir", required=True, type=Path, help="folder with {split}_features{suffix}.h5")
+    add_checkpoints_option(p)
+    p.add_argument("--split", default="test", help="split to score (default %(default)s)")
+    add_suffix_option(p)
+    add_tta_option(p, help="also score with test-time augmentation")
+    add_device_option(p)
     p.add_argument("--output", type=Path, help="JSON results (default: CHECKPOINTS/evaluation_{split}.json)")
     p.add_argument("--report-dir", type=Path, help="plots and report.md (default: beside the JSON results)")
     p.set_defaults(run=_run_evaluate)
@@ -173,8 +190,7 @@ def _run_evaluate(args) -> int:
 
     suffix = detect_suffix(args.features_dir) if args.suffix is None else args.suffix
     split = read_split(split_path(args.features_dir, args.split, suffix))
-    source = args.checkpoints[0] if len(args.checkpoints) == 1 else args.checkpoints
-    ensemble = Ensemble.from_checkpoints(source, device=args.device)
+    ensemble = Ensemble.from_checkpoints(checkpoint_source(args.checkpoints), device=args.device)
     evaluation = evaluate_ensemble(ensemble, {args.split: split}, tta=args.tta)
     scores = evaluation[args.split]
     report: dict[str, Any] = {"file": str(split.path), "split": args.split, "classes": ensemble.class_names,
@@ -216,18 +232,17 @@ def _format_evaluation(report: dict[str, Any]) -> str:
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="classify video files")
     p.add_argument("videos", nargs="+", type=Path, help="video files")
-    p.add_argument("--checkpoints", required=True, nargs="+", type=Path, help="a folder of best_*.pt, or files")
-    p.add_argument("--tta", action="store_true", help="average over test-time augmentation views")
+    add_checkpoints_option(p)
+    add_tta_option(p, help="average over test-time augmentation views")
     p.add_argument("--json", action="store_true", help="print the full results as JSON")
-    p.add_argument("--device", default="cpu")
+    add_device_option(p)
     p.set_defaults(run=_run_predict)
 
 
 def _run_predict(args) -> int:
     from .classify import VideoClassifier
 
-    source = args.checkpoints[0] if len(args.checkpoints) == 1 else args.checkpoints
-    classifier = VideoClassifier.from_checkpoints(source, device=args.device, tta=args.tta)
+    classifier = VideoClassifier.from_checkpoints(checkpoint_source(args.checkpoints), device=args.device, tta=args.tta)
     results = classifier.classify(args.videos)
     failed = [r for r in results if "error" in r]
     for r in failed:
@@ -249,15 +264,17 @@ def _run_predict(args) -> int:
 # ----------------------------------------------------------------------------------------------- serve
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="HTTP service and web page for classifying videos")
-    p.add_argument("--checkpoints", required=True, nargs="+", type=Path, help="a folder of best_*.pt, or files")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-upload-mb", type=float, default=200)
-    p.add_argument("--url-timeout", type=float, default=60.0, help="seconds allowed to download a URL")
+    add_checkpoints_option(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default %(default)s)")
+    p.add_argument("--max-upload-mb", type=float, default=default_of(ServiceSettings, "max_upload_mb"),
+                   help=with_default("largest upload or download accepted, in MB", ServiceSettings, "max_upload_mb"))
+    p.add_argument("--url-timeout", type=float, default=default_of(ServiceSettings, "url_timeout_s"),
+                   help=with_default("seconds allowed to download a URL", ServiceSettings, "url_timeout_s"))
     p.add_argument("--allow-private-urls", action="store_true",
                    help="let /predict/url fetch from private, loopback and link-local addresses")
-    p.add_argument("--tta", action="store_true")
-    p.add_argument("--device", default="cpu")
+    add_tta_option(p, help="average each prediction over test-time augmentation views")
+    add_device_option(p)
     p.set_defaults(run=_run_serve)
 
 
@@ -265,13 +282,12 @@ def _run_serve(args) -> int:
     try:
         import uvicorn
 
-        from .serve.app import ServiceSettings, create_app
+        from .serve.app import create_app
     except ImportError as exc:
         raise VidtempoError(f"serving needs the serve extra: pip install 'vidtempo[serve]' ({exc})") from None
     from .classify import VideoClassifier
 
-    source = args.checkpoints[0] if len(args.checkpoints) == 1 else args.checkpoints
-    classifier = VideoClassifier.from_checkpoints(source, device=args.device, tta=args.tta)
+    classifier = VideoClassifier.from_checkpoints(checkpoint_source(args.checkpoints), device=args.device, tta=args.tta)
     settings = ServiceSettings(max_upload_mb=args.max_upload_mb, allow_private_urls=args.allow_private_urls,
                                url_timeout_s=args.url_timeout)
     uvicorn.run(create_app(classifier, settings), host=args.host, port=args.port, log_level="info")
@@ -313,11 +329,18 @@ def _run_inspect(args) -> int:
 
 # ------------------------------------------------------------------------------------------------ demo
 def _add_demo(sub) -> None:
+    try:
+        from .demo import run_demo
+    except ImportError:  # the demo extracts features, which needs PyAV and the backbone weights package
+        return
     p = sub.add_parser("demo", help="run the pipeline offline on a built-in default data set")
-    p.add_argument("--output-dir", type=Path, default=Path("demo_output"))
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--num-models", type=int, default=3)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--output-dir", type=Path, default=Path("demo_output"),
+                   help="where everything goes (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=default_of(run_demo, "epochs"),
+                   help=with_default("maximum epochs per member", run_demo, "epochs"))
+    p.add_argument("--num-models", type=int, default=default_of(run_demo, "num_models"),
+                   help=with_default("ensemble members", run_demo, "num_models"))
+    add_quiet_option(p)
     p.set_defaults(run=_run_demo)
 
 

@@ -7,20 +7,22 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from .checkpoint import category_mapping_of, load_checkpoint, model_from_checkpoint
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, VidtempoError
 from .files import write_json
-from .metrics import classification_metrics
-from .model import SuperEnhancedTemporalModel
+from .model import TemporalModel
 from .runtime import autocast, resolve_device
 from .store import FeatureSplit, class_names
 from .trust import DEFAULT_UNCERTAIN_BELOW, class_distance_ratios, trust
 from .tta import TTA_VIEWS, average_views, make_views
+
+if TYPE_CHECKING:
+    from .extract.settings import ExtractionSettings
 
 # Rows per forward pass at inference: bounds memory for long inputs and many TTA views.
 INFERENCE_BATCH_ROWS = 64
@@ -65,7 +67,7 @@ class ModelOutputs:
 
 @torch.no_grad()
 def model_outputs(
-    model: SuperEnhancedTemporalModel,
+    model: TemporalModel,
     features: torch.Tensor,
     lengths: torch.Tensor,
     tta: bool = False,
@@ -113,7 +115,7 @@ def model_outputs(
 
 
 def model_probabilities(
-    model: SuperEnhancedTemporalModel, features: torch.Tensor, lengths: torch.Tensor, tta: bool = False,
+    model: TemporalModel, features: torch.Tensor, lengths: torch.Tensor, tta: bool = False,
     amp_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Softmax probabilities ``[B, C]`` of one model; with TTA, averaged over the views."""
@@ -142,7 +144,7 @@ class Ensemble:
         models: Sequence[torch.nn.Module],
         category_mapping: Mapping[str, int],
         names: Sequence[str] | None = None,
-        feature_settings: Mapping[str, Any] | None = None,
+        extraction: ExtractionSettings | None = None,
         metadata: Sequence[Mapping[str, Any]] | None = None,
         representation_stats: Sequence[Mapping[str, torch.Tensor] | None] | None = None,
         settings: EnsembleSettings | None = None,
@@ -152,7 +154,7 @@ class Ensemble:
         self.models = [m.eval() for m in models]
         self.category_mapping = dict(category_mapping)
         self.names = list(names) if names is not None else [f"member_{i + 1}" for i in range(len(models))]
-        self.feature_settings = dict(feature_settings or {})
+        self.extraction = extraction  # how the training features were made from videos, if they were
         self.metadata = [dict(m) for m in metadata] if metadata is not None else [{} for _ in models]
         self.representation_stats = list(representation_stats or [None] * len(models))
         self.settings = settings or EnsembleSettings()
@@ -180,35 +182,15 @@ class Ensemble:
         (with the settings fitted for them), else every ``best_*.pt`` in it."""
         paths, manifest = _checkpoint_paths(paths_or_dir)
         device = resolve_device(device)
-        models, names, metadata, stats = [], [], [], []
-        mapping: dict[str, int] | None = None
-        settings: dict[str, Any] = {}
-        for path in paths:
-            payload = load_checkpoint(path)
-            model = model_from_checkpoint(payload, path)
-            member_mapping = category_mapping_of(payload, model.config.num_classes)
-            if mapping is None:
-                mapping, settings = member_mapping, dict(payload.get("feature_settings") or {})
-            elif member_mapping != mapping or model.config.feature_dim != models[0].config.feature_dim:
-                raise CheckpointError(f"{path}: categories or feature dimension differ from {paths[0]}")
-            models.append(model.to(device))
-            stats.append(payload.get("representation_stats"))
-            names.append(str(payload.get("model_name") or Path(path).stem.removeprefix("best_")))
-            metadata.append(
-                {
-                    "path": str(path),
-                    "best_epoch": payload.get("best_epoch"),
-                    "best_val_acc": payload.get("best_val_acc"),
-                    "history": payload.get("run_history") or payload.get("history"),
-                    "checkpoint_id": payload.get("checkpoint_id"),
-                }
-            )
+        members = [_load_member(path, device) for path in paths]
+        _check_members_agree(members)
         if manifest is not None:
-            _check_manifest_is_current(manifest, paths, metadata)
+            _check_manifest_is_current(manifest, paths, [m.metadata for m in members])
         known = set(EnsembleSettings.__dataclass_fields__)
         fitted = EnsembleSettings(**{k: v for k, v in (manifest or {}).get("settings", {}).items() if k in known})
-        return cls(models, mapping or {}, names=names, feature_settings=settings, metadata=metadata,
-                   representation_stats=stats, settings=fitted)
+        return cls([m.model for m in members], members[0].category_mapping, names=[m.name for m in members],
+                   extraction=members[0].extraction, metadata=[m.metadata for m in members],
+                   representation_stats=[m.representation_stats for m in members], settings=fitted)
 
     def save_manifest(self, folder: str | os.PathLike, member_files: Sequence[str]) -> Path:
         """Record the member files, the checkpoint each setting was fitted for, and the fitted settings in
@@ -286,9 +268,6 @@ class Ensemble:
         with TTA, over the chosen views too)."""
         return self.combine(self.member_probabilities(features, lengths, tta=tta), tta=tta)
 
-    def predict(self, features: Any, lengths: Any = None, tta: bool = False) -> torch.Tensor:
-        return self.predict_proba(features, lengths, tta=tta).argmax(-1)
-
     def split_member_probabilities(self, split: FeatureSplit, tta: bool = False, views: Sequence[str] | None = None,
                                    batch_size: int = 256) -> torch.Tensor:
         """``[M, N, C]`` member probabilities over a whole feature split."""
@@ -302,18 +281,6 @@ class Ensemble:
             lengths = torch.from_numpy(split.num_frames[start : start + batch_size])
             chunks.append(self.member_probabilities(feats, lengths, tta=tta, views=views))
         return torch.cat(chunks, dim=1)
-
-    def evaluate(self, split: FeatureSplit, tta: bool = False, batch_size: int = 256) -> dict[str, Any]:
-        """Metrics for each member and for the ensemble on a feature split."""
-        probs = self.split_member_probabilities(split, tta=tta, batch_size=batch_size)
-        names = self.class_names
-        return {
-            "members": {
-                name: classification_metrics(split.labels, p.argmax(-1).numpy(), names)
-                for name, p in zip(self.names, probs)
-            },
-            "ensemble": classification_metrics(split.labels, self.combine(probs).argmax(-1).numpy(), names),
-        }
 
 
 def _checkpoint_paths(paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike]) -> tuple[list[Path], dict | None]:
@@ -363,3 +330,72 @@ def _read_manifest(path: Path) -> dict | None:
     except (OSError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path}: not a readable ensemble manifest ({exc})") from None
     return manifest
+
+
+@dataclass
+class _Member:
+    """One member as read from its checkpoint."""
+
+    path: Path
+    model: TemporalModel
+    category_mapping: dict[str, int]
+    extraction: ExtractionSettings | None
+    name: str
+    metadata: dict[str, Any]
+    representation_stats: Mapping[str, torch.Tensor] | None
+
+
+def _load_member(path: Path, device: torch.device) -> _Member:
+    payload = load_checkpoint(path)
+    model = model_from_checkpoint(payload, path)
+    return _Member(
+        path=path,
+        model=model.to(device),
+        category_mapping=category_mapping_of(payload, model.config.num_classes),
+        extraction=_extraction_settings(payload, path),
+        name=str(payload.get("model_name") or Path(path).stem.removeprefix("best_")),
+        metadata={
+            "path": str(path),
+            "best_epoch": payload.get("best_epoch"),
+            "best_val_acc": payload.get("best_val_acc"),
+            "history": payload.get("run_history") or payload.get("history"),
+            "checkpoint_id": payload.get("checkpoint_id"),
+        },
+        representation_stats=payload.get("representation_stats"),
+    )
+
+
+def _check_members_agree(members: Sequence[_Member]) -> None:
+    """Members must read the same features: same categories, feature dimension and extraction settings."""
+    first = members[0]
+    for member in members[1:]:
+        if (member.category_mapping != first.category_mapping
+                or member.model.config.feature_dim != first.model.config.feature_dim):
+            raise CheckpointError(f"{member.path}: categories or feature dimension differ from {first.path}")
+        if member.extraction != first.extraction:
+            raise CheckpointError(
+                f"{member.path}: trained on features extracted with other settings than {first.path} "
+                f"({_describe_difference(member.extraction, first.extraction)})"
+            )
+
+
+def _describe_difference(mine: ExtractionSettings | None, theirs: ExtractionSettings | None) -> str:
+    if mine is None or theirs is None:
+        return "one records extraction settings, the other none"
+    return "; ".join(mine.differences(theirs))
+
+
+def _extraction_settings(payload: Mapping[str, Any], path: Path) -> ExtractionSettings | None:
+    """How a member's training features were made from videos: None when they were not (the seed's files,
+    generated features) or by a backbone this version does not know."""
+    # Imported here: extraction brings PyAV and the backbones, which only classifying video files needs.
+    from .extract.backbones import BACKBONES
+    from .extract.settings import ExtractionSettings
+
+    recorded = payload.get("feature_settings") or {}
+    if recorded.get("backbone") not in BACKBONES:
+        return None
+    try:
+        return ExtractionSettings.from_dict(recorded)
+    except VidtempoError as exc:
+        raise CheckpointError(f"{path}: feature_settings: {exc}") from None

@@ -1,4 +1,6 @@
-"""SuperEnhancedTemporalModel: input projection -> BiLSTM -> masked self-attention -> attention pooling.
+"""TemporalModel: input projection -> BiLSTM -> masked self-attention -> attention pooling.
+
+``SuperEnhancedTemporalModel`` is the same model under the seed's name and keyword signature.
 
 Parameter names and shapes follow the seed system's layout, so its checkpoints load with strict=True.
 Unlike the seed's code, padded steps are masked out of self-attention and pooling, so a prediction does
@@ -6,6 +8,8 @@ not depend on how much padding a batch carries.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from torch import nn
@@ -43,53 +47,29 @@ def cast_weights(weights: list[torch.Tensor], dtype: torch.dtype) -> list[torch.
     return [flat[w.storage_offset() : w.storage_offset() + w.numel()].view_as(w) for w in weights]
 
 
-class SuperEnhancedTemporalModel(nn.Module):
-    def __init__(
-        self,
-        feature_dim: int = 1280,
-        hidden_dim: int = 768,
-        num_classes: int = 4,
-        num_lstm_layers: int = 4,
-        num_attention_heads: int = 12,
-        dropout: float = 0.4,
-        bidirectional: bool = True,
-    ) -> None:
-        super().__init__()
-        self.config = ModelConfig(
-            feature_dim, hidden_dim, num_classes, num_lstm_layers, num_attention_heads, dropout, bidirectional
-        )
-        width = hidden_dim * (2 if bidirectional else 1)
-        light_dropout = dropout / 2  # the seed uses 0.2 beside its 0.4
-        self.input_projection = nn.Sequential(
-            nn.Linear(feature_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.ReLU(), nn.Dropout(light_dropout)
-        )
-        self.lstm = nn.LSTM(
-            hidden_dim,
-            hidden_dim,
-            num_layers=num_lstm_layers,
-            batch_first=True,
-            dropout=dropout if num_lstm_layers > 1 else 0.0,
-            bidirectional=bidirectional,
-        )
-        self.attention = nn.MultiheadAttention(width, num_attention_heads, dropout=dropout, batch_first=True)
-        self.attention_norm = nn.LayerNorm(width)
-        self.attention_pooling = nn.Sequential(
-            nn.Linear(width, hidden_dim), nn.LayerNorm(hidden_dim), nn.Tanh(), nn.Dropout(light_dropout),
-            nn.Linear(hidden_dim, 1),
-        )
-        # 1536 -> 768 -> 512 -> 256 -> C for the default hidden size of 768.
-        h1, h2, h3 = hidden_dim, hidden_dim * 2 // 3, hidden_dim // 3
-        self.classifier = nn.Sequential(
-            nn.Linear(width, h1), nn.LayerNorm(h1), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(h1, h2), nn.LayerNorm(h2), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(h2, h3), nn.LayerNorm(h3), nn.ReLU(), nn.Dropout(light_dropout),
-            nn.Linear(h3, num_classes),
-        )
-        self.apply(self._init_weights)
+class TemporalModel(nn.Module):
+    """The temporal model built from its ModelConfig (``self.config``, saved with every checkpoint)."""
 
-    @classmethod
-    def from_config(cls, config: ModelConfig) -> "SuperEnhancedTemporalModel":
-        return cls(**vars(config))
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or ModelConfig()
+        width = config.hidden_dim * (2 if config.bidirectional else 1)
+        self.input_projection = _input_projection(config)
+        self.lstm = nn.LSTM(
+            config.hidden_dim,
+            config.hidden_dim,
+            num_layers=config.num_lstm_layers,
+            batch_first=True,
+            dropout=config.dropout if config.num_lstm_layers > 1 else 0.0,
+            bidirectional=config.bidirectional,
+        )
+        self.attention = nn.MultiheadAttention(
+            width, config.num_attention_heads, dropout=config.dropout, batch_first=True
+        )
+        self.attention_norm = nn.LayerNorm(width)
+        self.attention_pooling = _attention_pooling(width, config)
+        self.classifier = _classifier(width, config)
+        self.apply(self._init_weights)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -180,3 +160,56 @@ class SuperEnhancedTemporalModel(nn.Module):
         """Logits [B, C] for features [B, T, D] with valid lengths [B] (None: every step is valid)."""
         pooled, _ = self.encode(x, lengths)
         return self.classifier(pooled)
+
+
+def _light_dropout(config: ModelConfig) -> float:
+    return config.dropout / 2  # the seed uses 0.2 beside its 0.4
+
+
+def _input_projection(config: ModelConfig) -> nn.Sequential:
+    hidden = config.hidden_dim
+    return nn.Sequential(
+        nn.Linear(config.feature_dim, hidden), nn.LayerNorm(hidden), nn.ReLU(), nn.Dropout(_light_dropout(config))
+    )
+
+
+def _attention_pooling(width: int, config: ModelConfig) -> nn.Sequential:
+    hidden = config.hidden_dim
+    return nn.Sequential(
+        nn.Linear(width, hidden), nn.LayerNorm(hidden), nn.Tanh(), nn.Dropout(_light_dropout(config)),
+        nn.Linear(hidden, 1),
+    )
+
+
+def _classifier(width: int, config: ModelConfig) -> nn.Sequential:
+    """1536 -> 768 -> 512 -> 256 -> C for the default hidden size of 768."""
+    h1, h2, h3 = config.hidden_dim, config.hidden_dim * 2 // 3, config.hidden_dim // 3
+    dropout = config.dropout
+    return nn.Sequential(
+        nn.Linear(width, h1), nn.LayerNorm(h1), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(h1, h2), nn.LayerNorm(h2), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(h2, h3), nn.LayerNorm(h3), nn.ReLU(), nn.Dropout(_light_dropout(config)),
+        nn.Linear(h3, config.num_classes),
+    )
+
+
+class SuperEnhancedTemporalModel(TemporalModel):
+    """The seed's name and keyword signature for ``TemporalModel(ModelConfig(...))``."""
+
+    def __init__(
+        self,
+        feature_dim: int = ModelConfig.feature_dim,
+        hidden_dim: int = ModelConfig.hidden_dim,
+        num_classes: int = ModelConfig.num_classes,
+        num_lstm_layers: int = ModelConfig.num_lstm_layers,
+        num_attention_heads: int = ModelConfig.num_attention_heads,
+        dropout: float = ModelConfig.dropout,
+        bidirectional: bool = ModelConfig.bidirectional,
+    ) -> None:
+        super().__init__(ModelConfig(
+            feature_dim, hidden_dim, num_classes, num_lstm_layers, num_attention_heads, dropout, bidirectional
+        ))
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> "SuperEnhancedTemporalModel":
+        return cls(**dataclasses.asdict(config))

@@ -12,10 +12,13 @@ import torch
 from .config import PRECISIONS
 from .errors import ConfigError
 
+# Where commands and the extractor run unless told otherwise: "auto" is CUDA when a GPU is present, else the CPU.
+DEFAULT_DEVICE = "auto"
+
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``cuda`` without a GPU falls back to the CPU with one warning; ``auto`` picks CUDA when present."""
-    name = str(device or "auto")
+    name = str(device or DEFAULT_DEVICE)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -26,7 +26,7 @@ from .config import ModelConfig, TrainingConfig, make_config
 from .errors import CheckpointError
 from .loss import FocalLoss
 from .metrics import classification_metrics
-from .model import SuperEnhancedTemporalModel
+from .model import TemporalModel
 from .runtime import PrecisionPlan, autocast, derive_seed, seed_everything
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ class TrainingRun:
         self.precision.apply_float32_math()
         self.amp_dtype = self.precision.amp_dtype
         seed_everything(cfg.seed)
-        self.model = SuperEnhancedTemporalModel.from_config(model_config).to(self.device)
+        self.model = TemporalModel(model_config).to(self.device)
         self.criterion = FocalLoss(trainer.class_weights, gamma=cfg.focal_gamma,
                                    smoothing=cfg.label_smoothing).to(self.device)
         self.optimizer = AdamW(self.model.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.999),

@@ -6,9 +6,10 @@ import argparse
 import sys
 from typing import Sequence
 
+from ..cli_options import add_device_option, add_quiet_option, add_suffix_option, default_of, with_default
 from ..errors import VidtempoError
-from ..store import SPLITS
-from .backbones import DEFAULT_BACKBONE, backbone_names
+from ..store import MULTISCALE_SUFFIX, SPLITS
+from .backbones import backbone_names
 from .extractor import ExtractionFailed, extract_features
 from .settings import ExtractionSettings, RunOptions
 from .shards import merge_all, parse_shard
@@ -17,39 +18,31 @@ from .shards import merge_all, parse_shard
 def add_extract_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--videos-dir", required=True, help="folder with {split}/{Category}/**/*.mp4 videos")
     parser.add_argument("--output-dir", required=True, help="folder for the {split}_features*.h5 files")
-    parser.add_argument("--frames", type=int, default=64, help="frames sampled per video (default 64)")
-    parser.add_argument("--image-size", type=int, default=256, help="square crop fed to the CNN (default 256)")
-    parser.add_argument(
-        "--backbone",
-        default=DEFAULT_BACKBONE,
-        choices=backbone_names(),
-        help=f"frozen ImageNet CNN (default {DEFAULT_BACKBONE}; the others need torchvision)",
-    )
+    parser.add_argument("--frames", type=int, default=default_of(ExtractionSettings, "frames_per_video"),
+                        help=with_default("frames sampled per video", ExtractionSettings, "frames_per_video"))
+    parser.add_argument("--image-size", type=int, default=default_of(ExtractionSettings, "image_size"),
+                        help=with_default("square crop fed to the CNN", ExtractionSettings, "image_size"))
+    parser.add_argument("--backbone", default=default_of(ExtractionSettings, "backbone"), choices=backbone_names(),
+                        help=with_default("frozen ImageNet CNN; all but efficientnet_lite0 need torchvision",
+                                          ExtractionSettings, "backbone"))
     parser.add_argument("--weights", default=None, metavar="FILE", help="offline weights file for the backbone")
+    parser.add_argument("--no-multi-scale", dest="multi_scale", action="store_false",
+                        help=f"store plain sequences (files without the {MULTISCALE_SUFFIX} suffix)")
+    parser.add_argument("--batch-size", type=int, default=default_of(RunOptions, "batch_size"),
+                        help=with_default("frames per CNN batch", RunOptions, "batch_size"))
+    parser.add_argument("--workers", type=int, default=None,
+                        help="decoder processes (default: half the CPU cores on a CPU)")
+    add_device_option(parser)
+    parser.add_argument("--splits", default=None,
+                        help=f"comma-separated splits (default: those of {','.join(SPLITS)} present)")
     parser.add_argument(
-        "--no-multi-scale",
-        dest="multi_scale",
-        action="store_false",
-        help="store plain sequences (files without the _multiscale suffix)",
-    )
-    parser.add_argument("--batch-size", type=int, default=32, help="frames per CNN batch (default 32)")
-    parser.add_argument(
-        "--workers", type=int, default=None, help="decoder processes (default: half the CPU cores on a CPU)"
-    )
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto)")
-    parser.add_argument(
-        "--splits", default=None, help=f"comma-separated splits (default: those of {','.join(SPLITS)} present)"
-    )
-    parser.add_argument(
-        "--shard",
-        default=None,
-        metavar="I/N",
+        "--shard", default=None, metavar="I/N",
         help="extract only shard I of N (1-based) of each split into {split}_features{suffix}.shard-I-of-N.h5; "
         "join the shards with 'vidtempo merge-features'",
     )
     parser.add_argument("--overwrite", action="store_true", help="redo splits that are already extracted")
     parser.add_argument("--strict", action="store_true", help="stop with exit status 1 if any video fails")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    add_quiet_option(parser, help="no progress bar or summary")
     return parser
 
 
@@ -82,12 +75,10 @@ def run_extract(args: argparse.Namespace) -> int:
 
 def add_merge_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--features-dir", required=True, help="folder with the {split}_features*.shard-I-of-N.h5 files")
-    parser.add_argument(
-        "--splits", default=None, help="comma-separated splits (default: every split with shard files)"
-    )
-    parser.add_argument("--suffix", default=None, help="feature file suffix (default: the one the shard files have)")
+    parser.add_argument("--splits", default=None, help="comma-separated splits (default: every split with shard files)")
+    add_suffix_option(parser, help="feature file suffix (default: the one the shard files have)")
     parser.add_argument("--delete-shards", action="store_true", help="remove the shard files once merged")
-    parser.add_argument("--quiet", action="store_true", help="print nothing on success")
+    add_quiet_option(parser, help="print nothing on success")
     return parser
 
 

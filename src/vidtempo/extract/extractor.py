@@ -32,7 +32,7 @@ from .shards import shard_failures_path, shard_items, shard_path
 from .settings import ExtractionSettings, RunOptions
 from .decoding import DecodeVideos, lower_decoder_priority
 from .report import ExtractionReport, SplitReport
-from .video import decode_clip
+from .video import DecodedClip, decode_clip
 
 
 class ExtractionFailed(Exception):
@@ -63,8 +63,8 @@ class FeatureExtractor:
         self,
         settings: ExtractionSettings | None = None,
         *,
-        device: str = "auto",
-        batch_size: int = 32,
+        device: str = RunOptions.device,
+        batch_size: int = RunOptions.batch_size,
         workers: int | None = None,
         backbone: FrozenBackbone | None = None,
     ):
@@ -83,7 +83,7 @@ class FeatureExtractor:
         """An extractor that reproduces the features of a file whose attributes (or a checkpoint's copy of
         them) are ``settings``; ``runtime`` takes device, batch_size, workers."""
         if not isinstance(settings, ExtractionSettings):
-            settings = ExtractionSettings.from_attrs(settings)
+            settings = ExtractionSettings.from_dict(settings)
         return cls(settings, **runtime)
 
     @property
@@ -111,11 +111,14 @@ class FeatureExtractor:
             features = multiscale_sequence(features, self.settings.scales)
         return np.ascontiguousarray(features, dtype=np.float32)
 
+    def decode(self, path: str | os.PathLike) -> DecodedClip:
+        """The sampled frames of one video file. Raises VideoDecodeError (a VidtempoError)."""
+        return decode_clip(path, self.settings.frames_per_video, self.settings.image_size)
+
     def extract_video(self, path: str | os.PathLike) -> np.ndarray:
         """Features of one video file, exactly as a split extraction would store them. Raises
         VideoDecodeError (a VidtempoError) when the file cannot be decoded."""
-        clip = decode_clip(path, self.settings.frames_per_video, self.settings.image_size)
-        return self.sequence_features(clip.frames)
+        return self.sequence_features(self.decode(path).frames)
 
     def extract_split(
         self,

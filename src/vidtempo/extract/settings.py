@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 from ..errors import VidtempoError
 from .._version import __version__
+from ..runtime import DEFAULT_DEVICE
 from ..store import EXTRACTION_ATTRS, MULTISCALE_SUFFIX, attr_value
 from .backbones import BACKBONES, DEFAULT_BACKBONE
 from .multiscale import DEFAULT_SCALES
@@ -47,15 +48,13 @@ class ExtractionSettings:
     def suffix(self) -> str:
         return MULTISCALE_SUFFIX if self.multi_scale else ""
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON, checkpoints); ``from_dict`` turns it back into these settings unchanged."""
+        return {**asdict(self), "scales": list(self.scales)}
+
     def file_attrs(self) -> dict[str, Any]:
         """The extra attributes written into each feature file (store.EXTRACTION_ATTRS)."""
-        values = {
-            "backbone": self.backbone,
-            "image_size": self.image_size,
-            "frames_per_video": self.frames_per_video,
-            "scales": list(self.scales),
-            "vidtempo_version": __version__,
-        }
+        values = {**self.to_dict(), "vidtempo_version": __version__}
         return {key: values[key] for key in EXTRACTION_ATTRS}
 
     def identity(self) -> dict[str, Any]:
@@ -64,18 +63,11 @@ class ExtractionSettings:
         if self.weights is not None:
             stat = os.stat(self.weights) if os.path.exists(self.weights) else None
             weights = [os.path.abspath(self.weights), stat.st_size if stat else None, stat.st_mtime_ns if stat else None]
-        return {
-            "backbone": self.backbone,
-            "image_size": self.image_size,
-            "frames_per_video": self.frames_per_video,
-            "multi_scale": self.multi_scale,
-            "scales": list(self.scales),
-            "weights": weights,
-        }
+        return {**self.to_dict(), "weights": weights}
 
     def matches_attrs(self, attrs: Mapping[str, Any]) -> list[str]:
         """Names of the settings an existing file's attributes disagree with (empty: same, or unknown)."""
-        mine = {**self.file_attrs(), "multi_scale": self.multi_scale}
+        mine = self.to_dict()
         differing = []
         for key in ("backbone", "image_size", "frames_per_video", "scales", "multi_scale"):
             if key not in attrs:
@@ -87,27 +79,32 @@ class ExtractionSettings:
                 differing.append(f"{key}={theirs!r} (now {mine[key]!r})")
         return differing
 
+    def differences(self, other: "ExtractionSettings") -> list[str]:
+        """``name mine vs theirs`` for each setting that differs from ``other``'s."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [f"{key} {mine[key]!r} vs {theirs[key]!r}" for key in mine if mine[key] != theirs[key]]
+
     @classmethod
-    def from_attrs(cls, attrs: Mapping[str, Any], **overrides: Any) -> "ExtractionSettings":
-        """Settings read back from a feature file's attributes (or a checkpoint's copy of them)."""
-        merged = {key: attr_value(value) for key, value in attrs.items()}
-        merged.update(overrides)
-        if "backbone" not in merged:
+    def from_dict(cls, values: Mapping[str, Any]) -> "ExtractionSettings":
+        """Settings from ``to_dict``'s output, a feature file's attributes, or a checkpoint's copy of them
+        (``feature_settings``); keys that do not change the features (``vidtempo_version``) are ignored."""
+        values = {key: attr_value(value) for key, value in values.items()}
+        if "backbone" not in values:
             raise VidtempoError(
                 "the features carry no extraction settings (made by the seed system?): name the backbone, "
                 "image size and frames explicitly"
             )
-        kwargs: dict[str, Any] = {"backbone": str(merged["backbone"])}
+        kwargs: dict[str, Any] = {"backbone": str(values["backbone"])}
         for key in ("image_size", "frames_per_video"):
-            if key in merged:
-                kwargs[key] = int(merged[key])
-        scales = [float(s) for s in _as_list(merged["scales"])] if "scales" in merged else None
-        multi_scale = bool(merged["multi_scale"]) if "multi_scale" in merged else (scales is not None and scales != [1.0])
+            if key in values:
+                kwargs[key] = int(values[key])
+        scales = [float(s) for s in _as_list(values["scales"])] if "scales" in values else None
+        multi_scale = bool(values["multi_scale"]) if "multi_scale" in values else (scales is not None and scales != [1.0])
         kwargs["multi_scale"] = multi_scale
         if multi_scale and scales:
             kwargs["scales"] = tuple(scales)
-        if merged.get("weights"):
-            kwargs["weights"] = str(merged["weights"])
+        if values.get("weights"):
+            kwargs["weights"] = str(values["weights"])
         return cls(**kwargs)
 
 
@@ -117,7 +114,7 @@ class RunOptions:
 
     batch_size: int = 32
     workers: int | None = None  # decoder processes; None picks from the CPU count
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
     overwrite: bool = False
     strict: bool = False
     quiet: bool = False
@@ -129,7 +126,6 @@ class RunOptions:
             raise VidtempoError(f"--workers must be 0 or more, got {self.workers}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise VidtempoError(f"--device must be cpu, cuda or auto, got '{self.device}'")
-
 
 
 def _as_list(value: Any) -> list:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import VidtempoError
+from .settings import ExtractionSettings
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 # The seed's preprocessing: resize the shorter side to S * 1.15, then centre-crop S x S.
@@ -31,6 +32,7 @@ class DecodedClip:
     frames: torch.Tensor  # uint8 [T, 3, S, S]
     indices: list[int]  # which frames of the video, 0-based in decoding order
     total_frames: int  # frames the video has
+    frame_rate: float | None = None  # frames per second, when the container states it
 
 
 def is_video_file(path: Path) -> bool:
@@ -65,25 +67,27 @@ def prepare_frame(frame: av.VideoFrame, image_size: int) -> np.ndarray:
 
 
 def count_frames(path: str | os.PathLike) -> int:
-    """Frames in the first video stream, counted by demuxing packets (exact, and far cheaper than decoding;
-    the container's own frame count is missing or wrong for many mkv/webm files)."""
+    """Frames in the first video stream (see ``_count_packets``)."""
     with _open(path) as container:
-        stream = _video_stream(container, path)
-        return sum(1 for packet in container.demux(stream) if packet.size > 0)
+        return _count_packets(container, _video_stream(container, path))
 
 
 def decode_clip(path: str | os.PathLike, num_frames: int, image_size: int) -> DecodedClip:
-    """Decode ``path`` and return up to ``num_frames`` uniformly spread frames. Raises VideoDecodeError."""
+    """Decode ``path`` and return up to ``num_frames`` uniformly spread frames, opening the file once.
+    Raises VideoDecodeError."""
     try:
-        total = count_frames(path)
-        indices = uniform_indices(total, num_frames)
-        frames, decoded = _decode_at(path, indices, image_size)
-        if len(frames) < len(indices):
-            # The stream promised more frames than the decoder delivered (a damaged tail): sample again
-            # over the frames that really exist, so the spread stays uniform.
-            indices = uniform_indices(decoded, num_frames)
-            frames, _ = _decode_at(path, indices, image_size)
-            total = decoded
+        with _open(path) as container:
+            stream = _video_stream(container, path)
+            total = _count_packets(container, stream)
+            indices = uniform_indices(total, num_frames)
+            frames, decoded = _decode_at(container, stream, indices, image_size)
+            if len(frames) < len(indices):
+                # The stream promised more frames than the decoder delivered (a damaged tail): sample again
+                # over the frames that really exist, so the spread stays uniform.
+                indices = uniform_indices(decoded, num_frames)
+                frames, _ = _decode_at(container, stream, indices, image_size)
+                total = decoded
+            rate = stream.average_rate or stream.guessed_rate
     except VideoDecodeError:
         raise
     except (av.FFmpegError, OSError, ValueError, RuntimeError, EOFError) as exc:
@@ -91,10 +95,15 @@ def decode_clip(path: str | os.PathLike, num_frames: int, image_size: int) -> De
     if not frames:
         raise VideoDecodeError(f"{path}: no decodable video frames")
     stacked = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
-    return DecodedClip(frames=stacked, indices=indices[: len(frames)], total_frames=total)
+    return DecodedClip(frames=stacked, indices=indices[: len(frames)], total_frames=total,
+                       frame_rate=float(rate) if rate else None)
 
 
-def load_video_frames(path: str | os.PathLike, num_frames: int = 64, image_size: int = 256) -> torch.Tensor:
+def load_video_frames(
+    path: str | os.PathLike,
+    num_frames: int = ExtractionSettings.frames_per_video,
+    image_size: int = ExtractionSettings.image_size,
+) -> torch.Tensor:
     """Uniformly sampled, resized and cropped frames as float32 ``[T, 3, S, S]`` in 0..1."""
     return to_float(decode_clip(path, num_frames, image_size).frames)
 
@@ -103,21 +112,28 @@ def to_float(frames: torch.Tensor) -> torch.Tensor:
     return frames.to(torch.float32).div_(255.0)
 
 
-def _decode_at(path: str | os.PathLike, indices: list[int], image_size: int) -> tuple[list[np.ndarray], int]:
-    """Decode sequentially up to the last wanted frame, converting only the wanted ones.
+def _count_packets(container: av.container.InputContainer, stream: av.VideoStream) -> int:
+    """Frames in ``stream``, counted by demuxing packets (exact, and far cheaper than decoding; the
+    container's own frame count is missing or wrong for many mkv/webm files)."""
+    return sum(1 for packet in container.demux(stream) if packet.size > 0)
+
+
+def _decode_at(
+    container: av.container.InputContainer, stream: av.VideoStream, indices: list[int], image_size: int
+) -> tuple[list[np.ndarray], int]:
+    """Decode from the start up to the last wanted frame, converting only the wanted ones.
     Returns (frames, number of frames decoded)."""
     wanted = set(indices)
     last = max(indices) if indices else -1
     frames: list[np.ndarray] = []
     decoded = 0
-    with _open(path) as container:
-        stream = _video_stream(container, path)
-        for frame in container.decode(stream):
-            if decoded in wanted:
-                frames.append(prepare_frame(frame, image_size))
-            decoded += 1
-            if decoded > last:
-                break
+    container.seek(0)  # back to the start (also flushes the decoder) after counting or an earlier pass
+    for frame in container.decode(stream):
+        if decoded in wanted:
+            frames.append(prepare_frame(frame, image_size))
+        decoded += 1
+        if decoded > last:
+            break
     return frames, decoded
 
 

@@ -25,21 +25,11 @@ from .. import __version__
 from ..classify import VideoClassifier
 from ..errors import VidtempoError
 from .fetch import FetchError, download
+from .settings import ServiceSettings
 
 UPLOAD_CHUNK_BYTES = 1 << 20
 # Finished jobs are forgotten after this long, so the job table cannot grow without bound.
 JOB_RETENTION_S = 3600
-
-
-@dataclass
-class ServiceSettings:
-    max_upload_mb: float = 200
-    allow_private_urls: bool = False
-    url_timeout_s: float = 60.0
-
-    @property
-    def max_upload_bytes(self) -> int:
-        return int(self.max_upload_mb * (1 << 20))
 
 
 @dataclass

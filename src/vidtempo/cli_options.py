@@ -1,0 +1,59 @@
+"""Command-line options that several commands share, each declared once, and help text that reads each
+default from where it is defined (a config dataclass field or a function parameter), so it cannot drift."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+from pathlib import Path
+from typing import Any, Callable
+
+from .runtime import DEFAULT_DEVICE
+from .store import MULTISCALE_SUFFIX
+
+
+def default_of(owner: type | Callable[..., Any], name: str) -> Any:
+    """The default of dataclass field ``name`` of ``owner``, or of parameter ``name`` of function ``owner``."""
+    if dataclasses.is_dataclass(owner):
+        field = next(f for f in dataclasses.fields(owner) if f.name == name)
+        return field.default_factory() if field.default is dataclasses.MISSING else field.default
+    return inspect.signature(owner).parameters[name].default
+
+
+def with_default(text: str, owner: type | Callable[..., Any], name: str) -> str:
+    """``text (default V)``, with V from ``default_of(owner, name)``."""
+    return f"{text} (default {default_of(owner, name)})"
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", default=DEFAULT_DEVICE,
+        help=f"cpu, cuda, cuda:N or auto (cuda when a GPU is present, else cpu; default {DEFAULT_DEVICE}); "
+        "cuda without a GPU falls back to the cpu with a warning",
+    )
+
+
+def add_quiet_option(parser: argparse.ArgumentParser, help: str = "no progress bars or progress lines") -> None:
+    parser.add_argument("--quiet", action="store_true", help=help)
+
+
+def add_checkpoints_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoints", required=True, nargs="+", type=Path,
+                        help="a folder of best_*.pt (the members its ensemble.json names, if any), or checkpoint files")
+
+
+def checkpoint_source(paths: list[Path]) -> Path | list[Path]:
+    """What ``Ensemble.from_checkpoints`` takes: one folder or file as is, several files as a list."""
+    return paths[0] if len(paths) == 1 else paths
+
+
+def add_tta_option(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--tta", action="store_true", help=help)
+
+
+def add_suffix_option(
+    parser: argparse.ArgumentParser,
+    help: str = f"feature file suffix (default: {MULTISCALE_SUFFIX} or none, whichever train file exists)",
+) -> None:
+    parser.add_argument("--suffix", default=None, help=help)
