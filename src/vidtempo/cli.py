@@ -238,29 +238,49 @@ def _add_serve(sub) -> None:
     p.add_argument("--checkpoints", required=True, nargs="+", type=Path, help="a folder of best_*.pt, or files")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-upload-mb", type=float, default=200)
-    p.add_argument("--url-timeout", type=float, default=60.0, help="seconds allowed to download a URL")
+    p.add_argument("--max-upload-mb", type=float, default=200, help="largest upload or download (default 200)")
+    p.add_argument("--url-timeout", type=float, default=60.0,
+                   help="seconds allowed for a whole URL download, waiting for a download slot included (default 60)")
     p.add_argument("--allow-private-urls", action="store_true",
-                   help="let /predict/url fetch from private, loopback and link-local addresses")
+                   help="let URLs reach private, loopback and link-local addresses and ports other than 80 and 443 "
+                        "(for tests and internal networks)")
+    p.add_argument("--max-downloads", type=int, default=4, help="URL downloads at once; more wait (default 4)")
+    p.add_argument("--max-jobs", type=int, default=32,
+                   help="background jobs queued or running; more get 429 with Retry-After (default 32)")
+    p.add_argument("--max-disk-mb", type=float, default=2048,
+                   help="disk for videos waiting to be classified; past it requests get 429 (default 2048)")
+    p.add_argument("--max-connections", type=int, default=256,
+                   help="connections served at once; more get 503 (default 256)")
+    p.add_argument("--api-key", help="require this key (header X-API-Key or Authorization: Bearer) on every route "
+                                     "but / and /health; or set VIDTEMPO_API_KEY")
+    p.add_argument("--shutdown-timeout", type=float, default=30.0,
+                   help="seconds that requests and jobs in flight get to finish after SIGTERM (default 30)")
     p.add_argument("--tta", action="store_true")
     p.add_argument("--device", default="cpu")
     p.set_defaults(run=_run_serve)
 
 
 def _run_serve(args) -> int:
+    import os
+
     try:
         import uvicorn
 
-        from .serve.app import ServiceSettings, create_app
+        from .serve.app import API_KEY_ENV, ServiceSettings, create_app
+        from .serve.observe import log_config
     except ImportError as exc:
         raise VidtempoError(f"serving needs the serve extra: pip install 'vidtempo[serve]' ({exc})") from None
     from .classify import VideoClassifier
 
+    settings = ServiceSettings(
+        max_upload_mb=args.max_upload_mb, allow_private_urls=args.allow_private_urls, url_timeout_s=args.url_timeout,
+        max_downloads=args.max_downloads, max_jobs=args.max_jobs, max_disk_mb=args.max_disk_mb,
+        api_key=args.api_key or os.environ.get(API_KEY_ENV), shutdown_timeout_s=args.shutdown_timeout)
     source = args.checkpoints[0] if len(args.checkpoints) == 1 else args.checkpoints
     classifier = VideoClassifier.from_checkpoints(source, device=args.device, tta=args.tta)
-    settings = ServiceSettings(max_upload_mb=args.max_upload_mb, allow_private_urls=args.allow_private_urls,
-                               url_timeout_s=args.url_timeout)
-    uvicorn.run(create_app(classifier, settings), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(create_app(classifier, settings), host=args.host, port=args.port, log_config=log_config(),
+                access_log=False, limit_concurrency=args.max_connections,
+                timeout_graceful_shutdown=args.shutdown_timeout)
     return 0
 
 
