@@ -96,6 +96,14 @@ def test_public_addresses_are_allowed(address):
     check_address(address, allow_private=False)
 
 
+def test_an_address_in_the_url_is_refused_before_anything_is_resolved():
+    for url in ("http://127.0.0.1/a.mp4", "http://[64:ff9b::a9fe:a9fe]/", "http://[::ffff:10.0.0.1]:80/"):
+        with pytest.raises(FetchError) as caught:
+            check_url(url, allow_private=False)
+        assert caught.value.status == 403
+        check_url(url, allow_private=True)
+
+
 def test_only_the_standard_ports_unless_private_urls_are_allowed():
     for url in ("http://8.8.8.8/a.mp4", "https://8.8.8.8/a.mp4", "http://8.8.8.8:443/a.mp4"):
         check_url(url, allow_private=False)
