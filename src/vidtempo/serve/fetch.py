@@ -56,7 +56,9 @@ class Target:
 
 
 def check_url(url: str, allow_private: bool) -> Target:
-    """The URL's parts, or FetchError (400 malformed, 403 refused) before anything touches the network."""
+    """The URL's parts, or FetchError (400 malformed, 403 refused) before anything touches the network.
+
+    A host given as an address is checked here; a host name is checked once it resolves (``resolve``)."""
     if not url or any(ch.isspace() or not ch.isprintable() for ch in url):
         raise FetchError("not a URL: it is empty or holds spaces or control characters", 400)
     try:
@@ -77,8 +79,18 @@ def check_url(url: str, allow_private: bool) -> Target:
     port = port or DEFAULT_PORTS[parts.scheme]
     if port not in STANDARD_PORTS and not allow_private:
         raise FetchError(f"refused: port {port}; only ports 80 and 443 may be fetched", 403)
+    if _is_ip_literal(host):
+        check_address(host, allow_private)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return Target(parts.scheme, host, port, path)
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    return True
 
 
 def check_address(address: str, allow_private: bool) -> None:
