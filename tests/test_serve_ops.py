@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -143,3 +145,17 @@ def test_sigterm_lets_in_flight_requests_finish_and_refuses_new_ones(video_model
     finally:
         slow_source.stop()
         server.stop()
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--max-upload-mb", "300", "--max-disk-mb", "100"], "max_disk_mb"),
+    (["--max-jobs", "0"], "max_jobs"),
+    (["--url-timeout", "-1"], "url_timeout_s"),
+    (["--max-connections", "0"], "--max-connections"),
+])
+def test_impossible_limits_are_refused_with_one_line_before_models_load(tmp_path, flags, needle):
+    result = subprocess.run([sys.executable, "-m", "vidtempo", "serve", "--checkpoints", str(tmp_path / "none"),
+                             *flags], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vidtempo: error:") and needle in lines[0], result.stderr

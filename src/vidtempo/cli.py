@@ -276,6 +276,8 @@ def _run_serve(args) -> int:
         max_upload_mb=args.max_upload_mb, allow_private_urls=args.allow_private_urls, url_timeout_s=args.url_timeout,
         max_downloads=args.max_downloads, max_jobs=args.max_jobs, max_disk_mb=args.max_disk_mb,
         api_key=args.api_key or os.environ.get(API_KEY_ENV), shutdown_timeout_s=args.shutdown_timeout)
+    if args.max_connections < 1:
+        raise VidtempoError(f"--max-connections must be at least 1, got {args.max_connections}")
     source = args.checkpoints[0] if len(args.checkpoints) == 1 else args.checkpoints
     classifier = VideoClassifier.from_checkpoints(source, device=args.device, tta=args.tta)
     uvicorn.run(create_app(classifier, settings), host=args.host, port=args.port, log_config=log_config(),
