@@ -1,14 +1,10 @@
-"""The HTTP service, started for real on loopback, and its web page driven in headless Chromium."""
+"""The HTTP service with well-behaved clients, started for real on loopback; its web page in headless Chromium."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import http.server
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,48 +14,23 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
+from serve_helpers import Server, a_clip, browser_page, upload, wait_for_job  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
 ARTIFACTS = Path(os.environ.get("VIDTEMPO_TEST_ARTIFACTS", Path(__file__).parent / "artifacts"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, checkpoints: Path, *flags: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "vidtempo", "serve", "--checkpoints", str(checkpoints), "--port", str(self.port),
-             *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.process.stdout.read()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        raise RuntimeError("server did not start")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
-def server(video_model):
-    running = Server(video_model.checkpoints, "--max-upload-mb", "1")
+def server(video_model, tmp_path_factory):
+    running = Server(video_model.checkpoints, tmp_path_factory.mktemp("server"), "--max-upload-mb", "1")
     yield running
     running.stop()
 
 
 @pytest.fixture(scope="module")
-def private_server(video_model):
-    running = Server(video_model.checkpoints, "--allow-private-urls")
+def private_server(video_model, tmp_path_factory):
+    running = Server(video_model.checkpoints, tmp_path_factory.mktemp("private_server"), "--allow-private-urls")
     yield running
     running.stop()
 
@@ -72,15 +43,6 @@ def file_server(video_model):
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
-
-
-def a_clip(video_model, category="Animation") -> Path:
-    return sorted((video_model.videos / "test" / category).glob("*.mp4"))[0]
-
-
-def upload(server, path: Path, endpoint="/predict", name=None):
-    with open(path, "rb") as f:
-        return httpx.post(server.url + endpoint, files={"file": (name or path.name, f, "video/mp4")}, timeout=120)
 
 
 def test_health_categories_and_openapi(server):
@@ -170,21 +132,27 @@ def test_background_job_reports_progress(server, video_model):
     assert httpx.get(f"{server.url}/jobs/unknown").status_code == 404
 
 
-def chromium_path() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
+def test_responses_name_the_upload_or_the_url_never_a_server_path(server, private_server, file_server,
+                                                                   video_model, tmp_path):
+    clip = a_clip(video_model)
+    uploaded = upload(server, clip, name="holiday clip.mp4")
+    assert uploaded.status_code == 200 and uploaded.json()["video"] == "holiday clip.mp4"
+    job = wait_for_job(server, upload(server, clip, endpoint="/jobs", name="party.mp4").json()["job_id"])
+    assert job["result"]["video"] == "party.mp4"
+    url = f"{file_server}/{clip.relative_to(video_model.videos)}"
+    fetched = httpx.post(private_server.url + "/predict/url", json={"url": url}, timeout=120)
+    assert fetched.status_code == 200 and fetched.json()["video"] == url
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(os.urandom(20_000))
+    failed = upload(server, garbage, name="broken.mp4")
+    assert failed.status_code == 422 and "broken.mp4" in failed.json()["detail"]
+    for response in (uploaded, fetched, failed, httpx.get(f"{server.url}/jobs/{job['job_id']}")):
+        for secret in (str(server.temp_dir), str(private_server.temp_dir), "vidtempo-serve-", "/tmp/"):
+            assert secret not in response.text
 
 
 def test_web_page_in_headless_chromium(server, video_model):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if chromium_path() is None:
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path(), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1100, "height": 1000})
-        page.goto(server.url + "/")
+    with browser_page(server) as page:
         page.wait_for_function("document.getElementById('categories').textContent.includes('Animation')")
         page.set_input_files("#file", str(a_clip(video_model, "Natural_Content")))
         page.click("#upload-button")
@@ -193,14 +161,29 @@ def test_web_page_in_headless_chromium(server, video_model):
         bars = page.locator("#bars .bar").count()
         frames = page.locator("#frames .frame").count()
         shades = page.eval_on_selector_all("#frames .shade", "els => els.map(e => parseFloat(e.style.opacity))")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "web_page.png"), full_page=True)
         page.set_input_files("#file", str(Path(__file__)))
         page.click("#upload-button")
         page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=60_000)
         error = page.inner_text("#error")
-        browser.close()
     assert predicted in ("Animation", "Flat_Content", "Natural_Content")
     assert bars == 3 and frames == 8
     assert min(shades) == 0.0 and max(shades) > 0.0, "frames are shaded by their attention weight"
     assert "test_serve.py" in error
     assert (ARTIFACTS / "web_page.png").stat().st_size > 10_000
+
+
+def test_web_page_refuses_an_over_limit_file_without_sending_it(server, tmp_path):
+    big = tmp_path / "big.mp4"
+    big.write_bytes(os.urandom(3 << 19))  # 1.5 MB, the server takes 1 MB
+    with browser_page(server) as page:
+        posts = []
+        page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
+        page.wait_for_function("document.getElementById('categories').textContent.includes('Animation')")
+        page.set_input_files("#file", str(big))
+        page.click("#upload-button")
+        page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=10_000)
+        error = page.inner_text("#error")
+    assert "big.mp4" in error and "1.0 MB" in error
+    assert posts == []

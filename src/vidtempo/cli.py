@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -26,7 +27,7 @@ from .cli_options import (
 )
 from .config import PRECISIONS, TrainingConfig
 from .errors import VidtempoError
-from .serve.settings import ServiceSettings
+from .serve.settings import API_KEY_ENV, ServiceSettings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -267,30 +268,51 @@ def _add_serve(sub) -> None:
     add_checkpoints_option(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default %(default)s)")
-    p.add_argument("--max-upload-mb", type=float, default=default_of(ServiceSettings, "max_upload_mb"),
-                   help=with_default("largest upload or download accepted, in MB", ServiceSettings, "max_upload_mb"))
-    p.add_argument("--url-timeout", type=float, default=default_of(ServiceSettings, "url_timeout_s"),
-                   help=with_default("seconds allowed to download a URL", ServiceSettings, "url_timeout_s"))
+    for flag, field, kind, text in (
+        ("--max-upload-mb", "max_upload_mb", float, "largest upload or download, in MB"),
+        ("--url-timeout", "url_timeout_s", float, "seconds allowed for a whole URL download, waiting for a "
+                                                   "download slot included"),
+        ("--max-downloads", "max_downloads", int, "URL downloads at once; more wait"),
+        ("--max-jobs", "max_jobs", int, "background jobs queued or running; more get 429 with Retry-After"),
+        ("--max-disk-mb", "max_disk_mb", float, "disk for videos waiting to be classified; past it requests "
+                                                 "get 429"),
+        ("--max-connections", "max_connections", int, "connections served at once; more get 503"),
+        ("--shutdown-timeout", "shutdown_timeout_s", float, "seconds that requests and jobs in flight get to "
+                                                             "finish after SIGTERM"),
+    ):
+        p.add_argument(flag, type=kind, default=default_of(ServiceSettings, field),
+                       help=with_default(text, ServiceSettings, field))
     p.add_argument("--allow-private-urls", action="store_true",
-                   help="let /predict/url fetch from private, loopback and link-local addresses")
+                   help="let URLs reach private, loopback and link-local addresses and ports other than 80 and 443 "
+                        "(for tests and internal networks)")
+    p.add_argument("--api-key", help=f"require this key (header X-API-Key or Authorization: Bearer) on every route "
+                                     f"but / and /health; or set {API_KEY_ENV}")
     add_tta_option(p, help="average each prediction over test-time augmentation views")
     add_device_option(p)
     p.set_defaults(run=_run_serve)
 
 
 def _run_serve(args) -> int:
+    import os
+
     try:
         import uvicorn
 
         from .serve.app import create_app
+        from .serve.observe import log_config
     except ImportError as exc:
         raise VidtempoError(f"serving needs the serve extra: pip install 'vidtempo[serve]' ({exc})") from None
     from .classify import VideoClassifier
 
+    settings = ServiceSettings(
+        max_upload_mb=args.max_upload_mb, allow_private_urls=args.allow_private_urls, url_timeout_s=args.url_timeout,
+        max_downloads=args.max_downloads, max_jobs=args.max_jobs, max_disk_mb=args.max_disk_mb,
+        max_connections=args.max_connections, api_key=args.api_key or os.environ.get(API_KEY_ENV),
+        shutdown_timeout_s=args.shutdown_timeout)
     classifier = VideoClassifier.from_checkpoints(checkpoint_source(args.checkpoints), device=args.device, tta=args.tta)
-    settings = ServiceSettings(max_upload_mb=args.max_upload_mb, allow_private_urls=args.allow_private_urls,
-                               url_timeout_s=args.url_timeout)
-    uvicorn.run(create_app(classifier, settings), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(create_app(classifier, settings), host=args.host, port=args.port, log_config=log_config(),
+                access_log=False, limit_concurrency=settings.max_connections,
+                timeout_graceful_shutdown=settings.shutdown_timeout_s)
     return 0
 
 

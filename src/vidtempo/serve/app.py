@@ -2,53 +2,44 @@
 
 The models load once, when the app is made. Inference runs on one worker thread, so requests queue for the
 CPU or GPU instead of fighting over it, and the event loop stays free to answer other requests meanwhile.
+URL downloads run on a bounded pool of their own, each held to one deadline, so slow URLs cannot take the
+threads that other work needs. Everything the service keeps is bounded: background jobs, the bytes of
+videos waiting on disk, and request bodies; a client past a limit gets a JSON 4xx, never a reset or a hang.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from ..classify import VideoClassifier
 from ..errors import VidtempoError
-from .fetch import FetchError, download
-from .settings import ServiceSettings
+from .fetch import FetchError, check_url, download
+from .guards import MULTIPART_ALLOWANCE, ApiKey, BodySizeLimit, DrainBeforeEarlyAnswer
+from .jobs import DiskBudget, Full, HeldVideo, Job, JobTable
+from .observe import Metrics, Observe
+from .settings import API_KEY_ENV, ServiceSettings
 
-UPLOAD_CHUNK_BYTES = 1 << 20
-# Finished jobs are forgotten after this long, so the job table cannot grow without bound.
-JOB_RETENTION_S = 3600
-
-
-@dataclass
-class Job:
-    id: str
-    status: str = "queued"  # queued, running, done, failed
-    stage: str = "queued"
-    progress: float = 0.0
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    finished_at: float | None = None
-
-    def public(self) -> dict[str, Any]:
-        body = {"job_id": self.id, "status": self.status, "stage": self.stage, "progress": round(self.progress, 3)}
-        if self.result is not None:
-            body["result"] = self.result
-        if self.error is not None:
-            body["error"] = self.error
-        return body
+# Reachable without the API key: the page (it asks for the key) and the health check (for load balancers).
+OPEN_PATHS = frozenset({"/", "/health"})
+COPY_CHUNK_BYTES = 1 << 20
+log = logging.getLogger("vidtempo.serve")
 
 
 class UrlRequest(BaseModel):
@@ -56,139 +47,188 @@ class UrlRequest(BaseModel):
     thumbnails: bool = False
 
 
-class _UploadTooLarge(Exception):
-    pass
-
-
-class BodySizeLimit:
-    """Answers 413 as soon as a request body passes the limit, before it is spooled to disk."""
-
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        # Multipart framing adds a little to the file itself.
-        limit = self.max_bytes + (64 << 10)
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length", b"").decode()
-        if length.isdigit() and int(length) > limit:
-            return await _too_large(send, self.max_bytes)
-        received = 0
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise _UploadTooLarge
-            return message
-
-        try:
-            await self.app(scope, limited_receive, send)
-        except _UploadTooLarge:
-            await _too_large(send, self.max_bytes)
-
-
-async def _too_large(send, max_bytes: int) -> None:
-    response = JSONResponse({"detail": f"upload larger than the {max_bytes / (1 << 20):g} MB limit"}, 413)
-    await response({"type": "http"}, None, send)
-
-
 class Service:
-    """The classifier, its single inference thread and the job table."""
+    """The classifier, its inference thread, the download pool, the job table and the videos on disk."""
 
     def __init__(self, classifier: VideoClassifier, settings: ServiceSettings) -> None:
         self.classifier, self.settings = classifier, settings
         self.inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidtempo-inference")
-        self.jobs: dict[str, Job] = {}
-        self.jobs_lock = threading.Lock()
+        self.downloads = ThreadPoolExecutor(max_workers=settings.max_downloads, thread_name_prefix="vidtempo-fetch")
+        self.jobs = JobTable(settings.max_jobs)
+        self.disk = DiskBudget(settings.max_disk_bytes)
+        self.metrics = Metrics(self.gauges)
+        self.tasks: set[asyncio.Task] = set()  # the running jobs; the event loop keeps only weak references
+        self.waiting_for_inference = self.downloading = 0
         self.loaded_at = time.time()
         self.workdir = tempfile.TemporaryDirectory(prefix="vidtempo-serve-")
 
-    def new_path(self, name: str = "video") -> Path:
-        return Path(self.workdir.name) / f"{uuid.uuid4().hex}-{Path(name).name[-80:] or 'video'}"
+    def hold(self, name: str, size: int) -> HeldVideo:
+        """A new file in the work folder for the video the client calls ``name``, its bytes reserved."""
+        self.disk.reserve(size)
+        suffix = "".join(ch for ch in Path(name.split("?")[0]).suffix[:8] if ch.isalnum() or ch == ".")
+        return HeldVideo(Path(self.workdir.name) / f"{uuid.uuid4().hex}{suffix}", name, self.disk, size)
 
-    async def save_upload(self, upload: UploadFile) -> Path:
-        path = self.new_path(upload.filename or "video")
-        size = 0
-        with open(path, "wb") as out:
-            while chunk := await upload.read(UPLOAD_CHUNK_BYTES):
-                size += len(chunk)
-                if size > self.settings.max_upload_bytes:
-                    out.close()
-                    path.unlink(missing_ok=True)
-                    raise HTTPException(413, f"upload larger than the {self.settings.max_upload_mb:g} MB limit")
-                out.write(chunk)
-        if size == 0:
-            path.unlink(missing_ok=True)
-            raise HTTPException(400, "the uploaded file is empty")
-        return path
-
-    async def fetch(self, url: str) -> Path:
-        path = self.new_path(url.rsplit("/", 1)[-1].split("?")[0] or "video")
+    async def save_upload(self, upload: UploadFile) -> HeldVideo:
+        limit = self.settings.max_upload_bytes
+        if upload.size is not None and upload.size > limit:
+            raise HTTPException(413, f"upload larger than the {self.settings.max_upload_mb:g} MB limit")
+        video = self.hold(Path(upload.filename or "video").name or "video", upload.size or limit)
         try:
-            return await asyncio.to_thread(download, url, path, self.settings.max_upload_bytes,
-                                           self.settings.url_timeout_s, self.settings.allow_private_urls)
-        except FetchError as exc:
-            path.unlink(missing_ok=True)
-            raise HTTPException(exc.status, str(exc)) from None
+            size = await run_in_threadpool(_copy_limited, upload.file, video.path, limit)
+        except BaseException:
+            video.discard()
+            raise
+        if size == 0:
+            video.discard()
+            raise HTTPException(400, "the uploaded file is empty")
+        video.settle(size)
+        return video
 
-    async def classify(self, path: Path, thumbnails: bool, job: Job | None = None) -> dict[str, Any]:
+    def claim_url(self, url: str) -> HeldVideo:
+        """Check the URL (4xx at once for a malformed or refused one) and reserve room for its video."""
+        try:
+            check_url(url, self.settings.allow_private_urls)
+        except FetchError as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+        return self.hold(url, self.settings.max_upload_bytes)
+
+    async def fetch(self, video: HeldVideo) -> HeldVideo:
+        """Download the URL ``video`` was claimed for; the deadline counts the wait for a download slot."""
+        s, started = self.settings, time.monotonic()
+
+        def work() -> None:
+            download(video.name, video.path, s.max_upload_bytes, s.url_timeout_s, s.allow_private_urls, started)
+
+        self.downloading += 1
+        try:
+            await _run_in(self.downloads, work, video.discard)
+        except FetchError as exc:
+            video.discard()
+            raise HTTPException(exc.status, str(exc)) from None
+        finally:
+            self.downloading -= 1
+        video.settle(video.path.stat().st_size)
+        return video
+
+    async def classify(self, video: HeldVideo, thumbnails: bool, job: Job | None = None) -> dict[str, Any]:
+        """The classifier's result for ``video``, named as the client named it; the file is deleted after."""
         def progress(stage: str, fraction: float) -> None:
             if job is not None:
                 job.status, job.stage, job.progress = "running", stage, fraction
 
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                self.inference, lambda: self.classifier.classify_file(path, thumbnails=thumbnails, progress=progress)
-            )
-        except VidtempoError as exc:
-            raise HTTPException(422, _without_temp_path(str(exc), path)) from None
-        finally:
-            path.unlink(missing_ok=True)
-
-    def start_job(self, path_source, thumbnails: bool) -> Job:
-        job = Job(id=uuid.uuid4().hex)
-        with self.jobs_lock:
-            self._forget_old_jobs()
-            self.jobs[job.id] = job
-
-        async def run() -> None:
+        def work() -> dict[str, Any]:
+            started = time.perf_counter()
             try:
-                job.stage = "receiving"
-                path = await path_source
-                job.result = await self.classify(path, thumbnails, job)
-                job.status, job.stage, job.progress = "done", "done", 1.0
-            except HTTPException as exc:
-                job.status, job.error = "failed", str(exc.detail)
-            except Exception as exc:  # a bug: report it on the job instead of losing it
-                job.status, job.error = "failed", f"internal error: {exc}"
-            job.finished_at = time.time()
+                return self.classifier.classify_file(video.path, thumbnails=thumbnails, progress=progress)
+            finally:
+                self.metrics.inference.observe(time.perf_counter() - started)
+                video.discard()
 
-        asyncio.get_running_loop().create_task(run())
-        return job
+        self.waiting_for_inference += 1
+        try:
+            result = await _run_in(self.inference, work, video.discard)
+        except VidtempoError as exc:
+            raise HTTPException(422, video.redact(str(exc))) from None
+        finally:
+            self.waiting_for_inference -= 1
+        return {**result, "video": video.name}
 
-    def _forget_old_jobs(self) -> None:
-        cutoff = time.time() - JOB_RETENTION_S
-        for key in [k for k, j in self.jobs.items() if j.finished_at and j.finished_at < cutoff]:
-            del self.jobs[key]
+    def run_job(self, job: Job, video: HeldVideo, thumbnails: bool, fetch: bool = False) -> None:
+        task = asyncio.get_running_loop().create_task(self._job(job, video, thumbnails, fetch))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _job(self, job: Job, video: HeldVideo, thumbnails: bool, fetch: bool) -> None:
+        try:
+            if fetch:
+                job.stage = "downloading"
+                await self.fetch(video)
+            job.result = await self.classify(video, thumbnails, job)
+            job.status, job.stage, job.progress = "done", "done", 1.0
+        except HTTPException as exc:
+            job.status, job.error = "failed", str(exc.detail)
+        except Exception:  # a bug: logged in full, reported on the job without server details
+            log.exception("job %s failed", job.id)
+            job.status, job.error = "failed", "internal error"
+        finally:
+            video.discard()
+            self.jobs.finish(job)
+
+    def gauges(self) -> dict[str, Any]:
+        return {"vidtempo_inference_queue_depth": self.waiting_for_inference, "vidtempo_jobs": self.jobs.counts(),
+                "vidtempo_downloads_in_flight": self.downloading, "vidtempo_video_bytes_held": self.disk.held}
+
+    async def close(self) -> None:
+        """Let running jobs finish (up to the shutdown timeout), then stop the workers and remove the files."""
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=self.settings.shutdown_timeout_s)
+        for task in list(self.tasks):
+            task.cancel()
+        self.inference.shutdown(wait=False, cancel_futures=True)
+        self.downloads.shutdown(wait=False, cancel_futures=True)
+        self.workdir.cleanup()
 
 
-def _without_temp_path(message: str, path: Path) -> str:
-    """Error messages name the client's file, not the server's temporary copy."""
-    return message.replace(str(path), path.name.split("-", 1)[-1])
+async def _run_in(pool: ThreadPoolExecutor, work: Callable[[], Any], on_abandon: Callable[[], None]) -> Any:
+    """``work()`` on ``pool``; if the caller is cancelled before it starts, it never runs and ``on_abandon`` does."""
+    future = pool.submit(work)
+    try:
+        return await asyncio.wrap_future(future)
+    except asyncio.CancelledError:
+        if future.cancel():
+            on_abandon()
+        raise
+
+
+def _copy_limited(source: BinaryIO, destination: Path, limit: int) -> int:
+    source.seek(0)
+    size = 0
+    with open(destination, "wb") as out:
+        while chunk := source.read(COPY_CHUNK_BYTES):
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(413, f"upload larger than the {limit / (1 << 20):g} MB limit")
+            out.write(chunk)
+    return size
 
 
 def create_app(classifier: VideoClassifier, settings: ServiceSettings | None = None) -> FastAPI:
     settings = settings or ServiceSettings()
     service = Service(classifier, settings)
-    app = FastAPI(title="vidtempo", version=__version__,
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await service.close()
+
+    app = FastAPI(title="vidtempo", version=__version__, lifespan=lifespan,
                   description="Classify videos by content type with a temporal ensemble.")
     app.state.service = service
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    _add_guards(app, service)
+    _add_routes(app, service)
+    return app
+
+
+def _add_guards(app: FastAPI, service: Service) -> None:
+    """Innermost first: the body limit, the API key, draining before early answers, then metrics and logs."""
+    settings = service.settings
+    app.add_middleware(BodySizeLimit, max_upload_bytes=settings.max_upload_bytes)
+    if settings.api_key:
+        app.add_middleware(ApiKey, key=settings.api_key, open_paths=OPEN_PATHS)
+    app.add_middleware(DrainBeforeEarlyAnswer, max_bytes=2 * (settings.max_upload_bytes + MULTIPART_ALLOWANCE))
+    app.add_middleware(Observe, metrics=service.metrics, routes=app.routes)
+
+    @app.exception_handler(Full)
+    async def full(request: Request, exc: Full) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, 429, headers={"Retry-After": str(exc.retry_after_s)})
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, 500)
+
+
+def _add_routes(app: FastAPI, service: Service) -> None:
+    classifier, settings = service.classifier, service.settings
     page = files("vidtempo.serve").joinpath("page.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -199,7 +239,11 @@ def create_app(classifier: VideoClassifier, settings: ServiceSettings | None = N
     async def health() -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "members": len(classifier.ensemble),
                 "categories": classifier.categories, "tta": classifier.tta, "loaded_at": service.loaded_at,
-                "max_upload_mb": settings.max_upload_mb}
+                "max_upload_mb": settings.max_upload_mb, "api_key_required": settings.api_key is not None}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/categories")
     async def categories() -> dict[str, Any]:
@@ -213,32 +257,35 @@ def create_app(classifier: VideoClassifier, settings: ServiceSettings | None = N
     @app.post("/predict/url")
     async def predict_url(body: UrlRequest) -> dict[str, Any]:
         """Download a video (http or https) and classify it."""
-        return await service.classify(await service.fetch(body.url), body.thumbnails)
+        return await service.classify(await service.fetch(service.claim_url(body.url)), body.thumbnails)
 
     @app.post("/jobs", status_code=202)
     async def create_job(file: UploadFile = File(...), thumbnails: bool = Query(False)) -> dict[str, Any]:
         """Classify an uploaded video in the background; poll ``GET /jobs/{job_id}`` for progress."""
-        path = await service.save_upload(file)
-        return service.start_job(_ready(path), thumbnails).public()
+        job = service.jobs.add(Path(file.filename or "video").name)
+        try:
+            video = await service.save_upload(file)
+        except BaseException:
+            service.jobs.drop(job)
+            raise
+        service.run_job(job, video, thumbnails)
+        return job.public()
 
     @app.post("/jobs/url", status_code=202)
     async def create_url_job(body: UrlRequest) -> dict[str, Any]:
         """Download and classify a video in the background."""
-        return service.start_job(service.fetch(body.url), body.thumbnails).public()
+        video = service.claim_url(body.url)
+        try:
+            job = service.jobs.add(body.url)
+        except BaseException:
+            video.discard()
+            raise
+        service.run_job(job, video, body.thumbnails, fetch=True)
+        return job.public()
 
     @app.get("/jobs/{job_id}")
     async def job_status(job_id: str) -> dict[str, Any]:
         job = service.jobs.get(job_id)
         if job is None:
-            raise HTTPException(404, f"no job {job_id}")
+            raise HTTPException(404, f"no job {job_id[:64]}")
         return job.public()
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, 500)
-
-    return app
-
-
-async def _ready(path: Path) -> Path:
-    return path
