@@ -158,6 +158,9 @@ def test_web_page_in_headless_chromium(server, video_model):
         page.click("#upload-button")
         page.wait_for_selector("#frames .frame img", timeout=120_000)
         predicted = page.inner_text("#predicted")
+        flagged = not page.inner_text("#trust").endswith("ok")
+        reasons_shown = page.is_visible("#reasons")
+        reasons = page.inner_text("#reasons") if reasons_shown else ""
         bars = page.locator("#bars .bar").count()
         frames = page.locator("#frames .frame").count()
         shades = page.eval_on_selector_all("#frames .shade", "els => els.map(e => parseFloat(e.style.opacity))")
@@ -171,6 +174,8 @@ def test_web_page_in_headless_chromium(server, video_model):
     assert bars == 3 and frames == 8
     assert min(shades) == 0.0 and max(shades) > 0.0, "frames are shaded by their attention weight"
     assert "test_serve.py" in error
+    assert reasons_shown == flagged, "a flagged prediction says why, an ok one shows no reasons"
+    assert not flagged or reasons.startswith("Flagged: ")
     assert (ARTIFACTS / "web_page.png").stat().st_size > 10_000
 
 
