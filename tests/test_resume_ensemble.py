@@ -4,7 +4,6 @@ ends; a resumed run keeps the settings that change its math."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

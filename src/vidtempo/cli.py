@@ -293,8 +293,6 @@ def _add_serve(sub) -> None:
 
 
 def _run_serve(args) -> int:
-    import os
-
     try:
         import uvicorn
 

@@ -8,7 +8,6 @@ into an ensemble; ``checkpoint`` owns the files a run leaves.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import warnings
@@ -25,13 +24,14 @@ from .config import ModelConfig, TrainingConfig, make_config
 from .data import class_weights, make_loader
 from .distributed import init_distributed
 from .ensemble import Ensemble, model_outputs, model_probabilities
-from .ensemble_fit import assemble_ensemble, collapse_reason
+from .ensemble_fit import assemble_ensemble
 from .errors import ConfigError
 from .files import write_json
 from .metrics import classification_metrics
 from .model import SuperEnhancedTemporalModel
 from .runtime import derive_seed, resolve_device, seed_everything
 from .store import MULTISCALE_SUFFIX, FeatureSplit, read_splits
+from .members import train_member
 from .training_run import TrainingRun
 from .trust import representation_stats
 
@@ -236,42 +236,9 @@ class EnhancedTemporalModelTrainer:
         """
         if not 1 <= index <= num_models:
             raise ConfigError(f"member {index} is outside 1..{num_models}")
-        cfg, name = self.training_config, checkpoint.member_name(index)
-        progress = _MemberProgress(self.output_dir, Path(results_dir), name)
-        if resume and progress.finished():
-            self.log(f"{name}: finished earlier; kept as it is")
-            return progress.finished()
-        attempts, kept, first, resume_from = progress.restart_point(resume, cfg.seed + index - 1, num_models)
-        common = dict(num_epochs=num_epochs, batch_size=batch_size, learning_rate=learning_rate, model_name=name,
-                      feature_file_suffix=feature_file_suffix, results_dir=results_dir)
-        for attempt in range(first, cfg.collapse_retries + 1):
-            seed = cfg.seed + index - 1 + attempt * num_models
-            _, results = self.train_single_model(seed=seed, resume_from=resume_from, **common)
-            resume_from = None
-            reason = collapse_reason(results["best_val_metrics"], len(self.class_names), cfg)
-            attempts.append({"seed": seed, "best_val_acc": results["best_val_acc"], "collapsed": reason})
-            if kept is None or results["best_val_acc"] > kept["best_val_acc"]:
-                kept = results
-                if self.dist.is_main:
-                    progress.best_path.replace(progress.stash)
-            if self.dist.is_main:
-                progress.save_attempts(attempts, kept)
-            if reason is None:
-                break
-            retry = f"; retraining with seed {seed + num_models}" if attempt < cfg.collapse_retries else ""
-            warnings.warn(f"{name} (seed {seed}) collapsed: {reason}{retry}", RuntimeWarning)
-        if self.dist.is_main:
-            progress.stash.replace(progress.best_path)
-        self.dist.barrier()
-        kept_seed = kept["training_config"]["seed"]
-        final_reason = next(a["collapsed"] for a in attempts if a["seed"] == kept_seed)
-        if final_reason:
-            warnings.warn(f"{name}: every attempt collapsed; keeping seed {kept_seed} ({final_reason})", RuntimeWarning)
-        kept["collapse_check"] = {"attempts": attempts, "collapsed": final_reason}
-        if self.dist.is_main:
-            write_json(kept, progress.results_path)
-            progress.attempts_path.unlink(missing_ok=True)
-        return kept
+        run_args = dict(num_epochs=num_epochs, batch_size=batch_size, learning_rate=learning_rate,
+                        feature_file_suffix=feature_file_suffix, results_dir=results_dir)
+        return train_member(self, index, num_models, resume, run_args)
 
     def assemble_ensemble(
         self, num_models: int, feature_file_suffix: str = MULTISCALE_SUFFIX, results_dir: str | os.PathLike = "results"
@@ -359,52 +326,3 @@ class EnhancedTemporalModelTrainer:
         if not self.quiet and self.dist.is_main:
             tqdm.write(message, file=sys.stderr)
 
-
-class _MemberProgress:
-    """Where the training of one ensemble member stands on disk, so that an interrupted ensemble continues:
-    its results file (written when the member is finished), its periodic checkpoints, and, between
-    collapse-retry attempts, the attempts so far and the best attempt's weights put aside."""
-
-    def __init__(self, output_dir: Path, results_dir: Path, name: str) -> None:
-        self.output_dir, self.name = output_dir, name
-        self.best_path = output_dir / checkpoint.best_checkpoint_name(name)
-        self.stash = output_dir / f".{self.best_path.name}.kept"  # the best attempt's weights so far
-        self.attempts_path = output_dir / f".{name}.attempts.json"
-        self.results_path = results_dir / checkpoint.results_name(name)
-
-    def finished(self) -> dict[str, Any] | None:
-        """The member's results if it finished (every attempt done and its best weights in place)."""
-        try:
-            results = json.loads(self.results_path.read_text())
-        except (OSError, ValueError):
-            return None
-        return results if "collapse_check" in results and self.best_path.is_file() else None
-
-    def restart_point(self, resume: bool, first_seed: int,
-                      num_models: int) -> tuple[list[dict[str, Any]], dict[str, Any] | None, int, Path | None]:
-        """``(attempts done, best results so far, attempt to run next, checkpoint to resume it from)``."""
-        if not resume:
-            return [], None, 0, None
-        latest = self._latest_periodic()
-        if latest is None:
-            return [], None, 0, None
-        seed = int(checkpoint.load_checkpoint(latest)["training_config"]["seed"])
-        attempt, rest = divmod(seed - first_seed, num_models)
-        state = self._read_attempts()
-        if rest or attempt < 0 or len(state["attempts"]) != attempt or (attempt and not self.stash.is_file()):
-            return [], None, 0, None  # not this member's interrupted run: start it again
-        return state["attempts"], state["kept"], attempt, latest
-
-    def save_attempts(self, attempts: list[dict[str, Any]], kept: dict[str, Any]) -> None:
-        write_json({"attempts": attempts, "kept": kept}, self.attempts_path)
-
-    def _read_attempts(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.attempts_path.read_text())
-        except (OSError, ValueError):
-            return {"attempts": [], "kept": None}
-
-    def _latest_periodic(self) -> Path | None:
-        """The periodic checkpoint written last (an older run's leftovers may have higher epochs)."""
-        found = [path for _, path in checkpoint.periodic_checkpoints(self.output_dir, self.name)]
-        return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None

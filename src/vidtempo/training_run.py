@@ -27,7 +27,7 @@ from .errors import CheckpointError
 from .loss import FocalLoss
 from .metrics import classification_metrics
 from .model import TemporalModel
-from .runtime import PrecisionPlan, autocast, derive_seed, seed_everything
+from .runtime import PrecisionPlan, autocast, seed_everything
 
 if TYPE_CHECKING:
     from .trainer import EnhancedTemporalModelTrainer

@@ -16,7 +16,6 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -34,7 +33,7 @@ from .fetch import FetchError, check_url, download
 from .guards import MULTIPART_ALLOWANCE, ApiKey, BodySizeLimit, DrainBeforeEarlyAnswer
 from .jobs import DiskBudget, Full, HeldVideo, Job, JobTable
 from .observe import Metrics, Observe
-from .settings import API_KEY_ENV, ServiceSettings
+from .settings import ServiceSettings
 
 # Reachable without the API key: the page (it asks for the key) and the health check (for load balancers).
 OPEN_PATHS = frozenset({"/", "/health"})
