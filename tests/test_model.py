@@ -75,8 +75,8 @@ def test_padding_never_changes_a_prediction():
     assert torch.all(weights[0, 6:] == 0) and abs(float(weights[0].sum()) - 1) < 1e-5
 
 
-def test_cpu_lstm_path_equals_the_packed_lstm():
-    """On the CPU the LSTM runs per layer and direction on the padded batch; same numbers as packing."""
+def _lstm_and_its_packed_output():
+    """A tiny model, a padded batch of LSTM inputs, and nn.LSTM's output for it on packed sequences."""
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
     model = _tiny()
@@ -86,6 +86,13 @@ def test_cpu_lstm_path_equals_the_packed_lstm():
     packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
     with torch.no_grad():
         expected, _ = pad_packed_sequence(model.lstm(packed)[0], batch_first=True, total_length=11)
+    return model, h, lengths, expected
+
+
+def test_cpu_lstm_path_equals_the_packed_lstm():
+    """On the CPU the LSTM runs per layer and direction on the padded batch; same numbers as packing."""
+    model, h, lengths, expected = _lstm_and_its_packed_output()
+    with torch.no_grad():
         padded = model._lstm_padded(h, lengths)
     for row, length in enumerate(lengths):
         torch.testing.assert_close(padded[row, :length], expected[row, :length], atol=1e-5, rtol=0)
@@ -97,15 +104,8 @@ def test_cpu_lstm_path_equals_the_packed_lstm():
 
 def test_packed_lstm_path_equals_the_lstm_module():
     """The GPU path (packed sequences, run through the functional LSTM) gives nn.LSTM's numbers."""
-    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-
-    model = _tiny()
-    torch.manual_seed(3)
-    h = torch.randn(4, 11, 16)
-    lengths = torch.tensor([11, 4, 7, 1])
-    packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+    model, h, lengths, expected = _lstm_and_its_packed_output()
     with torch.no_grad():
-        expected, _ = pad_packed_sequence(model.lstm(packed)[0], batch_first=True, total_length=11)
         torch.testing.assert_close(model._lstm_packed(h, lengths), expected, atol=1e-6, rtol=0)
         in_bf16 = model._lstm_packed(h.bfloat16(), lengths)
     assert in_bf16.dtype is torch.bfloat16
