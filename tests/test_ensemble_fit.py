@@ -158,6 +158,7 @@ def small_ensemble(small_features, tmp_path_factory):
     return Ensemble.from_checkpoints(folder), trainer.splits["val"]
 
 
+@pytest.mark.slow
 def test_fitted_weights_and_temperature_apply_at_inference(small_ensemble):
     ensemble, val = small_ensemble
     settings = fit_ensemble_settings(ensemble, val, TrainingConfig(member_weighting="val_accuracy"))
