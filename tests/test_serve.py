@@ -9,11 +9,14 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.slow  # a real server on loopback, real-video training, a browser
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -31,23 +34,41 @@ class Server:
     def __init__(self, checkpoints: Path, *flags: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # A file, not a pipe: nobody reads the server's log while it runs, and a full pipe would block it.
+        self.log = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "vidtempo", "serve", "--checkpoints", str(checkpoints), "--port", str(self.port),
-             *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 120
+             *flags], stdout=self.log, stderr=subprocess.STDOUT, text=True)
+        try:
+            self._wait_until_healthy(timeout=120)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_until_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.process.stdout.read()}")
+                raise RuntimeError(f"server exited: {self.output()}")
             try:
                 if httpx.get(self.url + "/health", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.3)
-        raise RuntimeError("server did not start")
+        raise RuntimeError(f"server did not start within {timeout} s: {self.output()}")
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
 
     def stop(self) -> None:
         self.process.terminate()
-        self.process.wait(timeout=30)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
+        self.log.close()
 
 
 @pytest.fixture(scope="module")
