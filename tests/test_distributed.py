@@ -63,9 +63,15 @@ def test_members_train_in_parallel_then_assemble(small_features, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     workers = [subprocess.Popen(common + ["--member", str(i)], cwd=tmp_path, env=env, stderr=subprocess.PIPE,
                                 text=True) for i in (1, 2)]
-    for worker in workers:
-        _, err = worker.communicate(timeout=600)
-        assert worker.returncode == 0, err[-3000:]
+    try:
+        for worker in workers:
+            _, err = worker.communicate(timeout=600)
+            assert worker.returncode == 0, err[-3000:]
+    finally:  # a failed or hung worker must not leave the other one running
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait(timeout=30)
     assembled = run(common + ["--assemble"], cwd=tmp_path)
     assert assembled.returncode == 0, assembled.stderr[-3000:]
     manifest = json.loads((tmp_path / "ckpt" / "ensemble.json").read_text())
