@@ -50,11 +50,11 @@ class FirstStepModel(torch.nn.Module):
         return x[:, 0] * self.scale, weights
 
 
-def _first_and_last_frame_split(first_and_last, labels, length=12):
-    features = np.zeros((len(labels), length, 2), dtype=np.float32)
-    for video, (first, last) in enumerate(first_and_last):
+def _first_and_last_frame_split(first_and_last, labels, lengths):
+    features = np.zeros((len(labels), max(lengths), 2), dtype=np.float32)
+    for video, ((first, last), length) in enumerate(zip(first_and_last, lengths)):
         features[video, 0], features[video, length - 1] = first, last
-    return FeatureSplit(features, np.array(labels), np.full(len(labels), length), {"a": 0, "b": 1})
+    return FeatureSplit(features, np.array(labels), np.array(lengths), {"a": 0, "b": 1})
 
 
 def _accuracy_and_nll(probs, labels):
@@ -66,8 +66,10 @@ def _accuracy_and_nll(probs, labels):
 def test_tta_views_are_kept_only_when_they_help():
     # Class-a videos read right from both ends. Class-b videos read mildly wrong at frame 0 and clearly right
     # at the last frame: adding reverse raises accuracy from 50% to 100%; speed_up and speed_down start at
-    # frame 0 like the original, so after reverse they keep 100% but raise the log-loss.
-    val = _first_and_last_frame_split([([2, 0], [2, 0])] * 3 + [([1, 0], [0, 4])] * 3, [0] * 3 + [1] * 3)
+    # frame 0 like the original, so after reverse they keep 100% but raise the log-loss. Short class-a videos
+    # (8 frames) have no speed_up view, which must not count in their average.
+    val = _first_and_last_frame_split([([2, 0], [2, 0])] * 4 + [([1, 0], [0, 4])] * 4, [0] * 4 + [1] * 4,
+                                      lengths=[12, 12, 8, 8] + [12] * 4)
     ensemble = Ensemble([FirstStepModel()], val.category_mapping)
     settings = fit_ensemble_settings(ensemble, val, TrainingConfig())
     assert settings.tta_views == ["original", "reverse"]
