@@ -19,6 +19,7 @@ def classifier(video_model):
     return VideoClassifier.from_checkpoints(video_model.checkpoints)
 
 
+@pytest.mark.slow
 def test_settings_travel_from_features_to_checkpoints(classifier, video_model):
     assert classifier.settings.frames_per_video == 8 and classifier.settings.image_size == 96
     assert classifier.settings.multi_scale and classifier.settings.backbone == "efficientnet_lite0"
@@ -29,6 +30,7 @@ def test_settings_travel_from_features_to_checkpoints(classifier, video_model):
     np.testing.assert_allclose(features, test.features[row, : test.num_frames[row]], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_result_has_everything(classifier, video_model):
     clip = sorted((video_model.videos / "test" / "Natural_Content").glob("*.mp4"))[0]
     result = classifier.classify_file(clip, thumbnails=True)
@@ -76,6 +78,7 @@ def test_every_view_of_every_video_in_one_pass_per_member(classifier, video_mode
     assert calls == [3 * views] * 2, "every view of the 3 videos in a single pass through each of the 2 members"
 
 
+@pytest.mark.slow
 def test_unreadable_files_are_named_and_the_rest_classified(classifier, video_model, tmp_path):
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"\x00\x01" * 5000)
@@ -87,6 +90,7 @@ def test_unreadable_files_are_named_and_the_rest_classified(classifier, video_mo
         classifier.classify_file(garbage)
 
 
+@pytest.mark.slow
 def test_predict_command(video_model, tmp_path):
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"not a video")
@@ -102,6 +106,7 @@ def test_predict_command(video_model, tmp_path):
     assert len(printed) == 1 and printed[0]["video"] == str(clip) and printed[0]["tta"] is True
 
 
+@pytest.mark.slow
 def test_checkpoints_without_extraction_settings_cannot_classify_files(small_features, tmp_path):
     from conftest import TINY_MODEL, TINY_TRAINING
     from vidtempo import EnhancedTemporalModelTrainer

@@ -14,6 +14,8 @@ from conftest import TINY_MODEL, TINY_TRAINING
 from test_checkpoint import write_malicious_checkpoint
 from test_store import _damage
 
+pytestmark = pytest.mark.slow  # each test runs the command line in a new process, most of them train
+
 
 def vidtempo(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "vidtempo", *map(str, args)], capture_output=True, text=True,

@@ -7,9 +7,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import TINY_MODEL, TINY_TRAINING
+
+pytestmark = pytest.mark.slow  # torchrun and parallel training processes
 
 
 def run(args, cwd, timeout=600):
@@ -31,11 +34,24 @@ def test_torchrun_trains_one_member_with_two_processes(small_features, tmp_path)
     assert not any(k.startswith("module.") for k in best["model_state_dict"]), "plain state-dict keys"
     results = json.loads((tmp_path / "ckpt" / "results" / "ensemble_model_1_results.json").read_text())
     assert len(results["history"]["train_loss"]) == 3
-    # The distributed checkpoint resumes in a single process, in the same format.
+    # The distributed checkpoint resumes in a single process, in the same format, and trains on from it.
+    start = torch.load(tmp_path / "ckpt" / "ensemble_model_1_checkpoint_epoch_2.pt", weights_only=True)
+    assert start["epoch"] == 2 and start["history"] == results["history"]
     resumed = run([sys.executable, "-m", "vidtempo", "train", "--features-dir", str(small_features),
-                   "--output-dir", "ckpt", "--epochs", "4", "--quiet",
+                   "--output-dir", "ckpt", "--epochs", "5", "--quiet",
                    "--resume", "ckpt/ensemble_model_1_checkpoint_epoch_2.pt"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((tmp_path / "ckpt" / "ensemble_model_1_config.json").read_text())["processes"] == 1
+    end = torch.load(tmp_path / "ckpt" / "ensemble_model_1_checkpoint_epoch_4.pt", weights_only=True)
+    assert end["epoch"] == 4 and end["model_state_dict"].keys() == start["model_state_dict"].keys()
+    for key, values in end["history"].items():
+        assert len(values) == 5 and values[:3] == start["history"][key], f"history {key} continues the run"
+    assert any(not torch.equal(end["model_state_dict"][k], start["model_state_dict"][k])
+               for k in start["model_state_dict"]), "the resumed run trained the weights on"
+    resumed_results = json.loads((tmp_path / "ckpt" / "results" / "ensemble_model_1_results.json").read_text())
+    assert resumed_results["epochs_trained"] == 5
+    assert resumed_results["history"]["train_loss"][:3] == results["history"]["train_loss"]
+    assert len(resumed_results["history"]["train_loss"]) == 5
 
 
 def test_members_train_in_parallel_then_assemble(small_features, tmp_path):
@@ -47,9 +63,15 @@ def test_members_train_in_parallel_then_assemble(small_features, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     workers = [subprocess.Popen(common + ["--member", str(i)], cwd=tmp_path, env=env, stderr=subprocess.PIPE,
                                 text=True) for i in (1, 2)]
-    for worker in workers:
-        _, err = worker.communicate(timeout=600)
-        assert worker.returncode == 0, err[-3000:]
+    try:
+        for worker in workers:
+            _, err = worker.communicate(timeout=600)
+            assert worker.returncode == 0, err[-3000:]
+    finally:  # a failed or hung worker must not leave the other one running
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait(timeout=30)
     assembled = run(common + ["--assemble"], cwd=tmp_path)
     assert assembled.returncode == 0, assembled.stderr[-3000:]
     manifest = json.loads((tmp_path / "ckpt" / "ensemble.json").read_text())

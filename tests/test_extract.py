@@ -62,6 +62,7 @@ def bikes_64_frames():
     return decode_clip(sample(BIKES), 64, 64).frames
 
 
+@pytest.mark.slow
 def test_multiscale_fast_path_equals_running_the_cnn_on_each_scale(bikes_64_frames):
     extractor = FeatureExtractor(ExtractionSettings(image_size=64, frames_per_video=64), batch_size=16, workers=0)
     calls = []
@@ -106,6 +107,7 @@ def extracted(videos, tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow
 def test_run_succeeds_and_names_the_broken_files(extracted):
     out, result = extracted
     assert result.returncode == 0, result.stderr
@@ -122,6 +124,7 @@ def test_run_succeeds_and_names_the_broken_files(extracted):
     assert not list(out.glob(".*"))  # no temporary or partial files left behind
 
 
+@pytest.mark.slow
 def test_files_load_with_the_store_and_carry_the_extraction_attrs(extracted):
     out, _ = extracted
     splits = {s: read_split(split_path(out, s, "_multiscale")) for s in ("train", "val", "test")}
@@ -148,6 +151,7 @@ def test_files_load_with_the_store_and_carry_the_extraction_attrs(extracted):
     assert splits["test"].labels.tolist() == [1]
 
 
+@pytest.mark.slow
 def test_same_video_gives_the_same_features_in_every_split(extracted):
     out, _ = extracted
     train = read_split(split_path(out, "train", "_multiscale"))
@@ -158,6 +162,7 @@ def test_same_video_gives_the_same_features_in_every_split(extracted):
     assert np.array_equal(train.features[0], val.features[0])  # bunny (as .mkv)
 
 
+@pytest.mark.slow
 def test_a_single_video_is_extracted_as_the_files_were(extracted):
     out, _ = extracted
     train = read_split(split_path(out, "train", "_multiscale"))
@@ -168,6 +173,7 @@ def test_a_single_video_is_extracted_as_the_files_were(extracted):
     np.testing.assert_allclose(features, train.features[1, :9], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_finished_split_is_not_redone_without_overwrite(extracted, videos):
     out, _ = extracted
     before = {s: split_path(out, s, "_multiscale").stat().st_mtime_ns for s in ("train", "val", "test")}
@@ -182,6 +188,7 @@ def test_a_finished_split_is_not_redone_without_overwrite(extracted, videos):
     assert split_path(out, "train", "_multiscale").stat().st_mtime_ns == before["train"]
 
 
+@pytest.mark.slow
 def test_other_settings_on_a_finished_split_need_overwrite(extracted, videos):
     out, _ = extracted
     result = run_cli("--videos-dir", videos, "--output-dir", out, "--frames", "4", "--image-size", "64")
@@ -193,6 +200,7 @@ def test_other_settings_on_a_finished_split_need_overwrite(extracted, videos):
 # ----------------------------------------------------------------------------------- exit statuses
 
 
+@pytest.mark.slow
 def test_strict_stops_with_exit_1_and_writes_no_file(tmp_path):
     videos = tmp_path / "videos"
     link(sample(CARPHONE), videos / "train/Natural_Content/carphone.mp4")
@@ -205,6 +213,7 @@ def test_strict_stops_with_exit_1_and_writes_no_file(tmp_path):
     assert not split_path(tmp_path / "out", "train", "_multiscale").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["nothing", "splits_without_videos"])
 def test_a_folder_without_videos_exits_2_with_one_line(tmp_path, layout):
     videos = tmp_path / "videos"
@@ -218,6 +227,7 @@ def test_a_folder_without_videos_exits_2_with_one_line(tmp_path, layout):
     assert str(videos) in result.stderr
 
 
+@pytest.mark.slow
 def test_without_multi_scale_the_plain_file_is_written(tmp_path):
     videos = tmp_path / "videos"
     link(sample(CARPHONE), videos / "train/Natural_Content/carphone.mp4")
@@ -275,6 +285,7 @@ sys.exit(cli.main({argv!r}))
 """
 
 
+@pytest.mark.slow
 def test_killed_extraction_resumes_without_recomputing_and_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     videos = tmp_path / "videos"
     for i, name in enumerate((BUNNY, BIKES, CARPHONE, BIKES, CARPHONE)):
@@ -317,6 +328,7 @@ def test_killed_extraction_resumes_without_recomputing_and_matches_an_uninterrup
             assert np.array_equal(resumed.attrs[key], ref.attrs[key]), key
 
 
+@pytest.mark.slow
 def test_extraction_is_deterministic_across_runs(tmp_path):
     videos = tmp_path / "videos"
     link(sample(BIKES), videos / "train/Natural_Content/bikes.mp4")

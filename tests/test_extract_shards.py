@@ -90,6 +90,7 @@ def sharded(videos, tmp_path_factory) -> tuple[Path, list]:
     return out, runs
 
 
+@pytest.mark.slow
 def test_each_shard_writes_its_own_files(sharded):
     out, runs = sharded
     for run in runs:
@@ -111,6 +112,7 @@ def test_each_shard_writes_its_own_files(sharded):
     assert partial_dir(shard_path(out, "train", SUFFIX, 1, 2)).name == ".train_features_multiscale.shard-1-of-2.h5.partial"
 
 
+@pytest.mark.slow
 def test_a_finished_shard_is_not_redone(sharded, videos):
     out, _ = sharded
     path = shard_path(out, "train", SUFFIX, 1, 2)
@@ -121,6 +123,7 @@ def test_a_finished_shard_is_not_redone(sharded, videos):
     assert path.stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_merged_shards_equal_the_unsharded_extraction(sharded, unsharded, capsys):
     out, _ = sharded
     code, stdout, err = merge_cli(capsys, "--features-dir", out, "--delete-shards")
@@ -147,6 +150,7 @@ def test_merged_shards_equal_the_unsharded_extraction(sharded, unsharded, capsys
     assert not list(out.glob("*.shard-*"))  # --delete-shards
 
 
+@pytest.mark.slow
 def test_a_shard_of_a_merged_split_is_not_redone(sharded, videos):
     out, _ = sharded
     assert split_path(out, "val", SUFFIX).exists()  # merged (and its shards deleted) by the test above

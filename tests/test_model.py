@@ -96,10 +96,59 @@ def test_cpu_lstm_path_equals_the_packed_lstm():
         padded = model._lstm_padded(h, lengths)
     for row, length in enumerate(lengths):
         torch.testing.assert_close(padded[row, :length], expected[row, :length], atol=1e-5, rtol=0)
-    model.train()
-    h.requires_grad_(True)
-    model._lstm_padded(h, lengths)[0, :3].sum().backward()
-    assert h.grad[1].abs().sum() == 0, "gradients do not leak between videos"
+
+
+def test_cpu_lstm_path_has_the_packed_lstms_gradients():
+    """Training on the CPU runs the padded path; its gradients are those of the packed LSTM."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    model = _tiny().train()
+    torch.manual_seed(4)
+    h = torch.randn(4, 11, 16)
+    lengths = torch.tensor([11, 4, 7, 1])
+    valid = ~padding_mask(lengths, 11)
+    target = torch.randn(4, 11, 32)  # a loss that weighs every output step differently
+
+    def gradients(run_lstm):
+        model.zero_grad()
+        inputs = h.clone().requires_grad_(True)
+        (run_lstm(inputs)[valid] * target[valid]).sum().backward()
+        return inputs.grad, {name: p.grad.clone() for name, p in model.lstm.named_parameters()}
+
+    def packed(inputs):
+        packed_inputs = pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False)
+        return pad_packed_sequence(model.lstm(packed_inputs)[0], batch_first=True, total_length=11)[0]
+
+    model.lstm.dropout = 0.0  # between layers: random, so the two runs would differ
+    input_grad, weight_grads = gradients(lambda inputs: model._lstm_padded(inputs, lengths))
+    expected_input_grad, expected_weight_grads = gradients(packed)
+    torch.testing.assert_close(input_grad, expected_input_grad, atol=1e-5, rtol=1e-4)
+    assert torch.all(input_grad[~valid] == 0), "padding gets no gradient"
+    for name, grad in weight_grads.items():
+        torch.testing.assert_close(grad, expected_weight_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+# Softmax ignores a shift of all its scores, so the bias of the last pooling layer gets a zero gradient.
+SHIFT_INVARIANT = {"attention_pooling.4.bias"}
+
+
+def test_training_gradients_reach_every_parameter_and_only_valid_steps():
+    model = SuperEnhancedTemporalModel(feature_dim=10, hidden_dim=12, num_classes=4, num_lstm_layers=2,
+                                       num_attention_heads=4, dropout=0.0).train()
+    torch.manual_seed(5)
+    lengths = torch.tensor([9, 3, 6])
+    features = torch.randn(3, 9, 10, requires_grad=True)
+    logits = model(features, lengths)
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2, 3])).backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and torch.all(torch.isfinite(parameter.grad)), name
+        if name in SHIFT_INVARIANT:
+            assert parameter.grad.abs().max() < 1e-6, name
+        else:
+            assert parameter.grad.abs().sum() > 0, f"{name} gets no gradient"
+    pad = padding_mask(lengths, 9)
+    assert torch.all(features.grad[pad] == 0), "padded steps get exactly zero gradient"
+    assert torch.all(features.grad[~pad].abs().sum(-1) > 0), "every valid step gets a gradient"
 
 
 def test_packed_lstm_path_equals_the_lstm_module():

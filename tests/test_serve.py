@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a real server on loopback, real-video training, a browser
+
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 

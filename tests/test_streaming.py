@@ -93,6 +93,7 @@ def test_workers_open_their_own_handles(both):
     np.testing.assert_array_equal(streamed.features[3:5], memory.features[3:5])  # the parent's handle still works
 
 
+@pytest.mark.slow
 def test_training_on_streamed_splits_gives_the_same_weights(small_features, tmp_path):
     def train(name, **training):
         trainer = EnhancedTemporalModelTrainer(small_features, tmp_path / name, device="cpu", model_config=TINY_MODEL,
@@ -180,6 +181,7 @@ print(json.dumps({"growth": streamed, "in_memory_growth": growth(base, reset), "
 """
 
 
+@pytest.mark.slow
 def test_streaming_keeps_memory_bounded(tmp_path):
     path = tmp_path / "train_features.h5"
     n, t, d = 2500, 64, 512  # 327.7 MB as float32

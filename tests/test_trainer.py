@@ -34,6 +34,7 @@ def test_seed_import_path_and_cuda_fallback(small_features, tmp_path):
     assert len([w for w in caught if "CUDA" in str(w.message)]) == 1
 
 
+@pytest.mark.slow
 def test_single_model_leaves_the_seed_files(small_features, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     trainer = make_trainer(small_features, "checkpoints", checkpoint_every=2)
@@ -63,6 +64,7 @@ def test_single_model_leaves_the_seed_files(small_features, tmp_path, monkeypatc
     assert config["training_config"]["checkpoint_every"] == 2 and config["model_config"]["hidden_dim"] == 32
 
 
+@pytest.mark.slow
 def test_early_stopping_after_patience(small_features, tmp_path):
     # The seed's strict rule: only a higher validation accuracy counts as improvement.
     trainer = make_trainer(small_features, tmp_path / "c", patience=2, learning_rate=1e-7, selection="accuracy")
@@ -77,6 +79,7 @@ def _final_state(trainer, name, **kwargs):
     return model.state_dict(), results, last
 
 
+@pytest.mark.slow
 def test_resume_ends_exactly_where_the_uncut_run_ends(small_features, tmp_path):
     settings = dict(checkpoint_every=2, num_workers=2)
     uncut_state, uncut, uncut_last = _final_state(make_trainer(small_features, tmp_path / "a", **settings), "m",
@@ -102,6 +105,7 @@ def _same_history(a, b):
     return all(a["history"][k] == b["history"][k] for k in a["history"] if k != "epoch_time")
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_weights(small_features, tmp_path):
     first, _ = make_trainer(small_features, tmp_path / "a").train_single_model(
         num_epochs=2, model_name="m", results_dir=tmp_path / "r")
@@ -113,6 +117,7 @@ def test_same_seed_gives_the_same_weights(small_features, tmp_path):
         assert torch.equal(a, b), name
 
 
+@pytest.mark.slow
 def test_ensemble_members_and_results(small_features, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     trainer = make_trainer(small_features, "checkpoints", collapse_retries=0)
@@ -134,6 +139,7 @@ def test_ensemble_members_and_results(small_features, tmp_path, monkeypatch):
     torch.testing.assert_close(loaded.predict_proba(feats, lengths), ensemble.predict_proba(feats, lengths))
 
 
+@pytest.mark.slow
 def test_collapsed_members_are_caught_and_retrained(small_features, tmp_path):
     # A learning rate this small leaves the model at chance: every attempt collapses.
     trainer = make_trainer(small_features, tmp_path / "c", learning_rate=1e-9, collapse_retries=2)
@@ -154,6 +160,7 @@ def test_collapsed_members_are_caught_and_retrained(small_features, tmp_path):
     assert saved["collapse_check"]["collapsed"]
 
 
+@pytest.mark.slow
 def test_a_healthy_member_is_not_retrained(small_features, tmp_path):
     trainer = make_trainer(small_features, tmp_path / "c", collapse_min_class_f1=0.0, collapse_margin=-100.0)
     _, results = trainer.train_ensemble(num_models=1, num_epochs=1, results_dir=tmp_path / "r")
@@ -162,6 +169,7 @@ def test_a_healthy_member_is_not_retrained(small_features, tmp_path):
         "collapsed": None}
 
 
+@pytest.mark.slow
 def test_tensorboard_logging(small_features, tmp_path):
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     trainer = EnhancedTemporalModelTrainer(small_features, tmp_path / "c", device="cpu", model_config=TINY_MODEL,
@@ -175,6 +183,7 @@ def test_tensorboard_logging(small_features, tmp_path):
     assert logged == pytest.approx(results["history"]["val_acc"])
 
 
+@pytest.mark.slow
 def test_precision_auto_and_bf16_training(tmp_path):
     from vidtempo.runtime import cpu_has_fast_bf16, resolve_precision
 
@@ -201,6 +210,7 @@ def test_the_run_record_says_what_auto_chose_and_why(small_features, tmp_path):
     assert config["precision_reason"].startswith("auto: ")
 
 
+@pytest.mark.slow
 def test_it_learns_what_a_frame_mean_cannot(tmp_path):
     write_synthetic_features(tmp_path / "f", videos_per_split={"train": 256, "val": 64, "test": 128})
     started = time.perf_counter()

@@ -1,29 +1,108 @@
-"""TTA views: the one definition shared by training and inference."""
+"""TTA views against the spec (section 6): which frames each view reads, and how views are averaged."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
-from vidtempo.tta import TTA_VIEWS, VIEW_INDICES, average_views, make_views
+from vidtempo import Ensemble, SuperEnhancedTemporalModel
+from vidtempo.tta import TTA_VIEWS, average_views, make_views
 
 
-def test_views_follow_the_spec():
-    assert TTA_VIEWS == ("original", "reverse", "speed_up", "speed_down")
-    assert VIEW_INDICES["reverse"](4).tolist() == [3, 2, 1, 0]
-    assert VIEW_INDICES["speed_up"](10) is None and VIEW_INDICES["speed_up"](12).tolist() == [0, 2, 4, 6, 8, 11]
-    assert VIEW_INDICES["speed_down"](5) is None
-    down = VIEW_INDICES["speed_down"](6)
-    assert down.shape[0] == 9 and int(down.max()) == 5 and int(down.min()) == 0
+def _spec_speed_up(length: int) -> np.ndarray | None:
+    return np.linspace(0, length - 1, length // 2).astype(np.int64) if length > 10 else None
 
 
-def test_make_views_stacks_every_view_of_every_video():
-    features = torch.arange(2 * 12 * 1, dtype=torch.float32).reshape(2, 12, 1)
-    lengths = torch.tensor([12, 4])
-    rows, row_lengths, applies = make_views(features, lengths)
-    assert rows.shape[0] == 8 and applies.tolist() == [[True, True], [True, True], [True, False], [True, False]]
-    assert rows[3, :4, 0].tolist() == [15.0, 14.0, 13.0, 12.0], "video 1 reversed within its 4 frames"
-    assert row_lengths.tolist() == [12, 4, 12, 4, 6, 4, 18, 4]
-    probs = torch.tensor([[1.0, 0.0]] * 8)
-    probs[6] = torch.tensor([0.0, 1.0])
-    averaged = average_views(probs, applies)
-    torch.testing.assert_close(averaged, torch.tensor([[0.75, 0.25], [1.0, 0.0]]))
+def _spec_speed_down(length: int) -> np.ndarray | None:
+    if length <= 5:
+        return None
+    return np.clip(np.linspace(0, length - 1, int(1.5 * length)).astype(np.int64), 0, length - 1)
+
+
+# The frames of a video of T valid steps that each view reads, in order, written from the spec; None where the
+# view does not apply to a video that short.
+SPEC_VIEW_FRAMES = {
+    "original": lambda length: np.arange(length),
+    "reverse": lambda length: np.arange(length)[::-1].copy(),
+    "speed_up": _spec_speed_up,
+    "speed_down": _spec_speed_down,
+}
+# Lengths around both thresholds (speed_down from T > 5, speed_up from T > 10) and a longer one.
+LENGTHS = [1, 2, 5, 6, 7, 10, 11, 12, 13, 24]
+FEATURE_DIM = 3
+PADDING_GARBAGE = -999.0
+
+
+def _numbered_batch(lengths: list[int]) -> torch.Tensor:
+    """``[B, T, D]`` whose valid step ``t`` of video ``b`` holds ``1000*b + t`` (so a row names its frames);
+    padding holds garbage that no view may read."""
+    batch = torch.full((len(lengths), max(lengths), FEATURE_DIM), PADDING_GARBAGE)
+    for b, length in enumerate(lengths):
+        batch[b, :length] = (1000 * b + torch.arange(length, dtype=torch.float32))[:, None]
+    return batch
+
+
+def test_the_views_are_the_specs_and_original_comes_first():
+    assert set(TTA_VIEWS) == set(SPEC_VIEW_FRAMES) and len(TTA_VIEWS) == len(SPEC_VIEW_FRAMES)
+    assert TTA_VIEWS[0] == "original", "the original view's rows are the first block"
+
+
+@pytest.mark.parametrize("view", sorted(SPEC_VIEW_FRAMES))
+def test_each_view_reads_the_specs_frames_of_each_video_and_pads_with_zeros(view):
+    features = _numbered_batch(LENGTHS)
+    rows, row_lengths, applies = make_views(features, torch.tensor(LENGTHS), (view,))
+    assert rows.shape[0] == len(LENGTHS)
+    for b, length in enumerate(LENGTHS):
+        expected = SPEC_VIEW_FRAMES[view](length)
+        assert bool(applies[0, b]) == (expected is not None), f"{view} applies to T={length}"
+        if expected is None:
+            continue  # its row is excluded from the average (tested below)
+        frames = rows[b, : row_lengths[b], 0] - 1000 * b
+        assert frames.long().tolist() == expected.tolist(), f"{view} of a video of {length} frames"
+        assert torch.all(rows[b, :, 1:] == rows[b, :, :1]), "every feature of a step comes from the same frame"
+        assert torch.all(rows[b, row_lengths[b]:] == 0), f"{view} of T={length}: padding is zero"
+
+
+def test_views_of_one_batch_are_stacked_view_by_view():
+    lengths = [12, 4]
+    rows, row_lengths, applies = make_views(_numbered_batch(lengths), torch.tensor(lengths))
+    assert rows.shape[0] == len(TTA_VIEWS) * len(lengths)
+    for v, view in enumerate(TTA_VIEWS):
+        for b, length in enumerate(lengths):
+            expected = SPEC_VIEW_FRAMES[view](length)
+            if expected is not None:
+                row = v * len(lengths) + b
+                assert (rows[row, : row_lengths[row], 0] - 1000 * b).long().tolist() == expected.tolist()
+
+
+def test_the_average_leaves_out_views_that_do_not_apply():
+    lengths = torch.tensor([12, 8, 4])  # 4, 3 and 2 views apply
+    _, _, applies = make_views(_numbered_batch(lengths.tolist()), lengths)
+    assert applies.sum(0).tolist() == [4, 3, 2]
+    # Each row's probability of class 0 is its view number; rows that do not apply get a poison value.
+    view_probs = torch.zeros(applies.shape[0], applies.shape[1], 2)
+    view_probs[..., 0] = torch.arange(applies.shape[0], dtype=torch.float32)[:, None] / 10
+    view_probs[..., 0][~applies] = 0.99
+    view_probs[..., 1] = 1 - view_probs[..., 0]
+    averaged = average_views(view_probs.reshape(-1, 2), applies)
+    expected = torch.tensor([(0 + 1 + 2 + 3) / 4, (0 + 1 + 3) / 3, (0 + 1) / 2]) / 10
+    torch.testing.assert_close(averaged[:, 0], expected)
+    torch.testing.assert_close(averaged.sum(-1), torch.ones(3))
+
+
+def test_ensemble_tta_is_the_mean_over_the_applicable_views_of_each_video():
+    """End to end: predict_proba(tta=True) equals averaging plain predictions of views cut by hand."""
+    torch.manual_seed(0)
+    model = SuperEnhancedTemporalModel(feature_dim=FEATURE_DIM, hidden_dim=8, num_classes=3, num_lstm_layers=1,
+                                       num_attention_heads=2)
+    ensemble = Ensemble([model], {"a": 0, "b": 1, "c": 2})
+    lengths = [4, 8, 13]
+    features = torch.randn(len(lengths), max(lengths), FEATURE_DIM)
+    for b, length in enumerate(lengths):
+        features[b, length:] = PADDING_GARBAGE
+    with_tta = ensemble.predict_proba(features, torch.tensor(lengths), tta=True)
+    for b, length in enumerate(lengths):
+        views = [frames for frames in (f(length) for f in SPEC_VIEW_FRAMES.values()) if frames is not None]
+        by_hand = torch.stack([ensemble.predict_proba(features[b, torch.from_numpy(frames)])[0] for frames in views])
+        torch.testing.assert_close(with_tta[b], by_hand.mean(0), atol=1e-5, rtol=0)
