@@ -29,6 +29,7 @@ def _decide(rank: int, port: int, results) -> None:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_every_process_follows_rank_zero():
     with mp.Manager() as manager:
         results = manager.dict()

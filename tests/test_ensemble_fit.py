@@ -200,6 +200,7 @@ def calibration_ensemble(tmp_path_factory):
     return Ensemble.from_checkpoints(folder / "ckpt"), trainer.splits["val"]
 
 
+@pytest.mark.slow
 def test_tta_predictions_get_the_calibration_fitted_on_tta(calibration_ensemble):
     from vidtempo.calibration import MAX_TEMPERATURE, MIN_TEMPERATURE, apply_temperature, fit_calibration
 

@@ -62,6 +62,7 @@ def test_a_killed_ensemble_resumes_and_ends_as_an_uncut_run(small_features, tmp_
     assert not list((tmp_path / "cut").glob(".*")), "no attempt records or put-aside weights are left"
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_setting_that_changes_the_math(small_features, tmp_path):
     from vidtempo import EnhancedTemporalModelTrainer
     from vidtempo.errors import ConfigError

@@ -199,6 +199,7 @@ def test_precision_auto_and_bf16_training(tmp_path):
     assert "grad_scaler_state_dict" not in torch.load(tmp_path / "c" / "best_m.pt", weights_only=True)
 
 
+@pytest.mark.slow
 def test_the_run_record_says_what_auto_chose_and_why(small_features, tmp_path):
     from vidtempo.runtime import cpu_has_fast_bf16
 
@@ -227,6 +228,7 @@ def test_it_learns_what_a_frame_mean_cannot(tmp_path):
     assert spread < 0.2 * np.linalg.norm(centroids, axis=1).mean()
 
 
+@pytest.mark.slow
 def test_a_manifest_fitted_for_other_weights_is_refused(small_features, tmp_path):
     from vidtempo.errors import CheckpointError
 
@@ -248,6 +250,7 @@ def test_a_manifest_fitted_for_other_weights_is_refused(small_features, tmp_path
         Ensemble.from_checkpoints(tmp_path / "ckpt")
 
 
+@pytest.mark.slow
 def test_leftovers_of_an_older_run_do_not_prune_the_new_run(small_features, tmp_path):
     trainer = make_trainer(small_features, tmp_path / "ckpt", checkpoint_every=2, keep_last_checkpoints=2)
     older = [tmp_path / "ckpt" / f"m_checkpoint_epoch_{e}.pt" for e in (100, 120, 140)]
@@ -279,6 +282,7 @@ def write_easy_split(path, labels, seed):
     write_split(path, features, labels, np.full(len(labels), 10), {f"c{i}": i for i in range(4)}, multi_scale=False)
 
 
+@pytest.mark.slow
 def test_a_class_missing_from_validation_is_named_once_and_not_retrained(tmp_path):
     features = tmp_path / "features"
     write_easy_split(features / "train_features.h5", np.arange(64) % 4, 0)
@@ -295,6 +299,7 @@ def test_a_class_missing_from_validation_is_named_once_and_not_retrained(tmp_pat
     assert len(results["collapse_check"]["attempts"]) == 1, "not retrained"
 
 
+@pytest.mark.slow
 def test_member_scores_and_trust_centroids_use_the_ensembles_precision(small_features, tmp_path):
     from vidtempo.data import make_loader
     from vidtempo.ensemble import model_outputs
