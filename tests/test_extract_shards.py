@@ -11,11 +11,12 @@ import pytest
 
 from extract_fixtures import BIKES, BUNNY, CARPHONE, cut_clip, link, run_cli, sample, write_random_bytes
 from vidtempo.cli import main as vidtempo_main
+from vidtempo.extract import shards as shards_module
 from vidtempo.extract.extractor import extract_features
 from vidtempo.extract.resume import partial_dir
 from vidtempo.extract.settings import ExtractionSettings, RunOptions
 from vidtempo.extract.shards import SHARD_ATTRS, merge_shards, parse_shard, shard_items, shard_path
-from vidtempo.store import split_path, write_split
+from vidtempo.store import read_split, split_path, write_split
 
 SMALL = ["--frames", "8", "--image-size", "64", "--batch-size", "8", "--workers", "1"]
 SUFFIX = "_multiscale"
@@ -180,6 +181,29 @@ def test_merge_orders_pads_and_checks_made_up_shards(tmp_path, capsys):
         assert f["features"].shape == (4, 3, 4) and f["num_frames"][()].tolist() == [2, 3, 2, 3]
         assert np.all(f["features"][0, 2:] == 0) and np.all(f["features"][0, :2] == len("train/A/a"))
         assert int(f.attrs["max_frames"]) == 3 and int(f.attrs["num_videos"]) == 4
+
+
+def test_merge_copies_rows_through_small_blocks_in_video_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(shards_module, "_MERGE_BUFFER_BYTES", 3 * 2 * 5 * 4 * 4)  # two rows of each of 3 shards
+    rng = np.random.default_rng(0)
+    ids = sorted(f"train/{'AB'[i % 2]}/{i:02d}" for i in range(13))
+    lengths = {video_id: int(rng.integers(1, 6)) for video_id in ids}
+    values = {video_id: rng.standard_normal((lengths[video_id], 4)).astype(np.float32) for video_id in ids}
+    for index in (1, 2, 3):
+        mine = shard_items(ids, index, 3, key=lambda x: x)
+        features = np.zeros((len(mine), max(lengths[v] for v in mine), 4), np.float32)
+        for row, video_id in enumerate(mine):
+            features[row, : lengths[video_id]] = values[video_id]
+        write_split(shard_path(tmp_path, "train", SUFFIX, index, 3), features, [int(v[6] == "B") for v in mine],
+                    [lengths[v] for v in mine], {"A": 0, "B": 1}, multi_scale=True, video_ids=mine,
+                    extra_attrs={"shard": index, "num_shards": 3, "shard_videos": len(mine), "split_videos": 13})
+    merged = read_split(merge_shards(tmp_path, "train", SUFFIX))
+    assert merged.video_ids == ids and merged.max_frames == max(lengths.values())
+    assert merged.labels.tolist() == [int(v[6] == "B") for v in ids]
+    for row, video_id in enumerate(ids):
+        assert merged.num_frames[row] == lengths[video_id]
+        assert np.array_equal(merged.features[row, : lengths[video_id]], values[video_id])
+        assert not merged.features[row, lengths[video_id] :].any()
 
 
 def test_merging_with_a_missing_shard_exits_2_naming_it(tmp_path, capsys):
