@@ -32,7 +32,7 @@ T = TypeVar("T")
 # Attributes that only a shard file has; a merged file has none of them.
 SHARD_ATTRS = ("shard", "num_shards", "shard_videos", "split_videos")
 # Feature rows the merge buffers, over all shards together (at least one row per shard).
-_MERGE_BUFFER_BYTES = 64 * 2**20
+_MERGE_BUFFER_BYTES = 16 * 2**20
 _SHARD_ARG = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 _SHARD_NAME = re.compile(r"^(?P<split>[^.]+?)_features(?P<suffix>[^.]*)\.shard-(?P<i>\d+)-of-(?P<n>\d+)\.h5$")
 
