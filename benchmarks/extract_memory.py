@@ -38,7 +38,8 @@ import av  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vidtempo.extract.multiscale import multiscale_length  # noqa: E402
-from vidtempo.extract.shards import shard_items, shard_path  # noqa: E402
+from vidtempo.extract.shards import shard_path  # noqa: E402
+from vidtempo.sharding import shard_items  # noqa: E402
 from vidtempo.store import MULTISCALE_SUFFIX, SplitWriter  # noqa: E402
 
 CATEGORIES = ("Animation", "Natural_Content")

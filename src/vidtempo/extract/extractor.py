@@ -23,12 +23,13 @@ from tqdm import tqdm
 
 from ..errors import VidtempoError
 from ..runtime import resolve_device
+from ..sharding import shard_items
 from ..store import SplitWriter, parse_category_mapping, split_path
 from .backbones import FrozenBackbone, build_backbone, feature_dim
 from .catalog import VideoItem, scan_videos
 from .multiscale import multiscale_sequence
 from .resume import PartialSplit, Record
-from .shards import shard_failures_path, shard_items, shard_path
+from .shards import shard_failures_path, shard_path
 from .settings import ExtractionSettings, RunOptions
 from .decoding import DecodeVideos, lower_decoder_priority
 from .report import ExtractionReport, SplitReport

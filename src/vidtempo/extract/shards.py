@@ -1,10 +1,11 @@
 """Sharded extraction: split each split's videos over several machines, then merge their files.
 
-``vidtempo extract --shard i/n`` extracts only shard ``i`` (1-based) of each split's video list into
+``vidtempo extract --shard i/n`` (or ``--shard auto``, see ``vidtempo.sharding``) extracts only shard ``i``
+(1-based) of each split's video list into
 ``{split}_features{suffix}.shard-{i}-of-{n}.h5`` (the layout of a split file, plus the attributes ``shard``,
 ``num_shards``, ``shard_videos`` and ``split_videos``), and lists its failures in
-``{split}_failures{suffix}.shard-{i}-of-{n}.json``. The assignment depends only on the videos' relative paths:
-the split's videos sorted by video_id, every n-th one starting at the (i-1)-th. The category mapping is the
+``{split}_failures{suffix}.shard-{i}-of-{n}.json``. The assignment (``sharding.shard_items``) depends only on
+the videos' relative paths: the split's videos sorted by video_id, every n-th one starting at the (i-1)-th. The category mapping is the
 sorted union over all videos of all splits, as in an unsharded run, so every shard agrees on it.
 
 ``merge_shards`` (``vidtempo merge-features``) checks that all n shards are there and agree, and writes the
@@ -19,7 +20,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, Sequence
 
 import h5py
 import numpy as np
@@ -27,30 +28,11 @@ import numpy as np
 from ..errors import VidtempoError
 from ..store import EXTRACTION_ATTRS, SPLITS, SplitWriter, attr_value, parse_category_mapping, split_path
 
-T = TypeVar("T")
-
 # Attributes that only a shard file has; a merged file has none of them.
 SHARD_ATTRS = ("shard", "num_shards", "shard_videos", "split_videos")
 # Feature rows the merge buffers, over all shards together (at least one row per shard).
 _MERGE_BUFFER_BYTES = 16 * 2**20
-_SHARD_ARG = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 _SHARD_NAME = re.compile(r"^(?P<split>[^.]+?)_features(?P<suffix>[^.]*)\.shard-(?P<i>\d+)-of-(?P<n>\d+)\.h5$")
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"2/4"`` -> ``(2, 4)``; VidtempoError for anything but ``i/n`` with ``1 <= i <= n``."""
-    match = _SHARD_ARG.match(str(text))
-    if not match:
-        raise VidtempoError(f"--shard must be i/n, e.g. 2/4 (shard 2 of 4), got '{text}'")
-    index, count = int(match.group(1)), int(match.group(2))
-    if count < 1 or not 1 <= index <= count:
-        raise VidtempoError(f"--shard {text}: the shard number must be 1..{max(count, 1)} of {count} shards")
-    return index, count
-
-
-def shard_items(items: Sequence[T], index: int, count: int, key=lambda item: item.video_id) -> list[T]:
-    """Shard ``index`` (1-based) of ``count`` of ``items``: sorted by video_id, every count-th from index-1."""
-    return sorted(items, key=key)[index - 1 :: count]
 
 
 def shard_name(split: str, suffix: str, index: int, count: int) -> str:
