@@ -549,6 +549,8 @@ def write_split(
 ) -> Path:
     """Write a split file held in memory (``features`` ``[N, T_max, D]``) atomically; see ``SplitWriter``."""
     features = np.asarray(features, dtype=np.float32)
+    if features.ndim != 3:
+        raise ValueError(f"{path}: features must be [videos, frames, dim], got shape {features.shape}")
     labels = np.asarray(labels, dtype=np.int64)
     num_frames = np.asarray(num_frames, dtype=np.int32)
     ids = None if video_ids is None else list(video_ids)
