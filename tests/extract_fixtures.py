@@ -87,9 +87,17 @@ def write_audio_only(target: Path) -> Path:
     return target
 
 
-def cli_env() -> dict[str, str]:
+# What launchers set to tell a process its shard (read by ``--shard auto``); tests set their own.
+LAUNCHER_VARIABLES = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_STEP",
+                      "JOB_COMPLETION_INDEX", "VIDTEMPO_NUM_SHARDS", "RANK", "WORLD_SIZE")
+
+
+def cli_env(launcher: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment with the sources on the path; with ``launcher``, exactly those launcher variables."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH", "")) if p)
+    if launcher is not None:
+        env = {k: v for k, v in env.items() if k not in LAUNCHER_VARIABLES} | launcher
     return env
 
 
@@ -101,6 +109,17 @@ def run_cli(*args: str | os.PathLike, timeout: float = 300) -> subprocess.Comple
         text=True,
         env=cli_env(),
         timeout=timeout,
+    )
+
+
+def start_cli(*args: str | os.PathLike, launcher: dict[str, str]) -> subprocess.Popen:
+    """``vidtempo extract ARGS`` started in the background with the launcher variables ``launcher``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "vidtempo", "extract", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(launcher),
     )
 
 

@@ -9,13 +9,16 @@ import h5py
 import numpy as np
 import pytest
 
-from extract_fixtures import BIKES, BUNNY, CARPHONE, cut_clip, link, run_cli, sample, write_random_bytes
+from extract_fixtures import (BIKES, BUNNY, CARPHONE, cut_clip, link, run_cli, sample, start_cli,
+                              write_random_bytes)
 from vidtempo.cli import main as vidtempo_main
+from vidtempo.extract import shards as shards_module
 from vidtempo.extract.extractor import extract_features
 from vidtempo.extract.resume import partial_dir
 from vidtempo.extract.settings import ExtractionSettings, RunOptions
-from vidtempo.extract.shards import SHARD_ATTRS, merge_shards, parse_shard, shard_items, shard_path
-from vidtempo.store import split_path, write_split
+from vidtempo.extract.shards import SHARD_ATTRS, merge_shards, shard_path
+from vidtempo.sharding import parse_shard, shard_items
+from vidtempo.store import read_split, split_path, write_split
 
 SMALL = ["--frames", "8", "--image-size", "64", "--batch-size", "8", "--workers", "1"]
 SUFFIX = "_multiscale"
@@ -123,15 +126,10 @@ def test_a_finished_shard_is_not_redone(sharded, videos):
     assert path.stat().st_mtime_ns == before
 
 
-@pytest.mark.slow
-def test_merged_shards_equal_the_unsharded_extraction(sharded, unsharded, capsys):
-    out, _ = sharded
-    code, stdout, err = merge_cli(capsys, "--features-dir", out, "--delete-shards")
-    assert code == 0, err
-    assert "train: merged" in stdout and "val: merged" in stdout
-    for split in ("train", "val"):
+def assert_same_split_files(out: Path, reference: Path, splits=("train", "val")) -> None:
+    for split in splits:
         with h5py.File(split_path(out, split, SUFFIX), "r") as merged, \
-                h5py.File(split_path(unsharded, split, SUFFIX), "r") as ref:
+                h5py.File(split_path(reference, split, SUFFIX), "r") as ref:
             for name in ("features", "labels", "num_frames", "video_ids"):
                 assert merged[name].dtype == ref[name].dtype, name
                 assert np.array_equal(merged[name][()], ref[name][()]), name
@@ -139,6 +137,15 @@ def test_merged_shards_equal_the_unsharded_extraction(sharded, unsharded, capsys
             assert not set(SHARD_ATTRS) & set(merged.attrs)
             for key in ref.attrs:
                 assert np.array_equal(merged.attrs[key], ref.attrs[key]), key
+
+
+@pytest.mark.slow
+def test_merged_shards_equal_the_unsharded_extraction(sharded, unsharded, capsys):
+    out, _ = sharded
+    code, stdout, err = merge_cli(capsys, "--features-dir", out, "--delete-shards")
+    assert code == 0, err
+    assert "train: merged" in stdout and "val: merged" in stdout
+    assert_same_split_files(out, unsharded)
     with h5py.File(split_path(out, "train", SUFFIX), "r") as merged:
         assert [v.decode() for v in merged["video_ids"][()]] == [
             "train/Animation/bunny.mp4", "train/Animation/short.mp4", "train/Natural_Content/carphone.mp4",
@@ -158,6 +165,24 @@ def test_a_shard_of_a_merged_split_is_not_redone(sharded, videos):
     assert again.returncode == 0, again.stderr
     assert "already extracted" in again.stdout
     assert not shard_path(out, "val", SUFFIX, 2, 2).exists()
+
+
+@pytest.mark.parametrize("launcher", [
+    # Slurm: sbatch --array=1-2 (ids from 1); torchrun --nproc_per_node=2 (ranks from 0)
+    [{"SLURM_ARRAY_TASK_ID": str(i), "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "2"} for i in (1, 2)],
+    [{"RANK": str(i), "WORLD_SIZE": "2", "LOCAL_RANK": str(i)} for i in (0, 1)],
+], ids=["slurm-array", "torchrun"])
+def test_shard_auto_processes_merge_into_the_unsharded_extraction(launcher, videos, unsharded, tmp_path, capsys):
+    processes = [start_cli("--videos-dir", videos, "--output-dir", tmp_path, *SMALL, "--splits", "train,val",
+                           "--shard", "auto", launcher=env) for env in launcher]
+    for process in processes:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+    assert sorted(p.name for p in tmp_path.glob("train_features*.h5")) == [
+        "train_features_multiscale.shard-1-of-2.h5", "train_features_multiscale.shard-2-of-2.h5"]
+    code, _, err = merge_cli(capsys, "--features-dir", tmp_path)
+    assert code == 0, err
+    assert_same_split_files(tmp_path, unsharded)
 
 
 # --------------------------------------------------------------------- merge refusals (made-up shards)
@@ -184,6 +209,29 @@ def test_merge_orders_pads_and_checks_made_up_shards(tmp_path, capsys):
         assert f["features"].shape == (4, 3, 4) and f["num_frames"][()].tolist() == [2, 3, 2, 3]
         assert np.all(f["features"][0, 2:] == 0) and np.all(f["features"][0, :2] == len("train/A/a"))
         assert int(f.attrs["max_frames"]) == 3 and int(f.attrs["num_videos"]) == 4
+
+
+def test_merge_copies_rows_through_small_blocks_in_video_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(shards_module, "_MERGE_BUFFER_BYTES", 3 * 2 * 5 * 4 * 4)  # two rows of each of 3 shards
+    rng = np.random.default_rng(0)
+    ids = sorted(f"train/{'AB'[i % 2]}/{i:02d}" for i in range(13))
+    lengths = {video_id: int(rng.integers(1, 6)) for video_id in ids}
+    values = {video_id: rng.standard_normal((lengths[video_id], 4)).astype(np.float32) for video_id in ids}
+    for index in (1, 2, 3):
+        mine = shard_items(ids, index, 3, key=lambda x: x)
+        features = np.zeros((len(mine), max(lengths[v] for v in mine), 4), np.float32)
+        for row, video_id in enumerate(mine):
+            features[row, : lengths[video_id]] = values[video_id]
+        write_split(shard_path(tmp_path, "train", SUFFIX, index, 3), features, [int(v[6] == "B") for v in mine],
+                    [lengths[v] for v in mine], {"A": 0, "B": 1}, multi_scale=True, video_ids=mine,
+                    extra_attrs={"shard": index, "num_shards": 3, "shard_videos": len(mine), "split_videos": 13})
+    merged = read_split(merge_shards(tmp_path, "train", SUFFIX))
+    assert merged.video_ids == ids and merged.max_frames == max(lengths.values())
+    assert merged.labels.tolist() == [int(v[6] == "B") for v in ids]
+    for row, video_id in enumerate(ids):
+        assert merged.num_frames[row] == lengths[video_id]
+        assert np.array_equal(merged.features[row, : lengths[video_id]], values[video_id])
+        assert not merged.features[row, lengths[video_id] :].any()
 
 
 def test_merging_with_a_missing_shard_exits_2_naming_it(tmp_path, capsys):

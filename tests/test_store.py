@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import h5py
 import numpy as np
 import pytest
 
 from vidtempo.errors import FeatureStoreError
-from vidtempo.store import read_split, read_splits, split_path, summarize, write_split
+from vidtempo import store
+from vidtempo.store import SplitWriter, read_split, read_splits, split_path, summarize, write_split
 
 SEED_MAPPING = {"Animation": 0, "Flat_Content": 1, "Gaming": 2, "Natural_Content": 3}
 
@@ -68,6 +73,82 @@ def test_write_is_atomic_when_it_fails(tmp_path):
         write_split(target, np.zeros((2, 3, 4)), [0, 1], [3, 3], {"a": 0, "b": 1}, multi_scale=False,
                     extra_attrs={"bad": object()})
     assert list(tmp_path.iterdir()) == [], "a failed write leaves neither the file nor a temporary"
+
+
+def write_whole_array(path, features, labels, num_frames, category_mapping, multi_scale, video_ids, extra_attrs):
+    """The writer the store had before SplitWriter: the whole [N, T_max, D] array in one call."""
+    n, t_max, dim = features.shape
+    with h5py.File(path, "w") as f:
+        f.create_dataset("features", data=features, compression="gzip", chunks=(1, t_max, dim) if n else None)
+        f.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))
+        f.create_dataset("num_frames", data=np.asarray(num_frames, dtype=np.int32))
+        f.create_dataset("video_ids", data=list(video_ids), dtype=h5py.string_dtype("utf-8"))
+        f.attrs["num_videos"] = n
+        f.attrs["max_frames"] = t_max
+        f.attrs["feature_dim"] = dim
+        f.attrs["category_mapping"] = json.dumps(dict(category_mapping))
+        f.attrs["multi_scale"] = bool(multi_scale)
+        for key, value in extra_attrs.items():
+            f.attrs[key] = value
+
+
+def assert_same_file(path, reference):
+    with h5py.File(path, "r") as f, h5py.File(reference, "r") as ref:
+        assert sorted(f) == sorted(ref)
+        for name in ref:
+            got, want = f[name], ref[name]
+            assert (got.dtype, got.shape, got.chunks, got.compression, got.compression_opts, got.shuffle) == (
+                want.dtype, want.shape, want.chunks, want.compression, want.compression_opts, want.shuffle), name
+            assert np.array_equal(got[()], want[()]), name
+        for row in range(ref["features"].shape[0]):  # the stored (compressed) bytes, chunk by chunk
+            assert f["features"].id.read_direct_chunk((row, 0, 0)) == ref["features"].id.read_direct_chunk((row, 0, 0))
+        assert sorted(f.attrs) == sorted(ref.attrs)
+        for key in ref.attrs:
+            assert type(f.attrs[key]) is type(ref.attrs[key]) and np.array_equal(f.attrs[key], ref.attrs[key]), key
+
+
+@pytest.mark.parametrize("lengths", [[5, 1, 7, 7, 3, 2, 6], []])
+def test_streamed_file_equals_the_whole_array_file(tmp_path, monkeypatch, lengths):
+    monkeypatch.setattr(store, "_WRITE_BLOCK_BYTES", 3 * 7 * 4 * 4)  # three rows per block: blocks and a remainder
+    rng = np.random.default_rng(2)
+    videos = [rng.standard_normal((n, 4)).astype(np.float32) for n in lengths]
+    t_max = max(lengths, default=0)
+    padded = np.zeros((len(videos), t_max, 4), dtype=np.float32)
+    for row, video in enumerate(videos):
+        padded[row, : len(video)] = video
+    labels, ids = [i % 2 for i in range(len(videos))], [f"train/a/{i}.mp4" for i in range(len(videos))]
+    mapping, extra = {"a": 0, "b": 1}, {"backbone": "efficientnet_lite0", "scales": [1.0, 0.85], "shard": 2}
+    write_whole_array(tmp_path / "reference.h5", padded, labels, lengths, mapping, True, ids, extra)
+    with SplitWriter(tmp_path / "streamed.h5", len(videos), t_max, 4, mapping, True, extra_attrs=extra) as writer:
+        for video, label, video_id in zip(videos, labels, ids):
+            writer.add(video, label, video_id)
+    assert_same_file(tmp_path / "streamed.h5", tmp_path / "reference.h5")
+    write_split(tmp_path / "in_memory.h5", padded, labels, lengths, mapping, True, ids, extra)
+    assert_same_file(tmp_path / "in_memory.h5", tmp_path / "reference.h5")
+
+
+def test_an_interrupted_stream_leaves_no_file(tmp_path):
+    target = tmp_path / "train_features.h5"
+    with pytest.raises(RuntimeError):
+        with SplitWriter(target, 3, 2, 4, {"a": 0}, False) as writer:
+            writer.add(np.ones((2, 4)), 0, "a/1.mp4")
+            raise RuntimeError("the decoder died")
+    with pytest.raises(ValueError, match="1 of 3 videos"):
+        with SplitWriter(target, 3, 2, 4, {"a": 0}, False) as writer:
+            writer.add(np.ones((2, 4)), 0, "a/1.mp4")
+    assert list(tmp_path.iterdir()) == [], "neither the file nor a temporary is left"
+
+    killed = subprocess.run([sys.executable, "-c", f"""
+import os, signal, numpy as np
+from vidtempo.store import SplitWriter
+writer = SplitWriter({str(target)!r}, 1000, 8, 64, {{"a": 0}}, False)
+for i in range(500):
+    writer.add(np.ones((8, 64)), 0, str(i))
+os.kill(os.getpid(), signal.SIGKILL)
+"""], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not target.exists()
+    assert all(p.name.startswith(".") for p in tmp_path.iterdir()), "only a hidden temporary may remain"
 
 
 def _damage(path, what):

@@ -9,7 +9,9 @@ One file per split, ``{split}_features{suffix}.h5``, holding
   ``multi_scale``
 
 and, written by vidtempo but never required, ``video_ids`` and the extraction settings as attributes.
-Files with only the seed system's fields load unchanged.
+Files with only the seed system's fields load unchanged. ``SplitWriter`` writes a file video by video (memory
+independent of the number of videos) under a temporary name renamed when complete; ``write_split`` writes
+one held in memory through it.
 
 Memory. ``read_split`` always validates the whole file (shapes, labels, frame counts, finite features),
 reading ``features`` in blocks of at most ``_VALIDATION_ROWS`` rows and ``_VALIDATION_BYTES`` bytes, so the
@@ -59,6 +61,8 @@ FALLBACK_MEMORY_BYTES = 8 * 2**30  # "available memory" where /proc/meminfo cann
 # HDF5 chunk cache of a streamed split, per process that reads it.
 STREAM_CACHE_BYTES = 32 * 2**20
 _FEATURE_DTYPE = np.dtype(np.float32)
+# Feature rows a SplitWriter collects before writing them out together (at least one row).
+_WRITE_BLOCK_BYTES = 16 * 2**20
 
 
 def split_filename(split: str, suffix: str = "") -> str:
@@ -412,6 +416,126 @@ def _read_checked(f: h5py.File, path: Path, max_in_memory_bytes: int | None, cac
     )
 
 
+class SplitWriter:
+    """Writes one split file video by video, so memory does not grow with the number of videos.
+
+    ``features`` is created at its final shape ``[num_videos, max_frames, feature_dim]`` (gzip, one chunk per
+    video) and rows go to the file in blocks of at most ``_WRITE_BLOCK_BYTES``; ``labels``, ``num_frames``,
+    ``video_ids`` (small) and the attributes are written by ``close()``. Everything goes to a hidden temporary
+    name that ``close()`` renames to ``path``: a write that fails or is killed never leaves a file under the
+    final name. Leaving a ``with`` block by an exception removes the temporary (``abort()``).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        num_videos: int,
+        max_frames: int,
+        feature_dim: int,
+        category_mapping: Mapping[str, int],
+        multi_scale: bool,
+        *,
+        with_video_ids: bool = True,
+        extra_attrs: Mapping[str, Any] | None = None,
+        compression: str | None = "gzip",
+    ) -> None:
+        self.path = Path(path)
+        self.shape = (int(num_videos), int(max_frames), int(feature_dim))
+        self._attrs = {
+            "num_videos": self.shape[0],
+            "max_frames": self.shape[1],
+            "feature_dim": self.shape[2],
+            "category_mapping": json.dumps(dict(category_mapping)),
+            "multi_scale": bool(multi_scale),
+            **(extra_attrs or {}),
+        }
+        self._labels = np.zeros(self.shape[0], dtype=np.int64)
+        self._num_frames = np.zeros(self.shape[0], dtype=np.int32)
+        self._video_ids: list[str] | None = [] if with_video_ids else None
+        self._rows = 0
+        row_bytes = max(1, self.shape[1] * self.shape[2] * _FEATURE_DTYPE.itemsize)
+        self._block = np.zeros((max(1, min(self.shape[0], _WRITE_BLOCK_BYTES // row_bytes)), *self.shape[1:]),
+                               dtype=np.float32)
+        self._block_start = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self._file: h5py.File | None = h5py.File(self._tmp, "w")
+        try:
+            self._features = self._file.create_dataset(
+                "features", shape=self.shape, dtype=_FEATURE_DTYPE, compression=compression,
+                chunks=(1, *self.shape[1:]) if self.shape[0] else None,  # one video per chunk
+            )
+        except BaseException:
+            self.abort()
+            raise
+
+    def add(self, features: np.ndarray, label: int, video_id: str | None = None,
+            num_frames: int | None = None) -> None:
+        """The next video: ``features`` ``[steps, feature_dim]`` with ``steps <= max_frames``, zero-padded
+        to ``max_frames``; ``num_frames`` defaults to ``steps``."""
+        if self._rows >= self.shape[0]:
+            raise ValueError(f"{self.path}: all {self.shape[0]} videos are written already")
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim != 2 or features.shape[0] > self.shape[1] or features.shape[1] != self.shape[2]:
+            raise ValueError(f"{self.path}: a video's features have shape {features.shape}, the file takes "
+                             f"[at most {self.shape[1]}, {self.shape[2]}]")
+        slot = self._rows - self._block_start
+        self._block[slot] = 0.0
+        self._block[slot, : features.shape[0]] = features
+        self._labels[self._rows] = label
+        self._num_frames[self._rows] = features.shape[0] if num_frames is None else num_frames
+        if self._video_ids is not None:
+            self._video_ids.append(video_id)
+        self._rows += 1
+        if self._rows - self._block_start == self._block.shape[0]:
+            self._flush()
+
+    def _flush(self) -> None:
+        rows = self._rows - self._block_start
+        if rows:
+            self._features[self._block_start : self._rows] = self._block[:rows]
+        self._block_start = self._rows
+
+    def close(self) -> Path:
+        """Write the rest and move the file to its name; every video must have been added."""
+        if self._file is None:
+            raise ValueError(f"{self.path}: the writer is closed")
+        try:
+            if self._rows != self.shape[0]:
+                raise ValueError(f"{self.path}: {self._rows} of {self.shape[0]} videos were written")
+            self._flush()
+            f = self._file
+            f.create_dataset("labels", data=self._labels)
+            f.create_dataset("num_frames", data=self._num_frames)
+            if self._video_ids is not None:
+                f.create_dataset("video_ids", data=self._video_ids, dtype=h5py.string_dtype("utf-8"))
+            for key, value in self._attrs.items():
+                f.attrs[key] = value
+            f.close()
+            self._file = None
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the unfinished file (nothing appears under the final name)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "SplitWriter":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
 def write_split(
     path: str | os.PathLike,
     features: np.ndarray,
@@ -423,34 +547,18 @@ def write_split(
     extra_attrs: Mapping[str, Any] | None = None,
     compression: str | None = "gzip",
 ) -> Path:
-    """Write a split file atomically (temporary name, then rename) in the seed's layout plus extras."""
-    path = Path(path)
+    """Write a split file held in memory (``features`` ``[N, T_max, D]``) atomically; see ``SplitWriter``."""
     features = np.asarray(features, dtype=np.float32)
+    if features.ndim != 3:
+        raise ValueError(f"{path}: features must be [videos, frames, dim], got shape {features.shape}")
     labels = np.asarray(labels, dtype=np.int64)
     num_frames = np.asarray(num_frames, dtype=np.int32)
-    n, t_max, dim = features.shape
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as f:
-            chunks = (1, t_max, dim) if n else None
-            f.create_dataset("features", data=features, compression=compression, chunks=chunks)
-            f.create_dataset("labels", data=labels)
-            f.create_dataset("num_frames", data=num_frames)
-            if video_ids is not None:
-                f.create_dataset("video_ids", data=list(video_ids), dtype=h5py.string_dtype("utf-8"))
-            f.attrs["num_videos"] = n
-            f.attrs["max_frames"] = t_max
-            f.attrs["feature_dim"] = dim
-            f.attrs["category_mapping"] = json.dumps(dict(category_mapping))
-            f.attrs["multi_scale"] = bool(multi_scale)
-            for key, value in (extra_attrs or {}).items():
-                f.attrs[key] = value
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    ids = None if video_ids is None else list(video_ids)
+    with SplitWriter(path, *features.shape, category_mapping, multi_scale, with_video_ids=ids is not None,
+                     extra_attrs=extra_attrs, compression=compression) as writer:
+        for row in range(features.shape[0]):
+            writer.add(features[row], labels[row], None if ids is None else ids[row], num_frames=num_frames[row])
+    return writer.path
 
 
 def read_splits(features_dir: str | os.PathLike, suffix: str, splits: Sequence[str] = SPLITS,

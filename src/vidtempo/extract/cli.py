@@ -8,11 +8,12 @@ from typing import Sequence
 
 from ..cli_options import add_device_option, add_quiet_option, add_suffix_option, default_of, with_default
 from ..errors import VidtempoError
+from ..sharding import resolve_shard
 from ..store import MULTISCALE_SUFFIX, SPLITS
 from .backbones import backbone_names
 from .extractor import ExtractionFailed, extract_features
 from .settings import ExtractionSettings, RunOptions
-from .shards import merge_all, parse_shard
+from .shards import merge_all
 
 
 def add_extract_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -36,9 +37,10 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--splits", default=None,
                         help=f"comma-separated splits (default: those of {','.join(SPLITS)} present)")
     parser.add_argument(
-        "--shard", default=None, metavar="I/N",
+        "--shard", default=None, metavar="I/N|auto",
         help="extract only shard I of N (1-based) of each split into {split}_features{suffix}.shard-I-of-N.h5; "
-        "join the shards with 'vidtempo merge-features'",
+        "join the shards with 'vidtempo merge-features'. auto: from a Slurm array, a Kubernetes Indexed Job "
+        "(with VIDTEMPO_NUM_SHARDS) or torchrun",
     )
     parser.add_argument("--overwrite", action="store_true", help="redo splits that are already extracted")
     parser.add_argument("--strict", action="store_true", help="stop with exit status 1 if any video fails")
@@ -49,7 +51,7 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 def run_extract(args: argparse.Namespace) -> int:
     """Run the command. VidtempoError (bad input) propagates for the caller to report with exit status 2."""
     splits = [s.strip() for s in args.splits.split(",") if s.strip()] if args.splits else None
-    shard = parse_shard(args.shard) if getattr(args, "shard", None) is not None else None
+    shard = resolve_shard(args.shard) if getattr(args, "shard", None) is not None else None
     settings = ExtractionSettings(
         backbone=args.backbone,
         image_size=args.image_size,

@@ -23,12 +23,13 @@ from tqdm import tqdm
 
 from ..errors import VidtempoError
 from ..runtime import resolve_device
-from ..store import parse_category_mapping, split_path, write_split
+from ..sharding import shard_items
+from ..store import SplitWriter, parse_category_mapping, split_path
 from .backbones import FrozenBackbone, build_backbone, feature_dim
 from .catalog import VideoItem, scan_videos
 from .multiscale import multiscale_sequence
-from .resume import PartialSplit
-from .shards import shard_failures_path, shard_items, shard_path
+from .resume import PartialSplit, Record
+from .shards import shard_failures_path, shard_path
 from .settings import ExtractionSettings, RunOptions
 from .decoding import DecodeVideos, lower_decoder_priority
 from .report import ExtractionReport, SplitReport
@@ -209,7 +210,7 @@ class FeatureExtractor:
         shard: tuple[int, int] | None = None,
         split_videos: int | None = None,
     ) -> None:
-        kept: list[tuple[VideoItem, np.ndarray]] = []
+        kept: list[tuple[VideoItem, Record]] = []
         for item in items:
             record = partial.records.get(item.video_id)
             if record is None:
@@ -217,7 +218,7 @@ class FeatureExtractor:
             elif record.failed:
                 report.failed.append((item.video_id, record.error or "failed"))
             else:
-                kept.append((item, partial.features(record)))
+                kept.append((item, record))
         suffix = self.settings.suffix
         failures_file = failures_path(output_path.parent, report.split, suffix, shard)
         if report.failed:
@@ -241,20 +242,12 @@ class FeatureExtractor:
             raise VidtempoError(
                 f"{report.split}: none of its {len(items)} videos could be decoded (listed in {failures_file})"
             )
-        max_steps = max((f.shape[0] for _, f in kept), default=0)
-        features = np.zeros((len(kept), max_steps, self.feature_dim), dtype=np.float32)
-        for row, (_, seq) in enumerate(kept):
-            features[row, : seq.shape[0]] = seq
-        write_split(
-            output_path,
-            features,
-            labels=[item.label for item, _ in kept],
-            num_frames=[seq.shape[0] for _, seq in kept],
-            category_mapping=category_mapping,
-            multi_scale=self.settings.multi_scale,
-            video_ids=[item.video_id for item, _ in kept],
-            extra_attrs=extra_attrs,
-        )
+        # The saved progress holds every sequence: copy them one by one, never the whole split at once.
+        max_steps = max((record.steps for _, record in kept), default=0)
+        with SplitWriter(output_path, len(kept), max_steps, self.feature_dim, category_mapping,
+                         self.settings.multi_scale, extra_attrs=extra_attrs) as writer:
+            for item, record in kept:
+                writer.add(partial.features(record), item.label, item.video_id)
 
 
 def _write_failures(path: Path, report: SplitReport) -> None:

@@ -1,10 +1,11 @@
 """Sharded extraction: split each split's videos over several machines, then merge their files.
 
-``vidtempo extract --shard i/n`` extracts only shard ``i`` (1-based) of each split's video list into
+``vidtempo extract --shard i/n`` (or ``--shard auto``, see ``vidtempo.sharding``) extracts only shard ``i``
+(1-based) of each split's video list into
 ``{split}_features{suffix}.shard-{i}-of-{n}.h5`` (the layout of a split file, plus the attributes ``shard``,
 ``num_shards``, ``shard_videos`` and ``split_videos``), and lists its failures in
-``{split}_failures{suffix}.shard-{i}-of-{n}.json``. The assignment depends only on the videos' relative paths:
-the split's videos sorted by video_id, every n-th one starting at the (i-1)-th. The category mapping is the
+``{split}_failures{suffix}.shard-{i}-of-{n}.json``. The assignment (``sharding.shard_items``) depends only on
+the videos' relative paths: the split's videos sorted by video_id, every n-th one starting at the (i-1)-th. The category mapping is the
 sorted union over all videos of all splits, as in an unsharded run, so every shard agrees on it.
 
 ``merge_shards`` (``vidtempo merge-features``) checks that all n shards are there and agree, and writes the
@@ -19,36 +20,19 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, Sequence
 
 import h5py
 import numpy as np
 
 from ..errors import VidtempoError
-from ..store import EXTRACTION_ATTRS, SPLITS, attr_value, parse_category_mapping, split_path, write_split
-
-T = TypeVar("T")
+from ..store import EXTRACTION_ATTRS, SPLITS, SplitWriter, attr_value, parse_category_mapping, split_path
 
 # Attributes that only a shard file has; a merged file has none of them.
 SHARD_ATTRS = ("shard", "num_shards", "shard_videos", "split_videos")
-_SHARD_ARG = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+# Feature rows the merge buffers, over all shards together (at least one row per shard).
+_MERGE_BUFFER_BYTES = 16 * 2**20
 _SHARD_NAME = re.compile(r"^(?P<split>[^.]+?)_features(?P<suffix>[^.]*)\.shard-(?P<i>\d+)-of-(?P<n>\d+)\.h5$")
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"2/4"`` -> ``(2, 4)``; VidtempoError for anything but ``i/n`` with ``1 <= i <= n``."""
-    match = _SHARD_ARG.match(str(text))
-    if not match:
-        raise VidtempoError(f"--shard must be i/n, e.g. 2/4 (shard 2 of 4), got '{text}'")
-    index, count = int(match.group(1)), int(match.group(2))
-    if count < 1 or not 1 <= index <= count:
-        raise VidtempoError(f"--shard {text}: the shard number must be 1..{max(count, 1)} of {count} shards")
-    return index, count
-
-
-def shard_items(items: Sequence[T], index: int, count: int, key=lambda item: item.video_id) -> list[T]:
-    """Shard ``index`` (1-based) of ``count`` of ``items``: sorted by video_id, every count-th from index-1."""
-    return sorted(items, key=key)[index - 1 :: count]
 
 
 def shard_name(split: str, suffix: str, index: int, count: int) -> str:
@@ -83,14 +67,18 @@ class _Shard:
     index: int
     attrs: dict[str, Any]
     mapping: dict[str, int]
-    feature_dim: int
+    shape: tuple[int, int, int]  # of its features, [N, T_max, D]; read row block by row block when merged
     video_ids: list[str]
     labels: np.ndarray
     num_frames: np.ndarray
-    features: np.ndarray  # [N, T_max, D]
+
+    @property
+    def feature_dim(self) -> int:
+        return self.shape[2]
 
 
 def _read_shard(path: Path, index: int, count: int) -> _Shard:
+    """A shard's attributes and small datasets, checked; its features stay in the file."""
     try:
         with h5py.File(path, "r") as f:
             attrs = dict(f.attrs)
@@ -99,7 +87,7 @@ def _read_shard(path: Path, index: int, count: int) -> _Shard:
                     raise VidtempoError(f"{path}: not a shard file (no '{name}' dataset)")
             if "category_mapping" not in attrs:
                 raise VidtempoError(f"{path}: not a shard file (no category_mapping)")
-            features = np.asarray(f["features"][()], dtype=np.float32)
+            shape = tuple(int(n) for n in f["features"].shape)
             labels = np.asarray(f["labels"][()]).reshape(-1).astype(np.int64)
             num_frames = np.asarray(f["num_frames"][()]).reshape(-1).astype(np.int64)
             video_ids = [attr_value(v) for v in f["video_ids"][()]]
@@ -107,14 +95,14 @@ def _read_shard(path: Path, index: int, count: int) -> _Shard:
         reason = str(exc).split("(")[0].strip() or "unreadable"
         raise VidtempoError(f"{path}: not a readable HDF5 file ({reason})") from None
     mapping = parse_category_mapping(attrs["category_mapping"], str(path))
-    if features.ndim != 3:
-        raise VidtempoError(f"{path}: 'features' must be 3-D, got shape {features.shape}")
-    n = features.shape[0]
+    if len(shape) != 3:
+        raise VidtempoError(f"{path}: 'features' must be 3-D, got shape {shape}")
+    n = shape[0]
     if not (len(labels) == len(num_frames) == len(video_ids) == n):
         raise VidtempoError(f"{path}: {n} feature rows but {len(labels)} labels, {len(num_frames)} num_frames and "
                             f"{len(video_ids)} video ids")
-    if n and (num_frames.min() < 1 or num_frames.max() > features.shape[1]):
-        raise VidtempoError(f"{path}: num_frames outside 1..{features.shape[1]}")
+    if n and (num_frames.min() < 1 or num_frames.max() > shape[1]):
+        raise VidtempoError(f"{path}: num_frames outside 1..{shape[1]}")
     if n and (labels.min() < 0 or labels.max() >= len(mapping)):
         raise VidtempoError(f"{path}: labels outside the category mapping")
     if ("shard" in attrs and int(attrs["shard"]) != index) or ("num_shards" in attrs and int(attrs["num_shards"]) != count):
@@ -122,7 +110,33 @@ def _read_shard(path: Path, index: int, count: int) -> _Shard:
             f"{path}: its attributes say shard {attr_value(attrs.get('shard'))} of {attr_value(attrs.get('num_shards'))}, "
             f"its name shard {index} of {count}"
         )
-    return _Shard(path, index, attrs, mapping, int(features.shape[2]), video_ids, labels, num_frames, features)
+    return _Shard(path, index, attrs, mapping, shape, video_ids, labels, num_frames)
+
+
+class _ShardRows:
+    """Reads a shard's feature rows through a block of ``rows`` rows at a time: merging visits each shard's
+    rows in order, so each block is read once."""
+
+    def __init__(self, shard: _Shard, rows: int):
+        self.path = shard.path
+        # Each chunk (one video) is read once, into the block: HDF5's own chunk cache would only hold copies.
+        self._file = h5py.File(shard.path, "r", rdcc_nbytes=0)
+        self._features = self._file["features"]
+        self._rows = rows
+        self._start = 0
+        self._block = np.empty((0, *shard.shape[1:]), dtype=np.float32)
+
+    def row(self, index: int, steps: int) -> np.ndarray:
+        if not self._start <= index < self._start + self._block.shape[0]:
+            self._start = index
+            try:
+                self._block = np.asarray(self._features[index : index + self._rows], dtype=np.float32)
+            except OSError as exc:  # h5py's error for a damaged or truncated chunk
+                raise VidtempoError(f"{self.path}: damaged feature rows ({str(exc).split('(')[0].strip()})") from None
+        return self._block[index - self._start, :steps]
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _settings_of(shard: _Shard) -> dict[str, Any]:
@@ -205,22 +219,8 @@ def merge_shards(
     if not rows:
         raise VidtempoError(f"{split}: none of its videos could be decoded (listed in {failures_file})")
     rows.sort(key=lambda r: r[0])  # the unsharded order: the catalog sorts each split by video_id
-    max_steps = max(int(shard.num_frames[row]) for _, shard, row in rows)
-    features = np.zeros((len(rows), max_steps, first.feature_dim), dtype=np.float32)
-    for out_row, (_, shard, row) in enumerate(rows):
-        steps = int(shard.num_frames[row])
-        features[out_row, :steps] = shard.features[row, :steps]
     extra_attrs = {k: first.attrs[k] for k in EXTRACTION_ATTRS if k in first.attrs}
-    target = write_split(
-        split_path(folder, split, suffix),
-        features,
-        labels=[int(shard.labels[row]) for _, shard, row in rows],
-        num_frames=[int(shard.num_frames[row]) for _, shard, row in rows],
-        category_mapping=first.mapping,
-        multi_scale=bool(attr_value(first.attrs.get("multi_scale", False))),
-        video_ids=[video_id for video_id, _, _ in rows],
-        extra_attrs=extra_attrs,
-    )
+    target = _write_merged(split_path(folder, split, suffix), shards, rows, extra_attrs)
     if failures:
         payload = {"split": split, "failed": failures}
         tmp = failures_file.with_name(f".{failures_file.name}.tmp-{os.getpid()}")
@@ -233,6 +233,27 @@ def merge_shards(
             shard_path(folder, split, suffix, index, count).unlink(missing_ok=True)
             shard_failures_path(folder, split, suffix, index, count).unlink(missing_ok=True)
     return target
+
+
+def _write_merged(path: Path, shards: list[_Shard], rows: list[tuple[str, _Shard, int]],
+                  extra_attrs: dict[str, Any]) -> Path:
+    """Copy ``rows`` (video_id, shard, row in the shard) into ``path`` in that order, a few rows per shard at a
+    time, so memory does not grow with the number of videos."""
+    first = shards[0]
+    max_steps = max(int(shard.num_frames[row]) for _, shard, row in rows)
+    row_bytes = max(1, max(s.shape[1] for s in shards) * first.feature_dim * np.dtype(np.float32).itemsize)
+    rows_per_block = max(1, _MERGE_BUFFER_BYTES // (len(shards) * row_bytes))
+    readers = {shard.index: _ShardRows(shard, rows_per_block) for shard in shards}
+    try:
+        with SplitWriter(path, len(rows), max_steps, first.feature_dim, first.mapping,
+                         bool(attr_value(first.attrs.get("multi_scale", False))), extra_attrs=extra_attrs) as writer:
+            for video_id, shard, row in rows:
+                steps = int(shard.num_frames[row])
+                writer.add(readers[shard.index].row(row, steps), int(shard.labels[row]), video_id)
+    finally:
+        for reader in readers.values():
+            reader.close()
+    return path
 
 
 def _merge_failures(folder: Path, split: str, suffix: str, count: int) -> list[dict[str, Any]]:
