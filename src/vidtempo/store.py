@@ -44,6 +44,7 @@ import h5py
 import numpy as np
 
 from .errors import FeatureStoreError
+from .files import temp_path
 
 SPLITS = ("train", "val", "test")
 MULTISCALE_SUFFIX = "_multiscale"
@@ -458,7 +459,7 @@ class SplitWriter:
                                dtype=np.float32)
         self._block_start = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self._tmp = temp_path(self.path)  # written in place as videos arrive, renamed by close()
         self._file: h5py.File | None = h5py.File(self._tmp, "w")
         try:
             self._features = self._file.create_dataset(

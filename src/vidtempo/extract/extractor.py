@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..errors import VidtempoError
+from ..files import write_json
 from ..runtime import resolve_device
 from ..sharding import shard_items
 from ..store import SplitWriter, parse_category_mapping, split_path
@@ -255,9 +256,7 @@ def _write_failures(path: Path, report: SplitReport) -> None:
         "split": report.split,
         "failed": [{"video": video_id, "error": reason} for video_id, reason in report.failed],
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json(payload, path)
 
 
 def _existing_attrs(path: Path) -> dict[str, Any]:

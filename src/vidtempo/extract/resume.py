@@ -14,7 +14,6 @@ keeps the video file's size and modification time: a file that changed since is 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..files import write_text
 from .catalog import VideoItem
 
 FLOAT_BYTES = 4
@@ -149,6 +149,4 @@ def _file_identity(path: Path) -> tuple[int, int]:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(text, path)

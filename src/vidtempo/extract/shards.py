@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 
 from ..errors import VidtempoError
+from ..files import write_json
 from ..store import EXTRACTION_ATTRS, SPLITS, SplitWriter, attr_value, parse_category_mapping, split_path
 
 # Attributes that only a shard file has; a merged file has none of them.
@@ -223,9 +224,7 @@ def merge_shards(
     target = _write_merged(split_path(folder, split, suffix), shards, rows, extra_attrs)
     if failures:
         payload = {"split": split, "failed": failures}
-        tmp = failures_file.with_name(f".{failures_file.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, failures_file)
+        write_json(payload, failures_file)
     elif failures_file.exists():
         failures_file.unlink()  # from an earlier run; nothing failed this time
     if delete_shards:
