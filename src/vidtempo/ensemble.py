@@ -360,6 +360,7 @@ def _load_member(path: Path, device: torch.device) -> _Member:
             "best_val_acc": payload.get("best_val_acc"),
             "history": payload.get("run_history") or payload.get("history"),
             "checkpoint_id": payload.get("checkpoint_id"),
+            "median_video_seconds": (payload.get("feature_settings") or {}).get("median_video_seconds"),
         },
         representation_stats=payload.get("representation_stats"),
     )

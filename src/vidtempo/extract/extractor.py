@@ -32,7 +32,7 @@ from .shards import shard_failures_path, shard_items, shard_path
 from .settings import ExtractionSettings, RunOptions
 from .decoding import DecodeVideos, lower_decoder_priority
 from .report import ExtractionReport, SplitReport
-from .video import DecodedClip, decode_clip
+from .video import DecodedClip, decode_clip, video_seconds
 
 
 class ExtractionFailed(Exception):
@@ -229,6 +229,9 @@ class FeatureExtractor:
             video_id, reason = report.failed[0]
             raise ExtractionFailed(f"{video_id}: {reason} (--strict)")
         extra_attrs = self.settings.file_attrs()
+        seconds = [s for s in (video_seconds(item.path) for item, _ in kept) if s]
+        if seconds:
+            extra_attrs["median_video_seconds"] = float(np.median(seconds))
         if shard is not None:
             # A shard may hold no video (fewer videos than shards, or all of its own failed); the merge decides.
             extra_attrs.update(
