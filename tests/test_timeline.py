@@ -137,3 +137,17 @@ def test_timeline_of_two_classes_finds_the_change(video_model, tmp_path):
     printed = json.loads(run.stdout)[0]["timeline"]
     assert [s["class"] for s in printed["segments"]] == ["Animation", "Flat_Content"]
     assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--timeline", "--window-seconds", "0"], "--window-seconds must be positive, got 0.0"),
+    (["--timeline", "--hop-seconds", "-1"], "--hop-seconds must be positive, got -1.0"),
+    (["--timeline", "--switch-penalty", "-1"], "--switch-penalty must be 0 or more"),
+    (["--plot", "t.png"], "--plot needs --timeline"),
+])
+def test_bad_timeline_options_are_refused_in_one_line(tmp_path, flags, message):
+    run = subprocess.run([sys.executable, "-m", "vidtempo", "predict", "clip.mp4", "--checkpoints",
+                          str(tmp_path / "none"), *flags], capture_output=True, text=True, env=os.environ, cwd=tmp_path)
+    assert run.returncode == 2
+    assert run.stderr.startswith(f"vidtempo: error: {message}") and run.stderr.count("\n") == 1
+    assert "Traceback" not in run.stderr and not (tmp_path / "t.png").exists()

@@ -28,7 +28,7 @@ from .cli_options import (
 from .config import PRECISIONS, TrainingConfig
 from .errors import VidtempoError
 from .serve.settings import API_KEY_ENV, ServiceSettings
-from .timeline import add_timeline_options, run_timeline
+from .timeline import add_timeline_options, check_timeline_args, run_timeline
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -245,6 +245,7 @@ def _add_predict(sub) -> None:
 def _run_predict(args) -> int:
     from .classify import VideoClassifier
 
+    check_timeline_args(args)
     classifier = VideoClassifier.from_checkpoints(checkpoint_source(args.checkpoints), device=args.device, tta=args.tta)
     if args.timeline:
         return run_timeline(classifier, args)

@@ -287,16 +287,26 @@ def add_timeline_options(parser: Any) -> None:
     parser.add_argument("--plot", type=Path, help="with --timeline and one video: draw the timeline to this image")
 
 
-def run_timeline(classifier: "VideoClassifier", args: Any) -> int:
-    """``predict --timeline``: one result per video with its timeline; 2 when any video failed."""
-    import json
-    import sys
-
+def check_timeline_args(args: Any) -> None:
+    """Refuse timeline options that cannot work, before any model loads."""
+    used = [flag for flag, value in (("--window-seconds", args.window_seconds), ("--hop-seconds", args.hop_seconds),
+                                     ("--plot", args.plot)) if value is not None]
+    if used and not args.timeline:
+        raise VidtempoError(f"{used[0]} needs --timeline")
     if args.plot and len(args.videos) != 1:
         raise VidtempoError("--plot draws one video's timeline: give one video")
     for value, flag in ((args.window_seconds, "--window-seconds"), (args.hop_seconds, "--hop-seconds")):
         if value is not None and value <= 0:
             raise VidtempoError(f"{flag} must be positive, got {value}")
+    if args.switch_penalty < 0:
+        raise VidtempoError(f"--switch-penalty must be 0 or more, got {args.switch_penalty}")
+
+
+def run_timeline(classifier: "VideoClassifier", args: Any) -> int:
+    """``predict --timeline``: one result per video with its timeline; 2 when any video failed."""
+    import json
+    import sys
+
     results, failed = [], 0
     for video in args.videos:
         try:
