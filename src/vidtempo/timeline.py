@@ -153,24 +153,29 @@ def build_timeline(probs: np.ndarray, bounds: np.ndarray, duration: float, class
     }
 
 
+def recorded_window_seconds(classifier: "VideoClassifier") -> float | None:
+    """The median duration of the training videos, as recorded at extraction; None for older features."""
+    recorded = [float(s) for s in (m.get("median_video_seconds") for m in classifier.ensemble.metadata) if s]
+    return recorded[0] if recorded else None
+
+
 def default_window_seconds(classifier: "VideoClassifier") -> float:
     """The median duration of the training videos, as recorded at extraction."""
-    recorded = [m.get("median_video_seconds") for m in classifier.ensemble.metadata]
-    recorded = [float(s) for s in recorded if s]
-    if not recorded:
+    recorded = recorded_window_seconds(classifier)
+    if recorded is None:
         raise VidtempoError(
             "these checkpoints record no training-video duration (features extracted by an older version): "
             "give --window-seconds"
         )
-    return recorded[0]
+    return recorded
 
 
 def classify_timeline(classifier: "VideoClassifier", path: str | os.PathLike, window_seconds: float | None = None,
                       hop_seconds: float | None = None,
-                      switch_penalty: float = DEFAULT_SWITCH_PENALTY) -> dict[str, Any]:
+                      switch_penalty: float = DEFAULT_SWITCH_PENALTY, thumbnails: bool = False) -> dict[str, Any]:
     """The whole-video result of ``classifier`` with a ``timeline`` added (see module docstring). The video
     is decoded once; each frame either needs is embedded once."""
-    from .classify import PreparedVideo, step_frame_matrix
+    from .classify import PreparedVideo, _thumbnails, step_frame_matrix
     from .extract.video import decode_selected, uniform_indices
 
     path = Path(path)
@@ -201,6 +206,7 @@ def classify_timeline(classifier: "VideoClassifier", path: str | os.PathLike, wi
         frame_times=[round(i / plan.frame_rate, 3) for i in whole],
         step_frames=step_frame_matrix(len(whole), settings.scales),
         timings={"decode_s": decoded - start, "cnn_s": embedded - decoded},
+        thumbnails=_thumbnails(clip.frames[whole_rows]) if thumbnails else None,
     )
     result = classifier._classify_prepared([video])[0]
     grid_rows = np.asarray([position[i] for i in plan.grid.tolist()])
