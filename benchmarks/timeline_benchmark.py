@@ -32,8 +32,8 @@ from vidtempo.timeline import DEFAULT_HOP_FRACTION, DEFAULT_SWITCH_PENALTY, buil
 
 HELD_OUT = ("test", "val")
 PENALTIES = (0.0, 1.0, DEFAULT_SWITCH_PENALTY, 6.0)
-WINDOW_FACTORS = (1.0, 2.0)  # of the recorded median training-video duration
-HOP_FRACTIONS = (DEFAULT_HOP_FRACTION, 0.5)
+# (window as a multiple of the recorded median training-video duration, hop as a share of the window)
+SETTINGS = ((1.0, DEFAULT_HOP_FRACTION), (1.0, 0.5), (2.0, DEFAULT_HOP_FRACTION))
 
 
 def labelled_clips(folder: Path) -> dict[str, list[Path]]:
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=Path, help="ensemble for --clips-dir")
     parser.add_argument("--classes", type=int, default=3)
     parser.add_argument("--clips-per-class", type=int, default=6)
-    parser.add_argument("--orders", type=int, default=3, help="montages, each with another class order")
+    parser.add_argument("--orders", type=int, default=2, help="montages, each with another class order")
     args = parser.parse_args()
     if args.clips_dir is None:
         demo = args.demo_dir or Path(tempfile.gettempdir()) / "vidtempo-demo"
@@ -105,17 +105,16 @@ def main() -> None:
         videos = build_videos(clips, classes, args.clips_per_class, args.orders, Path(tmp))
         print("\n| window s | hop s | switch penalty | time correct | change error mean / max s | "
               "changes within a window | extra changes |\n| --- | --- | --- | --- | --- | --- | --- |")
-        for factor in WINDOW_FACTORS:
-            for hop_fraction in HOP_FRACTIONS:
-                window, hop = median * factor, median * factor * hop_fraction
-                results = [(classifier.timeline(v, window, hop), truth) for v, truth in videos]
-                for penalty in PENALTIES:
-                    rows = [score(rescore(r, penalty, classifier.categories), truth, window) for r, truth in results]
-                    mean = {k: float(np.mean([row[k] for row in rows])) for k in rows[0]}
-                    worst = max(row["max_error"] for row in rows)
-                    print(f"| {window:.2f} | {hop:.2f} | {penalty:g} | {100 * mean['correct']:.1f}% | "
-                          f"{mean['mean_error']:.2f} / {worst:.2f} | {100 * mean['found']:.0f}% | "
-                          f"{mean['extra']:.1f} |")
+        for factor, hop_fraction in SETTINGS:
+            window, hop = median * factor, median * factor * hop_fraction
+            results = [(classifier.timeline(v, window, hop), truth) for v, truth in videos]
+            for penalty in PENALTIES:
+                rows = [score(rescore(r, penalty, classifier.categories), truth, window) for r, truth in results]
+                mean = {k: float(np.mean([row[k] for row in rows])) for k in rows[0]}
+                worst = max(row["max_error"] for row in rows)
+                print(f"| {window:.2f} | {hop:.2f} | {penalty:g} | {100 * mean['correct']:.1f}% | "
+                      f"{mean['mean_error']:.2f} / {worst:.2f} | {100 * mean['found']:.0f}% | "
+                      f"{mean['extra']:.1f} |", flush=True)
         cost(classifier, videos[0][0])
 
 
@@ -127,7 +126,7 @@ def rescore(result: dict, penalty: float, names: list[str]) -> list[dict]:
     return build_timeline(probs, bounds, timeline["duration_s"], names, penalty)["segments"]
 
 
-def cost(classifier: VideoClassifier, video: Path, repeats: int = 3) -> None:
+def cost(classifier: VideoClassifier, video: Path, repeats: int = 2) -> None:
     """Frames of the video per second of wall time: plain prediction against the timeline."""
     from vidtempo.extract.video import count_frames
 

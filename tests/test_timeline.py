@@ -101,6 +101,21 @@ def test_timeline_reports_smoothed_and_raw_segments_and_window_probabilities():
     assert timeline["windows"][2]["probabilities"]["B"] == pytest.approx(0.7)
 
 
+def test_selected_frames_are_decoded_and_the_duration_read_from_the_header(tmp_path):
+    from vidtempo.demo_data import write_clip
+    from vidtempo.extract.video import decode_selected, video_seconds
+
+    frames = [np.full((64, 64, 3), 8 * i, dtype=np.uint8) for i in range(20)]
+    write_clip(tmp_path / "ramp.mp4", frames, fps=25)
+    assert video_seconds(tmp_path / "ramp.mp4") == pytest.approx(0.8, abs=0.05)
+    seen = []
+    clip = decode_selected(tmp_path / "ramp.mp4", lambda total, rate: seen.append((total, rate)) or [0, 7, 19], 32)
+    assert seen == [(20, 25.0)] and clip.indices == [0, 7, 19] and clip.frames.shape == (3, 3, 32, 32)
+    # Frames are a brightness ramp: the decoded ones are the ones asked for.
+    assert clip.frames[1].float().mean() == pytest.approx(56, abs=6)
+    assert video_seconds(tmp_path / "missing.mp4") is None
+
+
 # ------------------------------------------------------------------------------------------- real videos
 def _concatenate(clips, output):
     from vidtempo.montage import concatenate_clips
