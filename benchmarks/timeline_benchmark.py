@@ -28,7 +28,7 @@ import torch
 from vidtempo.classify import VideoClassifier
 from vidtempo.extract.video import is_video_file
 from vidtempo.montage import concatenate_clips
-from vidtempo.timeline import DEFAULT_HOP_FRACTION, DEFAULT_SWITCH_PENALTY, build_timeline
+from vidtempo.timeline import DEFAULT_HOP_FRACTION, DEFAULT_SWITCH_PENALTY, build_timeline, recorded_window_seconds
 
 HELD_OUT = ("test", "val")
 PENALTIES = (0.0, 1.0, DEFAULT_SWITCH_PENALTY, 6.0)
@@ -95,7 +95,7 @@ def main() -> None:
     classifier = VideoClassifier.from_checkpoints(args.checkpoints)
     clips = labelled_clips(args.clips_dir)
     classes = [c for c in classifier.categories if len(clips.get(c, [])) >= args.clips_per_class][: args.classes]
-    median = float(classifier.ensemble.metadata[0].get("median_video_seconds") or 0) or None
+    median = recorded_window_seconds(classifier)
     if median is None:
         raise SystemExit("the checkpoints record no median training-video duration")
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "

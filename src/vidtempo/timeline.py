@@ -155,7 +155,9 @@ def build_timeline(probs: np.ndarray, bounds: np.ndarray, duration: float, class
 
 def recorded_window_seconds(classifier: "VideoClassifier") -> float | None:
     """The median duration of the training videos, as recorded at extraction; None for older features."""
-    recorded = [float(s) for s in (m.get("median_video_seconds") for m in classifier.ensemble.metadata) if s]
+    from .store import MEDIAN_SECONDS_ATTR
+
+    recorded = [float(s) for s in (m.get(MEDIAN_SECONDS_ATTR) for m in classifier.ensemble.metadata) if s]
     return recorded[0] if recorded else None
 
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ..errors import VidtempoError
 from ..runtime import resolve_device
-from ..store import parse_category_mapping, split_path, write_split
+from ..store import MEDIAN_SECONDS_ATTR, parse_category_mapping, split_path, write_split
 from .backbones import FrozenBackbone, build_backbone, feature_dim
 from .catalog import VideoItem, scan_videos
 from .multiscale import multiscale_sequence
@@ -231,7 +231,7 @@ class FeatureExtractor:
         extra_attrs = self.settings.file_attrs()
         seconds = [s for s in (video_seconds(item.path) for item, _ in kept) if s]
         if seconds:
-            extra_attrs["median_video_seconds"] = float(np.median(seconds))
+            extra_attrs[MEDIAN_SECONDS_ATTR] = float(np.median(seconds))
         if shard is not None:
             # A shard may hold no video (fewer videos than shards, or all of its own failed); the merge decides.
             extra_attrs.update(
