@@ -194,3 +194,21 @@ def test_web_page_refuses_an_over_limit_file_without_sending_it(server, tmp_path
         error = page.inner_text("#error")
     assert "big.mp4" in error and "1.0 MB" in error
     assert posts == []
+
+
+def test_predict_with_a_timeline_returns_segments_and_the_page_draws_them(server, video_model, tmp_path):
+    from vidtempo.montage import concatenate_clips
+
+    clips = [a_clip(video_model, "Animation"), a_clip(video_model, "Flat_Content")]
+    video, bounds = concatenate_clips(clips, tmp_path / "two.mp4")
+    with video.open("rb") as f:
+        response = httpx.post(server.url + "/predict?timeline=true&thumbnails=true",
+                              files={"file": ("two.mp4", f, "video/mp4")}, timeout=120)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    segments = body["timeline"]["segments"]
+    assert segments[0]["start_s"] == 0 and segments[-1]["end_s"] == pytest.approx(bounds[-1][1], abs=0.05)
+    assert all(f["thumbnail"].startswith("data:image/jpeg") for f in body["frames"])
+    assert body["video"] == "two.mp4"
+    page = httpx.get(server.url + "/").text
+    assert 'id="band"' in page and "timeline=true" in page

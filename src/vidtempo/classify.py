@@ -120,6 +120,15 @@ class VideoClassifier:
             raise VidtempoError(result["error"])
         return result
 
+    def timeline(self, path: str | os.PathLike, window_seconds: float | None = None,
+                 hop_seconds: float | None = None, switch_penalty: float | None = None,
+                 thumbnails: bool = False) -> dict[str, Any]:
+        """``classify_file``'s result plus a ``timeline`` of windows and segments (see vidtempo.timeline)."""
+        from .timeline import DEFAULT_SWITCH_PENALTY, classify_timeline
+
+        penalty = DEFAULT_SWITCH_PENALTY if switch_penalty is None else switch_penalty
+        return classify_timeline(self, path, window_seconds, hop_seconds, penalty, thumbnails)
+
     def _classify_prepared(self, videos: Sequence[PreparedVideo]) -> list[dict[str, Any]]:
         """All videos (and all their TTA views) go through each member in as few passes as possible."""
         # Padded as for training; inference has no labels, so each gets a placeholder 0.

@@ -28,6 +28,7 @@ from .cli_options import (
 from .config import PRECISIONS, TrainingConfig
 from .errors import VidtempoError
 from .serve.settings import API_KEY_ENV, ServiceSettings
+from .timeline import add_timeline_options, check_timeline_args, run_timeline
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -237,13 +238,17 @@ def _add_predict(sub) -> None:
     add_tta_option(p, help="average over test-time augmentation views")
     p.add_argument("--json", action="store_true", help="print the full results as JSON")
     add_device_option(p)
+    add_timeline_options(p)
     p.set_defaults(run=_run_predict)
 
 
 def _run_predict(args) -> int:
     from .classify import VideoClassifier
 
+    check_timeline_args(args)
     classifier = VideoClassifier.from_checkpoints(checkpoint_source(args.checkpoints), device=args.device, tta=args.tta)
+    if args.timeline:
+        return run_timeline(classifier, args)
     results = classifier.classify(args.videos)
     failed = [r for r in results if "error" in r]
     for r in failed:

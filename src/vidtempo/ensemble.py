@@ -17,7 +17,7 @@ from .errors import CheckpointError, ConfigError, VidtempoError
 from .files import write_json
 from .model import TemporalModel
 from .runtime import autocast, resolve_device
-from .store import FeatureSplit, class_names
+from .store import MEDIAN_SECONDS_ATTR, FeatureSplit, class_names
 from .trust import DEFAULT_UNCERTAIN_BELOW, class_distance_ratios, trust
 from .tta import TTA_VIEWS, average_views, make_views
 
@@ -360,6 +360,7 @@ def _load_member(path: Path, device: torch.device) -> _Member:
             "best_val_acc": payload.get("best_val_acc"),
             "history": payload.get("run_history") or payload.get("history"),
             "checkpoint_id": payload.get("checkpoint_id"),
+            MEDIAN_SECONDS_ATTR: (payload.get("feature_settings") or {}).get(MEDIAN_SECONDS_ATTR),
         },
         representation_stats=payload.get("representation_stats"),
     )

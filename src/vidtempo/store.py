@@ -52,7 +52,9 @@ REQUIRED_DATASETS = ("features", "labels", "num_frames")
 REQUIRED_ATTRS = ("num_videos", "max_frames", "feature_dim", "category_mapping", "multi_scale")
 # Attributes vidtempo adds to describe how the features were made; carried into checkpoints so that
 # a new video can be extracted the same way.
-EXTRACTION_ATTRS = ("backbone", "image_size", "frames_per_video", "scales", "vidtempo_version")
+# The median duration of the split's videos: the default window of a timeline.
+MEDIAN_SECONDS_ATTR = "median_video_seconds"
+EXTRACTION_ATTRS = ("backbone", "image_size", "frames_per_video", "scales", "vidtempo_version", MEDIAN_SECONDS_ATTR)
 # Rows checked for finite values at a time, so validating a large file needs bounded memory.
 _VALIDATION_ROWS = 256
 _VALIDATION_BYTES = 64 * 2**20

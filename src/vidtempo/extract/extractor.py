@@ -25,7 +25,7 @@ from ..errors import VidtempoError
 from ..files import write_json
 from ..runtime import resolve_device
 from ..sharding import shard_items
-from ..store import SplitWriter, parse_category_mapping, split_path
+from ..store import MEDIAN_SECONDS_ATTR, SplitWriter, parse_category_mapping, split_path
 from .backbones import FrozenBackbone, build_backbone, feature_dim
 from .catalog import VideoItem, scan_videos
 from .multiscale import multiscale_sequence
@@ -34,7 +34,7 @@ from .shards import shard_failures_path, shard_path
 from .settings import ExtractionSettings, RunOptions
 from .decoding import DecodeVideos, lower_decoder_priority
 from .report import ExtractionReport, SplitReport
-from .video import DecodedClip, decode_clip
+from .video import DecodedClip, decode_clip, video_seconds
 
 
 class ExtractionFailed(Exception):
@@ -231,6 +231,9 @@ class FeatureExtractor:
             video_id, reason = report.failed[0]
             raise ExtractionFailed(f"{video_id}: {reason} (--strict)")
         extra_attrs = self.settings.file_attrs()
+        seconds = [s for s in (video_seconds(item.path) for item, _ in kept) if s]
+        if seconds:
+            extra_attrs[MEDIAN_SECONDS_ATTR] = float(np.median(seconds))
         if shard is not None:
             # A shard may hold no video (fewer videos than shards, or all of its own failed); the merge decides.
             extra_attrs.update(

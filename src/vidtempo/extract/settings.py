@@ -55,7 +55,7 @@ class ExtractionSettings:
     def file_attrs(self) -> dict[str, Any]:
         """The extra attributes written into each feature file (store.EXTRACTION_ATTRS)."""
         values = {**self.to_dict(), "vidtempo_version": __version__}
-        return {key: values[key] for key in EXTRACTION_ATTRS}
+        return {key: values[key] for key in EXTRACTION_ATTRS if key in values}
 
     def identity(self) -> dict[str, Any]:
         """Everything that changes the numbers, for deciding whether saved progress can be reused."""

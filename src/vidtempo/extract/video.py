@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import av
 import numpy as np
@@ -75,19 +76,29 @@ def count_frames(path: str | os.PathLike) -> int:
 def decode_clip(path: str | os.PathLike, num_frames: int, image_size: int) -> DecodedClip:
     """Decode ``path`` and return up to ``num_frames`` uniformly spread frames, opening the file once.
     Raises VideoDecodeError."""
+    return decode_selected(path, lambda total, _rate: uniform_indices(total, num_frames), image_size)
+
+
+FrameSelector = Callable[[int, "float | None"], list[int]]
+
+
+def decode_selected(path: str | os.PathLike, select: FrameSelector, image_size: int) -> DecodedClip:
+    """Decode the frames ``select(total_frames, frame_rate)`` names (sorted, 0-based), opening the file once.
+    Raises VideoDecodeError."""
     try:
         with _open(path) as container:
             stream = _video_stream(container, path)
+            rate = stream.average_rate or stream.guessed_rate
+            rate = float(rate) if rate else None
             total = _count_packets(container, stream)
-            indices = uniform_indices(total, num_frames)
+            indices = select(total, rate)
             frames, decoded = _decode_at(container, stream, indices, image_size)
             if len(frames) < len(indices):
-                # The stream promised more frames than the decoder delivered (a damaged tail): sample again
-                # over the frames that really exist, so the spread stays uniform.
-                indices = uniform_indices(decoded, num_frames)
+                # The stream promised more frames than the decoder delivered (a damaged tail): select again
+                # over the frames that really exist, so the spread stays as intended.
+                indices = select(decoded, rate)
                 frames, _ = _decode_at(container, stream, indices, image_size)
                 total = decoded
-            rate = stream.average_rate or stream.guessed_rate
     except VideoDecodeError:
         raise
     except (av.FFmpegError, OSError, ValueError, RuntimeError, EOFError) as exc:
@@ -95,8 +106,22 @@ def decode_clip(path: str | os.PathLike, num_frames: int, image_size: int) -> De
     if not frames:
         raise VideoDecodeError(f"{path}: no decodable video frames")
     stacked = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
-    return DecodedClip(frames=stacked, indices=indices[: len(frames)], total_frames=total,
-                       frame_rate=float(rate) if rate else None)
+    return DecodedClip(frames=stacked, indices=indices[: len(frames)], total_frames=total, frame_rate=rate)
+
+
+def video_seconds(path: str | os.PathLike) -> float | None:
+    """Duration of the first video stream from the container's header (no decoding); None when unknown."""
+    try:
+        with _open(path) as container:
+            stream = _video_stream(container, path)
+            if stream.duration and stream.time_base:
+                return float(stream.duration * stream.time_base)
+            if container.duration:
+                return container.duration / av.time_base
+            rate = stream.average_rate or stream.guessed_rate
+            return stream.frames / float(rate) if stream.frames and rate else None
+    except (VidtempoError, av.FFmpegError, OSError, ValueError):
+        return None
 
 
 def load_video_frames(

@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__
 from ..classify import VideoClassifier
 from ..errors import VidtempoError
+from ..timeline import recorded_window_seconds
 from .fetch import FetchError, check_url, download
 from .guards import MULTIPART_ALLOWANCE, ApiKey, BodySizeLimit, DrainBeforeEarlyAnswer
 from .jobs import DiskBudget, Full, HeldVideo, Job, JobTable
@@ -44,6 +45,7 @@ log = logging.getLogger("vidtempo.serve")
 class UrlRequest(BaseModel):
     url: str
     thumbnails: bool = False
+    timeline: bool = False
 
 
 class Service:
@@ -109,7 +111,8 @@ class Service:
         video.settle(video.path.stat().st_size)
         return video
 
-    async def classify(self, video: HeldVideo, thumbnails: bool, job: Job | None = None) -> dict[str, Any]:
+    async def classify(self, video: HeldVideo, thumbnails: bool, job: Job | None = None,
+                       timeline: bool = False) -> dict[str, Any]:
         """The classifier's result for ``video``, named as the client named it; the file is deleted after."""
         def progress(stage: str, fraction: float) -> None:
             if job is not None:
@@ -118,6 +121,8 @@ class Service:
         def work() -> dict[str, Any]:
             started = time.perf_counter()
             try:
+                if timeline and recorded_window_seconds(self.classifier) is not None:
+                    return self.classifier.timeline(video.path, thumbnails=thumbnails)
                 return self.classifier.classify_file(video.path, thumbnails=thumbnails, progress=progress)
             finally:
                 self.metrics.inference.observe(time.perf_counter() - started)
@@ -132,17 +137,18 @@ class Service:
             self.waiting_for_inference -= 1
         return {**result, "video": video.name}
 
-    def run_job(self, job: Job, video: HeldVideo, thumbnails: bool, fetch: bool = False) -> None:
-        task = asyncio.get_running_loop().create_task(self._job(job, video, thumbnails, fetch))
+    def run_job(self, job: Job, video: HeldVideo, thumbnails: bool, fetch: bool = False,
+                timeline: bool = False) -> None:
+        task = asyncio.get_running_loop().create_task(self._job(job, video, thumbnails, fetch, timeline))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _job(self, job: Job, video: HeldVideo, thumbnails: bool, fetch: bool) -> None:
+    async def _job(self, job: Job, video: HeldVideo, thumbnails: bool, fetch: bool, timeline: bool = False) -> None:
         try:
             if fetch:
                 job.stage = "downloading"
                 await self.fetch(video)
-            job.result = await self.classify(video, thumbnails, job)
+            job.result = await self.classify(video, thumbnails, job, timeline)
             job.status, job.stage, job.progress = "done", "done", 1.0
         except HTTPException as exc:
             job.status, job.error = "failed", str(exc.detail)
@@ -249,17 +255,20 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         return {"categories": classifier.categories}
 
     @app.post("/predict")
-    async def predict(file: UploadFile = File(...), thumbnails: bool = Query(False)) -> dict[str, Any]:
-        """Classify an uploaded video and wait for the result."""
-        return await service.classify(await service.save_upload(file), thumbnails)
+    async def predict(file: UploadFile = File(...), thumbnails: bool = Query(False),
+                      timeline: bool = Query(False)) -> dict[str, Any]:
+        """Classify an uploaded video and wait for the result (with ``timeline``, also its segments over time)."""
+        return await service.classify(await service.save_upload(file), thumbnails, timeline=timeline)
 
     @app.post("/predict/url")
     async def predict_url(body: UrlRequest) -> dict[str, Any]:
         """Download a video (http or https) and classify it."""
-        return await service.classify(await service.fetch(service.claim_url(body.url)), body.thumbnails)
+        return await service.classify(await service.fetch(service.claim_url(body.url)), body.thumbnails,
+                                      timeline=body.timeline)
 
     @app.post("/jobs", status_code=202)
-    async def create_job(file: UploadFile = File(...), thumbnails: bool = Query(False)) -> dict[str, Any]:
+    async def create_job(file: UploadFile = File(...), thumbnails: bool = Query(False),
+                         timeline: bool = Query(False)) -> dict[str, Any]:
         """Classify an uploaded video in the background; poll ``GET /jobs/{job_id}`` for progress."""
         job = service.jobs.add(Path(file.filename or "video").name)
         try:
@@ -267,7 +276,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         except BaseException:
             service.jobs.drop(job)
             raise
-        service.run_job(job, video, thumbnails)
+        service.run_job(job, video, thumbnails, timeline=timeline)
         return job.public()
 
     @app.post("/jobs/url", status_code=202)
@@ -279,7 +288,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         except BaseException:
             video.discard()
             raise
-        service.run_job(job, video, body.thumbnails, fetch=True)
+        service.run_job(job, video, body.thumbnails, fetch=True, timeline=body.timeline)
         return job.public()
 
     @app.get("/jobs/{job_id}")
