@@ -54,6 +54,12 @@ REQUIRED_ATTRS = ("num_videos", "max_frames", "feature_dim", "category_mapping",
 # a new video can be extracted the same way.
 # The median duration of the split's videos: the default window of a timeline.
 MEDIAN_SECONDS_ATTR = "median_video_seconds"
+
+
+def median_seconds(seconds: np.ndarray) -> float:
+    """The median of the known (finite, positive) video durations: the timeline's default window."""
+    known = seconds[np.isfinite(seconds) & (seconds > 0)]
+    return float(np.median(known))
 EXTRACTION_ATTRS = ("backbone", "image_size", "frames_per_video", "scales", "vidtempo_version", MEDIAN_SECONDS_ATTR)
 # Rows checked for finite values at a time, so validating a large file needs bounded memory.
 _VALIDATION_ROWS = 256
@@ -440,9 +446,11 @@ class SplitWriter:
         *,
         with_video_ids: bool = True,
         extra_attrs: Mapping[str, Any] | None = None,
+        extra_datasets: Mapping[str, np.ndarray] | None = None,
         compression: str | None = "gzip",
     ) -> None:
         self.path = Path(path)
+        self._extra_datasets = dict(extra_datasets or {})  # small per-video arrays, written by close()
         self.shape = (int(num_videos), int(max_frames), int(feature_dim))
         self._attrs = {
             "num_videos": self.shape[0],
@@ -512,6 +520,8 @@ class SplitWriter:
             f.create_dataset("num_frames", data=self._num_frames)
             if self._video_ids is not None:
                 f.create_dataset("video_ids", data=self._video_ids, dtype=h5py.string_dtype("utf-8"))
+            for name, values in self._extra_datasets.items():
+                f.create_dataset(name, data=values)
             for key, value in self._attrs.items():
                 f.attrs[key] = value
             f.close()

@@ -25,12 +25,12 @@ from ..errors import VidtempoError
 from ..files import write_json
 from ..runtime import resolve_device
 from ..sharding import shard_items
-from ..store import MEDIAN_SECONDS_ATTR, SplitWriter, parse_category_mapping, split_path
+from ..store import MEDIAN_SECONDS_ATTR, SplitWriter, median_seconds, parse_category_mapping, split_path
 from .backbones import FrozenBackbone, build_backbone, feature_dim
 from .catalog import VideoItem, scan_videos
 from .multiscale import multiscale_sequence
 from .resume import PartialSplit, Record
-from .shards import shard_failures_path, shard_path
+from .shards import SHARD_SECONDS_DATASET, shard_failures_path, shard_path
 from .settings import ExtractionSettings, RunOptions
 from .decoding import DecodeVideos, lower_decoder_priority
 from .report import ExtractionReport, SplitReport
@@ -231,9 +231,9 @@ class FeatureExtractor:
             video_id, reason = report.failed[0]
             raise ExtractionFailed(f"{video_id}: {reason} (--strict)")
         extra_attrs = self.settings.file_attrs()
-        seconds = [s for s in (video_seconds(item.path) for item, _ in kept) if s]
-        if seconds:
-            extra_attrs[MEDIAN_SECONDS_ATTR] = float(np.median(seconds))
+        seconds = np.array([video_seconds(item.path) or np.nan for item, _ in kept], dtype=np.float64)
+        if np.isfinite(seconds).any():
+            extra_attrs[MEDIAN_SECONDS_ATTR] = median_seconds(seconds)
         if shard is not None:
             # A shard may hold no video (fewer videos than shards, or all of its own failed); the merge decides.
             extra_attrs.update(
@@ -248,8 +248,10 @@ class FeatureExtractor:
             )
         # The saved progress holds every sequence: copy them one by one, never the whole split at once.
         max_steps = max((record.steps for _, record in kept), default=0)
+        # A shard keeps its videos' durations, so that the merge finds the median of the whole split.
+        extra_datasets = {SHARD_SECONDS_DATASET: seconds} if shard is not None else None
         with SplitWriter(output_path, len(kept), max_steps, self.feature_dim, category_mapping,
-                         self.settings.multi_scale, extra_attrs=extra_attrs) as writer:
+                         self.settings.multi_scale, extra_attrs=extra_attrs, extra_datasets=extra_datasets) as writer:
             for item, record in kept:
                 writer.add(partial.features(record), item.label, item.video_id)
 

@@ -27,7 +27,8 @@ import numpy as np
 
 from ..errors import VidtempoError
 from ..files import write_json
-from ..store import EXTRACTION_ATTRS, SPLITS, SplitWriter, attr_value, parse_category_mapping, split_path
+from ..store import (EXTRACTION_ATTRS, MEDIAN_SECONDS_ATTR, SPLITS, SplitWriter, attr_value, median_seconds,
+                     parse_category_mapping, split_path)
 
 # Attributes that only a shard file has; a merged file has none of them.
 SHARD_ATTRS = ("shard", "num_shards", "shard_videos", "split_videos")
@@ -61,6 +62,8 @@ def find_shards(features_dir: str | os.PathLike) -> dict[tuple[str, str], dict[i
             found.setdefault(key, {}).setdefault(int(match.group("n")), {})[int(match.group("i"))] = path
     return found
 
+# In shard files only: each video's duration in seconds, for the merged split's median.
+SHARD_SECONDS_DATASET = "video_seconds"
 
 @dataclass
 class _Shard:
@@ -72,6 +75,7 @@ class _Shard:
     video_ids: list[str]
     labels: np.ndarray
     num_frames: np.ndarray
+    seconds: np.ndarray | None  # each video's duration, if the shard recorded them
 
     @property
     def feature_dim(self) -> int:
@@ -92,6 +96,7 @@ def _read_shard(path: Path, index: int, count: int) -> _Shard:
             labels = np.asarray(f["labels"][()]).reshape(-1).astype(np.int64)
             num_frames = np.asarray(f["num_frames"][()]).reshape(-1).astype(np.int64)
             video_ids = [attr_value(v) for v in f["video_ids"][()]]
+            seconds = np.asarray(f[SHARD_SECONDS_DATASET][()], dtype=np.float64) if SHARD_SECONDS_DATASET in f else None
     except OSError as exc:
         reason = str(exc).split("(")[0].strip() or "unreadable"
         raise VidtempoError(f"{path}: not a readable HDF5 file ({reason})") from None
@@ -111,7 +116,7 @@ def _read_shard(path: Path, index: int, count: int) -> _Shard:
             f"{path}: its attributes say shard {attr_value(attrs.get('shard'))} of {attr_value(attrs.get('num_shards'))}, "
             f"its name shard {index} of {count}"
         )
-    return _Shard(path, index, attrs, mapping, shape, video_ids, labels, num_frames)
+    return _Shard(path, index, attrs, mapping, shape, video_ids, labels, num_frames, seconds)
 
 
 class _ShardRows:
@@ -142,7 +147,8 @@ class _ShardRows:
 
 def _settings_of(shard: _Shard) -> dict[str, Any]:
     """What must agree between shards: everything that went into the numbers and the file's layout."""
-    keys = [k for k in shard.attrs if k not in SHARD_ATTRS and k not in ("num_videos", "max_frames", "category_mapping")]
+    keys = [k for k in shard.attrs if k not in SHARD_ATTRS
+            and k not in ("num_videos", "max_frames", "category_mapping", MEDIAN_SECONDS_ATTR)]
     return {k: attr_value(shard.attrs[k]) for k in sorted(keys)}
 
 
@@ -220,7 +226,9 @@ def merge_shards(
     if not rows:
         raise VidtempoError(f"{split}: none of its videos could be decoded (listed in {failures_file})")
     rows.sort(key=lambda r: r[0])  # the unsharded order: the catalog sorts each split by video_id
-    extra_attrs = {k: first.attrs[k] for k in EXTRACTION_ATTRS if k in first.attrs}
+    extra_attrs = {k: first.attrs[k] for k in EXTRACTION_ATTRS if k in first.attrs and k != MEDIAN_SECONDS_ATTR}
+    if all(s.seconds is not None for s in shards) and any(np.isfinite(s.seconds).any() for s in shards):
+        extra_attrs[MEDIAN_SECONDS_ATTR] = median_seconds(np.concatenate([s.seconds for s in shards]))
     target = _write_merged(split_path(folder, split, suffix), shards, rows, extra_attrs)
     if failures:
         payload = {"split": split, "failed": failures}
