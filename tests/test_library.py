@@ -110,7 +110,7 @@ def test_every_video_gets_one_row_and_a_broken_file_an_error_row(first_run, libr
         else:
             assert row["error"] == "" and row["predicted_class"] in classes
             assert sum(float(row[f"prob_{c}"]) for c in classes) == pytest.approx(1.0, abs=1e-4)
-            assert row["trust_flag"] in ("ok", "uncertain", "unfamiliar")
+            assert row["trust_flag"] in ("ok", "uncertain", "out_of_distribution")
 
 
 @pytest.mark.slow

@@ -247,7 +247,7 @@ def _add_predict(sub) -> None:
                    "sorted videos, as 'extract --shard' does")
     add_device_option(p)
     add_precision_option(p)
-    add_quiet_option(p, help="no progress bar")
+    add_quiet_option(p, help="no progress bar (the closing summary line stays)")
     p.set_defaults(run=_run_predict)
 
 
@@ -307,8 +307,7 @@ def _predict_library(classifier, args, shard: tuple[int, int] | None) -> int:
                 writer.write(row)
                 errors += bool(row["error"])
                 bar.update(1)
-    if not args.quiet:
-        print(f"{args.output}: {pending} videos classified ({errors} could not be read), "
+    print(f"{args.output}: {pending} videos classified ({errors} could not be read), "
               f"{len(todo) - pending} already there", file=sys.stderr)
     return 0
 
