@@ -267,6 +267,10 @@ def _run_predict(args) -> int:
         raise VidtempoError("predict: --output and --shard go with --videos-dir")
     if args.videos_dir is not None and args.output is None:
         raise VidtempoError("predict: --videos-dir needs --output FILE.csv or FILE.jsonl")
+    from .library import OUTPUT_FORMATS
+
+    if args.output is not None and args.output.suffix.lower() not in OUTPUT_FORMATS:
+        raise VidtempoError(f"{args.output}: --output must end in {' or '.join(OUTPUT_FORMATS)}")
     shard = _predict_shard(args.shard)
     classifier = VideoClassifier.from_checkpoints(checkpoint_source(args.checkpoints), device=args.device, tta=args.tta,
                                                   precision=args.precision)
