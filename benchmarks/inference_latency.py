@@ -1,11 +1,11 @@
-"""Per-video latency of classifying a file: decode, CNN and ensemble, for M members x V TTA views.
+"""Per-video latency of classifying a file (decode, CNN, ensemble) in fp32 and in ``auto`` precision, for M
+members x 1 and 4 TTA views; and bulk throughput of ``classify_library`` (what ``predict --videos-dir`` runs).
 
-Uses the full default model (65.3 M parameters per member, untrained weights: latency does not depend on
-them) and the default extraction (64 frames, 256 px, multi-scale) on the real sample videos. The ensemble
-stage is timed two ways: batched (all views of a video through each member in one pass, as vidtempo does)
-and one pass per view per member. Run:
+Uses the full default model (65.3 M parameters per member, random weights: latency does not depend on
+them) and the default extraction (64 frames, 256 px, multi-scale) on the real sample videos. ``auto`` is
+bf16 on a CPU with AMX or AVX512-BF16 (runtime.choose_precision). Run:
 
-    python benchmarks/inference_latency.py [--members 4] [--repeats 2] [--device cpu|cuda]
+    python benchmarks/inference_latency.py [--members 4] [--repeats 2] [--device cpu|cuda] [--bulk 12]
     python benchmarks/inference_latency.py --quick      # 1 member, 16 frames at 128 px, one video
 """
 
@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import platform
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,11 +23,12 @@ import torch
 
 from vidtempo import Ensemble, SuperEnhancedTemporalModel
 from vidtempo.classify import VideoClassifier
-from vidtempo.ensemble import model_probabilities
 from vidtempo.extract import ExtractionSettings
-from vidtempo.tta import TTA_VIEWS, make_views
+from vidtempo.runtime import PrecisionPlan
+from vidtempo.tta import TTA_VIEWS
 
 SAMPLES = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
+CLASSES = ("Animation", "Flat_Content", "Gaming", "Natural_Content")
 
 
 def sample_paths() -> list[Path]:
@@ -33,15 +36,59 @@ def sample_paths() -> list[Path]:
     return [folder / name for name in SAMPLES]
 
 
-def per_view_passes(ensemble: Ensemble, features: torch.Tensor) -> float:
-    """The unbatched way: every view through every member on its own."""
-    start = time.perf_counter()
-    lengths = torch.tensor([features.shape[0]])
-    rows, row_lengths, _ = make_views(features.unsqueeze(0), lengths, TTA_VIEWS)
-    for model in ensemble.models:
-        for row, length in zip(rows, row_lengths):
-            model_probabilities(model, row[:length].unsqueeze(0), length.unsqueeze(0))
-    return time.perf_counter() - start
+def classifier_for(models, settings, precision: str, views: int) -> VideoClassifier:
+    ensemble = Ensemble(models, {name: i for i, name in enumerate(CLASSES)},
+                        names=[f"m{i + 1}" for i in range(len(models))], extraction=settings, precision=precision)
+    ensemble.settings.tta_views = list(TTA_VIEWS[:views])
+    return VideoClassifier(ensemble, tta=views > 1)
+
+
+def best_timings(classifier: VideoClassifier, path: Path, repeats: int) -> dict:
+    results = [classifier.classify_file(path) for _ in range(repeats)]
+    return min(results, key=lambda r: r["timings_s"]["total_s"])
+
+
+def latency_table(models, settings, videos, repeats: int) -> None:
+    print(f"{'precision':<11}{'views':>6}  {'video':<24}{'decode s':>10}{'CNN s':>9}{'ensemble s':>12}"
+          f"{'CNN+ens s':>11}{'class':>17}")
+    cnn_ensemble: dict[tuple[str, int], float] = {}
+    classes: dict[str, list[str]] = {}
+    for views in (1, 4):
+        for precision in ("fp32", "auto"):
+            classifier = classifier_for(models, settings, precision, views)
+            classifier.classify_file(videos[-1])  # warm-up: kernels chosen for this precision
+            used = str(classifier.ensemble.amp_dtype or "fp32").removeprefix("torch.").replace("bfloat16", "bf16")
+            name = f"{precision} ({used})" if precision == "auto" else precision
+            total = 0.0
+            for path in videos:
+                best = best_timings(classifier, path, repeats)
+                t = best["timings_s"]
+                total += t["cnn_s"] + t["ensemble_s"]
+                classes.setdefault(f"{precision}/{views}", []).append(best["predicted_class"])
+                print(f"{name:<11}{views:>6}  {path.name:<24}{t['decode_s']:>10.3f}{t['cnn_s']:>9.3f}"
+                      f"{t['ensemble_s']:>12.3f}{t['cnn_s'] + t['ensemble_s']:>11.3f}{best['predicted_class']:>17}")
+            cnn_ensemble[precision, views] = total / len(videos)
+    for views in (1, 4):
+        fp32, auto = cnn_ensemble["fp32", views], cnn_ensemble["auto", views]
+        same = classes[f"fp32/{views}"] == classes[f"auto/{views}"]
+        print(f"{views} view(s): CNN + ensemble per video {fp32:.3f} s fp32, {auto:.3f} s auto: "
+              f"{fp32 / auto:.2f}x; same predicted classes: {same}")
+
+
+def bulk_throughput(models, settings, copies: int) -> None:
+    """``classify_library`` over ``copies`` video files (the samples repeated), 1 view, auto precision."""
+    classifier = classifier_for(models, settings, "auto", 1)
+    with tempfile.TemporaryDirectory() as folder:
+        samples = sample_paths()
+        for i in range(copies):
+            shutil.copy(samples[i % len(samples)], Path(folder) / f"{i:03d}_{samples[i % len(samples)].name}")
+        classifier.classify_file(samples[-1])  # warm-up
+        start = time.perf_counter()
+        rows = list(classifier.classify_library(folder))
+        seconds = time.perf_counter() - start
+    errors = sum(bool(r["error"]) for r in rows)
+    print(f"\nbulk: {len(rows)} videos ({errors} errors), {len(models)} members x 1 view, auto precision, "
+          f"{classifier.extractor.workers} decoder worker(s): {seconds:.1f} s, {len(rows) / seconds:.2f} videos/s")
 
 
 def main() -> None:
@@ -49,6 +96,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bulk", type=int, default=12, help="videos for the bulk throughput run (0: skip it)")
     parser.add_argument("--quick", action="store_true", help="1 member, 16 frames at 128 px, one video")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -57,32 +105,18 @@ def main() -> None:
     settings = ExtractionSettings(frames_per_video=16, image_size=128) if args.quick else ExtractionSettings()
     videos = sample_paths()[2:] if args.quick else sample_paths()
     if args.quick:
-        args.members, args.repeats = 1, 1
+        args.members, args.repeats, args.bulk = 1, 1, min(args.bulk, 3)
     models = [SuperEnhancedTemporalModel().to(args.device).eval() for _ in range(args.members)]
-    mapping = {name: i for i, name in enumerate(("Animation", "Flat_Content", "Gaming", "Natural_Content"))}
-    ensemble = Ensemble(models, mapping, names=[f"m{i + 1}" for i in range(args.members)],
-                        extraction=settings)
-    classifier = VideoClassifier(ensemble, tta=True)
-    classifier.classify_file(sample_paths()[2])  # warm-up: weights loaded, kernels chosen
 
-    gpu = f" ({torch.cuda.get_device_name(args.device)})" if args.device.startswith("cuda") else ""
+    device = torch.device(args.device)
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"device {args.device}{gpu}, torch {torch.__version__}")
-    print(f"{args.members} members x {len(TTA_VIEWS)} TTA views, {settings.frames_per_video} frames at "
-          f"{settings.image_size} px, multi-scale\n")
-    header = f"{'video':<24}{'decode s':>10}{'CNN s':>10}{'ensemble s':>12}{'total s':>10}{'per-view passes s':>19}"
-    print(header)
-    for path in videos:
-        best = None
-        for _ in range(args.repeats):
-            result = classifier.classify_file(path)
-            if best is None or result["timings_s"]["total_s"] < best["timings_s"]["total_s"]:
-                best = result
-        features = torch.from_numpy(classifier.prepare(path).features)
-        unbatched = min(per_view_passes(ensemble, features) for _ in range(args.repeats))
-        t = best["timings_s"]
-        print(f"{path.name:<24}{t['decode_s']:>10.3f}{t['cnn_s']:>10.3f}{t['ensemble_s']:>12.3f}"
-              f"{t['total_s']:>10.3f}{unbatched:>19.3f}")
+          f"device {args.device}{gpu}, torch {torch.__version__}; auto = {PrecisionPlan.for_device('auto', device).reason}")
+    print(f"{args.members} members, {settings.frames_per_video} frames at {settings.image_size} px, multi-scale, "
+          f"best of {args.repeats}\n")
+    latency_table(models, settings, videos, args.repeats)
+    if args.bulk:
+        bulk_throughput(models, settings, args.bulk)
 
 
 if __name__ == "__main__":

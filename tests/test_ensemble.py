@@ -35,7 +35,8 @@ def seed_checkpoints(tmp_path):
 
 def test_seed_checkpoints_load_strictly(seed_checkpoints):
     folder, models = seed_checkpoints
-    ensemble = Ensemble.from_checkpoints(folder, device="cpu")
+    # fp32: the seed computed in float32, and its probabilities are reproduced to float32 precision.
+    ensemble = Ensemble.from_checkpoints(folder, device="cpu", precision="fp32")
     assert len(ensemble) == 2
     assert ensemble.class_names == ["Animation", "Flat_Content", "Gaming", "Natural_Content"]
     assert ensemble.names == ["ensemble_model_1", "ensemble_model_2"]
@@ -59,7 +60,8 @@ def test_probabilities_and_tta(seed_checkpoints):
     # A video of 2 frames has only the original and reversed views.
     from vidtempo.ensemble import model_probabilities
     single = feats[3:4, :2]
-    by_hand = torch.stack([model_probabilities(m, v, torch.tensor([2])) for m in ensemble.models
+    by_hand = torch.stack([model_probabilities(m, v, torch.tensor([2]), amp_dtype=ensemble.amp_dtype)
+                           for m in ensemble.models
                            for v in (single, single.flip(1))]).reshape(2, 2, 1, 4).mean(1)
     torch.testing.assert_close(members[:, 3:4], by_hand)
 

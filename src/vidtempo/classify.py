@@ -13,18 +13,22 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Collection, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from .data import collate_features
-from .ensemble import Ensemble
+from .ensemble import INFERENCE_PRECISION, Ensemble
 from .errors import VidtempoError
 from .extract import ExtractionSettings, FeatureExtractor, scale_indices
+from .library import error_row, library_videos, result_row
+from .runtime import autocast
 from .trust import describe
 
 THUMBNAIL_SIZE = 96
+# Videos that go through the ensemble together when classifying a library.
+LIBRARY_BATCH_VIDEOS = 8
 Progress = Callable[[str, float], None]
 
 
@@ -57,8 +61,10 @@ class VideoClassifier:
         self.extractor = extractor
 
     @classmethod
-    def from_checkpoints(cls, checkpoints: Any, device: str = "cpu", tta: bool = False) -> "VideoClassifier":
-        return cls(Ensemble.from_checkpoints(checkpoints, device=device), tta=tta)
+    def from_checkpoints(cls, checkpoints: Any, device: str = "cpu", tta: bool = False,
+                         precision: str = INFERENCE_PRECISION) -> "VideoClassifier":
+        """``precision`` (auto, fp32, bf16) is the CNN's and the ensemble's; auto is what the hardware is fast at."""
+        return cls(Ensemble.from_checkpoints(checkpoints, device=device, precision=precision), tta=tta)
 
     @property
     def categories(self) -> list[str]:
@@ -76,7 +82,7 @@ class VideoClassifier:
         start = time.perf_counter()
         clip = self.extractor.decode(path)
         decoded = time.perf_counter()
-        features = self.extractor.sequence_features(clip.frames)
+        features = self.embed(clip.frames)
         embedded = time.perf_counter()
         return PreparedVideo(
             path=path,
@@ -87,6 +93,53 @@ class VideoClassifier:
             timings={"decode_s": decoded - start, "cnn_s": embedded - decoded},
             thumbnails=_thumbnails(clip.frames) if thumbnails else None,
         )
+
+    def embed(self, frames: torch.Tensor) -> np.ndarray:
+        """The feature sequence of a video's sampled frames, by the CNN in the ensemble's precision."""
+        with autocast(self.ensemble.device, self.ensemble.amp_dtype):
+            return self.extractor.sequence_features(frames)
+
+    def classify_library(
+        self, videos_dir: str | os.PathLike, *, skip: Collection[str] = (), shard: tuple[int, int] | None = None,
+        batch_videos: int = LIBRARY_BATCH_VIDEOS,
+    ) -> Iterator[dict[str, Any]]:
+        """One prediction row (see library.py) per video file under ``videos_dir``, as soon as it is known.
+
+        Worker processes decode the next videos while the CNN embeds the current one; ``batch_videos``
+        embedded videos go through the ensemble together. Videos whose relative path is in ``skip`` are left
+        out; ``shard=(i, n)`` keeps shard i (1-based) of n of the sorted list, as extraction shards. A video
+        that cannot be read gets a row with its error and an empty class."""
+        from .extract.catalog import VideoItem
+        from .extract.shards import shard_items
+
+        videos = [VideoItem(path=file, video_id=rel, category="", label=-1) for file, rel in library_videos(videos_dir)]
+        if shard is not None:
+            videos = shard_items(videos, *shard)
+        pending = [item for item in videos if item.video_id not in skip]
+        batch: list[tuple[str, PreparedVideo]] = []
+        for item, frames, error in self.extractor.decoded_videos(pending):
+            if frames is None:
+                yield error_row(item.video_id, f"{item.video_id}: {error}", self.categories)
+                continue
+            batch.append((item.video_id, self._prepared_frames(item.path, frames)))
+            if len(batch) == batch_videos:
+                yield from self._library_rows(batch)
+                batch = []
+        if batch:
+            yield from self._library_rows(batch)
+
+    def _prepared_frames(self, path: Path, frames: torch.Tensor) -> PreparedVideo:
+        start = time.perf_counter()
+        features = self.embed(frames)
+        return PreparedVideo(path=path, features=features, frame_indices=list(range(len(frames))),
+                             frame_times=[0.0] * len(frames),
+                             step_frames=step_frame_matrix(len(frames), self.settings.scales),
+                             timings={"cnn_s": time.perf_counter() - start})
+
+    def _library_rows(self, batch: Sequence[tuple[str, PreparedVideo]]) -> Iterator[dict[str, Any]]:
+        results = self._classify_prepared([video for _, video in batch])
+        for (relative, _), result in zip(batch, results):
+            yield result_row(relative, result)
 
     def classify(
         self, paths: Iterable[str | os.PathLike], thumbnails: bool = False, progress: Progress | None = None

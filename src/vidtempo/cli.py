@@ -18,6 +18,7 @@ from . import __version__
 from .cli_options import (
     add_checkpoints_option,
     add_device_option,
+    add_precision_option,
     add_quiet_option,
     add_suffix_option,
     add_tta_option,
@@ -28,6 +29,7 @@ from .cli_options import (
 from .config import PRECISIONS, TrainingConfig
 from .errors import VidtempoError
 from .serve.settings import API_KEY_ENV, ServiceSettings
+from .sharding import resolve_shard
 from .timeline import add_timeline_options, check_timeline_args, run_timeline
 
 
@@ -179,6 +181,7 @@ def _add_evaluate(sub) -> None:
     add_suffix_option(p)
     add_tta_option(p, help="also score with test-time augmentation")
     add_device_option(p)
+    add_precision_option(p)
     p.add_argument("--output", type=Path, help="JSON results (default: CHECKPOINTS/evaluation_{split}.json)")
     p.add_argument("--report-dir", type=Path, help="plots and report.md (default: beside the JSON results)")
     p.set_defaults(run=_run_evaluate)
@@ -192,7 +195,8 @@ def _run_evaluate(args) -> int:
 
     suffix = detect_suffix(args.features_dir) if args.suffix is None else args.suffix
     split = read_split(split_path(args.features_dir, args.split, suffix))
-    ensemble = Ensemble.from_checkpoints(checkpoint_source(args.checkpoints), device=args.device)
+    ensemble = Ensemble.from_checkpoints(checkpoint_source(args.checkpoints), device=args.device,
+                                         precision=args.precision)
     evaluation = evaluate_ensemble(ensemble, {args.split: split}, tta=args.tta)
     scores = evaluation[args.split]
     report: dict[str, Any] = {"file": str(split.path), "split": args.split, "classes": ensemble.class_names,
@@ -232,12 +236,21 @@ def _format_evaluation(report: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------------------------- predict
 def _add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="classify video files")
-    p.add_argument("videos", nargs="+", type=Path, help="video files")
+    p = sub.add_parser("predict", help="classify video files, or every video under a folder")
+    p.add_argument("videos", nargs="*", type=Path, help="video files")
     add_checkpoints_option(p)
     add_tta_option(p, help="average over test-time augmentation views")
     p.add_argument("--json", action="store_true", help="print the full results as JSON")
+    p.add_argument("--videos-dir", type=Path,
+                   help="classify every video file under this folder (recursively) into --output")
+    p.add_argument("--output", type=Path, help="with --videos-dir: a .csv or .jsonl file, one row per video, "
+                   "written as it goes; rerunning the same command skips the videos it holds")
+    p.add_argument("--shard", metavar="I/N|auto", help="with --videos-dir: classify only shard I of N (1-based) of "
+                   "the sorted videos, as 'extract --shard' does; auto: from a Slurm array, a Kubernetes Indexed Job "
+                   "(with VIDTEMPO_NUM_SHARDS) or torchrun")
     add_device_option(p)
+    add_precision_option(p)
+    add_quiet_option(p, help="no progress bar (the closing summary line stays)")
     add_timeline_options(p)
     p.set_defaults(run=_run_predict)
 
@@ -246,9 +259,25 @@ def _run_predict(args) -> int:
     from .classify import VideoClassifier
 
     check_timeline_args(args)
-    classifier = VideoClassifier.from_checkpoints(checkpoint_source(args.checkpoints), device=args.device, tta=args.tta)
+    if (args.videos_dir is None) == (not args.videos):
+        raise VidtempoError("predict: give video files or --videos-dir (not both)")
+    if args.videos_dir is None and (args.output or args.shard):
+        raise VidtempoError("predict: --output and --shard go with --videos-dir")
+    if args.videos_dir is not None and args.output is None:
+        raise VidtempoError("predict: --videos-dir needs --output FILE.csv or FILE.jsonl")
+    if args.videos_dir is not None and args.timeline:
+        raise VidtempoError("predict: --timeline goes with video files, not with --videos-dir")
+    from .library import OUTPUT_FORMATS
+
+    if args.output is not None and args.output.suffix.lower() not in OUTPUT_FORMATS:
+        raise VidtempoError(f"{args.output}: --output must end in {' or '.join(OUTPUT_FORMATS)}")
+    shard = resolve_shard(args.shard) if args.shard else None
+    classifier = VideoClassifier.from_checkpoints(checkpoint_source(args.checkpoints), device=args.device, tta=args.tta,
+                                                  precision=args.precision)
     if args.timeline:
         return run_timeline(classifier, args)
+    if args.videos_dir is not None:
+        return _predict_library(classifier, args, shard)
     results = classifier.classify(args.videos)
     failed = [r for r in results if "error" in r]
     for r in failed:
@@ -265,6 +294,28 @@ def _run_predict(args) -> int:
                   f"[{trust['flag']}] | " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in top)
                   + f" | {r['timings_s']['total_s']:.2f}s")
     return 2 if failed else 0
+
+
+def _predict_library(classifier, args, shard: tuple[int, int] | None) -> int:
+    from tqdm import tqdm
+
+    from .library import PredictionWriter, library_videos
+    from .extract.shards import shard_items
+
+    with PredictionWriter(args.output, classifier.categories) as writer:
+        videos = [rel for _, rel in library_videos(args.videos_dir)]
+        todo = shard_items(videos, *shard, key=str) if shard else videos
+        pending = sum(rel not in writer.done for rel in todo)
+        errors = 0
+        with tqdm(total=len(todo), initial=len(todo) - pending, unit="video", disable=args.quiet,
+                  dynamic_ncols=True, file=sys.stderr) as bar:
+            for row in classifier.classify_library(args.videos_dir, skip=writer.done, shard=shard):
+                writer.write(row)
+                errors += bool(row["error"])
+                bar.update(1)
+    print(f"{args.output}: {pending} videos classified ({errors} could not be read), "
+              f"{len(todo) - pending} already there", file=sys.stderr)
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------- serve
@@ -294,6 +345,7 @@ def _add_serve(sub) -> None:
                                      f"but / and /health; or set {API_KEY_ENV}")
     add_tta_option(p, help="average each prediction over test-time augmentation views")
     add_device_option(p)
+    add_precision_option(p)
     p.set_defaults(run=_run_serve)
 
 
@@ -312,7 +364,8 @@ def _run_serve(args) -> int:
         max_downloads=args.max_downloads, max_jobs=args.max_jobs, max_disk_mb=args.max_disk_mb,
         max_connections=args.max_connections, api_key=args.api_key or os.environ.get(API_KEY_ENV),
         shutdown_timeout_s=args.shutdown_timeout)
-    classifier = VideoClassifier.from_checkpoints(checkpoint_source(args.checkpoints), device=args.device, tta=args.tta)
+    classifier = VideoClassifier.from_checkpoints(checkpoint_source(args.checkpoints), device=args.device, tta=args.tta,
+                                                  precision=args.precision)
     uvicorn.run(create_app(classifier, settings), host=args.host, port=args.port, log_config=log_config(),
                 access_log=False, limit_concurrency=settings.max_connections,
                 timeout_graceful_shutdown=settings.shutdown_timeout_s)

@@ -34,6 +34,16 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_precision_option(parser: argparse.ArgumentParser) -> None:
+    from .ensemble import INFERENCE_PRECISION, INFERENCE_PRECISIONS
+
+    parser.add_argument(
+        "--precision", default=INFERENCE_PRECISION, choices=INFERENCE_PRECISIONS,
+        help="precision of the CNN and the ensemble: auto is bf16 where the hardware multiplies it fast (a GPU "
+        f"of compute capability 8.0+, a CPU with AMX or AVX512-BF16), else fp32 (default {INFERENCE_PRECISION})",
+    )
+
+
 def add_quiet_option(parser: argparse.ArgumentParser, help: str = "no progress bars or progress lines") -> None:
     parser.add_argument("--quiet", action="store_true", help=help)
 

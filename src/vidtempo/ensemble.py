@@ -16,7 +16,7 @@ from .checkpoint import category_mapping_of, load_checkpoint, model_from_checkpo
 from .errors import CheckpointError, ConfigError, VidtempoError
 from .files import write_json
 from .model import TemporalModel
-from .runtime import autocast, resolve_device
+from .runtime import autocast, resolve_device, resolve_precision
 from .store import MEDIAN_SECONDS_ATTR, FeatureSplit, class_names
 from .trust import DEFAULT_UNCERTAIN_BELOW, class_distance_ratios, trust
 from .tta import TTA_VIEWS, average_views, make_views
@@ -29,6 +29,19 @@ INFERENCE_BATCH_ROWS = 64
 # Written beside the members' checkpoints: which files form the ensemble and what was fitted for it.
 MANIFEST_NAME = "ensemble.json"
 MANIFEST_FORMAT_VERSION = 1
+# The precision inference runs in unless told otherwise: what the hardware is fast at (runtime.choose_precision).
+# Members' test scores, trust centroids and the ensemble's calibration are computed in it too, so that the
+# numbers a member records are the ones it serves.
+INFERENCE_PRECISION = "auto"
+# The precisions inference may be asked for (fp16 and tf32 are training choices for CUDA).
+INFERENCE_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def inference_amp_dtype(device: str | torch.device, precision: str = INFERENCE_PRECISION) -> torch.dtype | None:
+    """The autocast dtype inference uses on ``device`` for ``precision`` (None: float32)."""
+    if precision not in INFERENCE_PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
+    return resolve_precision(precision, torch.device(device))
 
 
 @dataclass
@@ -148,10 +161,13 @@ class Ensemble:
         metadata: Sequence[Mapping[str, Any]] | None = None,
         representation_stats: Sequence[Mapping[str, torch.Tensor] | None] | None = None,
         settings: EnsembleSettings | None = None,
+        precision: str = INFERENCE_PRECISION,
     ) -> None:
         if not models:
             raise ConfigError("an ensemble needs at least one model")
         self.models = [m.eval() for m in models]
+        self.precision = precision
+        self.amp_dtype = inference_amp_dtype(self.device, precision)
         self.category_mapping = dict(category_mapping)
         self.names = list(names) if names is not None else [f"member_{i + 1}" for i in range(len(models))]
         self.extraction = extraction  # how the training features were made from videos, if they were
@@ -176,7 +192,8 @@ class Ensemble:
 
     @classmethod
     def from_checkpoints(
-        cls, paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike], device: str | torch.device = "cpu"
+        cls, paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike], device: str | torch.device = "cpu",
+        precision: str = INFERENCE_PRECISION,
     ) -> "Ensemble":
         """Load members from checkpoint files, or from a folder: the members its ``ensemble.json`` names
         (with the settings fitted for them), else every ``best_*.pt`` in it."""
@@ -190,7 +207,8 @@ class Ensemble:
         fitted = EnsembleSettings(**{k: v for k, v in (manifest or {}).get("settings", {}).items() if k in known})
         return cls([m.model for m in members], members[0].category_mapping, names=[m.name for m in members],
                    extraction=members[0].extraction, metadata=[m.metadata for m in members],
-                   representation_stats=[m.representation_stats for m in members], settings=fitted)
+                   representation_stats=[m.representation_stats for m in members], settings=fitted,
+                   precision=precision)
 
     def save_manifest(self, folder: str | os.PathLike, member_files: Sequence[str]) -> Path:
         """Record the member files, the checkpoint each setting was fitted for, and the fitted settings in
@@ -206,7 +224,8 @@ class Ensemble:
         """``[M, B, C]``: each member's probabilities (with TTA, over the ensemble's chosen views)."""
         features, lengths = _as_tensors(features, lengths)
         views = self._views(tta, views)
-        return torch.stack([model_outputs(m, features, lengths, views=views).probs for m in self.models])
+        return torch.stack([model_outputs(m, features, lengths, views=views, amp_dtype=self.amp_dtype).probs
+                            for m in self.models])
 
     def combine(self, member_probs: torch.Tensor, calibrated: bool = True, tta: bool = False) -> torch.Tensor:
         """``[M, B, C]`` -> ``[B, C]``: the (weighted) mean of the members, then the temperature fitted for
@@ -238,7 +257,8 @@ class Ensemble:
         attention-pooling weights over the original view ``[B, T]``, the trust signals and the threshold of
         the "uncertain" flag for this mode."""
         features, lengths = _as_tensors(features, lengths)
-        outputs = [model_outputs(m, features, lengths, views=self._views(tta, None)) for m in self.models]
+        outputs = [model_outputs(m, features, lengths, views=self._views(tta, None), amp_dtype=self.amp_dtype)
+                   for m in self.models]
         member_probs = torch.stack([o.probs for o in outputs])
         probs = self.combine(member_probs, tta=tta)
         weights = self.member_weights.reshape(-1, 1)

@@ -23,7 +23,7 @@ from ._version import __version__
 from .config import ModelConfig, TrainingConfig, make_config
 from .data import class_weights, make_loader
 from .distributed import init_distributed
-from .ensemble import Ensemble, model_outputs, model_probabilities
+from .ensemble import Ensemble, inference_amp_dtype, model_outputs, model_probabilities
 from .ensemble_fit import assemble_ensemble
 from .errors import ConfigError
 from .files import write_json
@@ -295,21 +295,23 @@ class EnhancedTemporalModelTrainer:
         self.dist.barrier()
         return model
 
-    # Test scores and trust centroids are computed as the ensemble computes at inference (model_outputs'
-    # default precision), not in the training precision: a member's numbers must match what it serves.
+    # Test scores and trust centroids are computed as the ensemble computes at inference (its default precision,
+    # inference_amp_dtype), not in the training precision: a member's numbers must match what it serves.
     def _representation_stats(self, model, batch_size: int) -> dict[str, torch.Tensor]:
         """Class centroids of the training videos' pooled representations, for the trust score."""
         train = self.splits["train"]
+        amp_dtype = inference_amp_dtype(next(model.parameters()).device)
         pooled = []
         for features, _, lengths in make_loader(train, batch_size, num_workers=0):
-            pooled.append(model_outputs(model, features, lengths).pooled)
+            pooled.append(model_outputs(model, features, lengths, amp_dtype=amp_dtype).pooled)
         return representation_stats(torch.cat(pooled), torch.from_numpy(train.labels), train.num_classes)
 
     def _score(self, model, loader, tta: bool) -> dict[str, Any]:
         model.eval()
         preds, labels = [], []
+        amp_dtype = inference_amp_dtype(next(model.parameters()).device)
         for features, targets, lengths in loader:
-            preds.append(model_probabilities(model, features, lengths, tta=tta).argmax(-1))
+            preds.append(model_probabilities(model, features, lengths, tta=tta, amp_dtype=amp_dtype).argmax(-1))
             labels.append(targets)
         return classification_metrics(torch.cat(labels).numpy(), torch.cat(preds).numpy(), self.class_names)
 

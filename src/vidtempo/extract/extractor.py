@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -122,6 +122,23 @@ class FeatureExtractor:
         VideoDecodeError (a VidtempoError) when the file cannot be decoded."""
         return self.sequence_features(self.decode(path).frames)
 
+    def decoded_videos(
+        self, items: Sequence[VideoItem]
+    ) -> Iterator[tuple[VideoItem, torch.Tensor | None, str | None]]:
+        """``(item, uint8 frames [T, 3, S, S] or None, failure reason or None)`` for each item in order,
+        decoded by worker processes ahead of the caller, which runs the CNN on the previous video meanwhile."""
+        loader = DataLoader(
+            DecodeVideos(items, self.settings.frames_per_video, self.settings.image_size),
+            batch_size=None,  # one video per item; the CNN batches frames itself
+            shuffle=False,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=2 if self.workers > 0 else None,
+            worker_init_fn=lower_decoder_priority if self.device.type == "cpu" else None,
+        )
+        for index, frames, error in loader:
+            yield items[index], frames, error
+
     def extract_split(
         self,
         split: str,
@@ -167,15 +184,6 @@ class FeatureExtractor:
     ) -> None:
         if not pending:
             return
-        loader = DataLoader(
-            DecodeVideos(pending, self.settings.frames_per_video, self.settings.image_size),
-            batch_size=None,  # one video per item; the CNN batches frames itself
-            shuffle=False,
-            num_workers=self.workers,
-            pin_memory=self.device.type == "cuda",
-            prefetch_factor=2 if self.workers > 0 else None,
-            worker_init_fn=lower_decoder_priority if self.device.type == "cpu" else None,
-        )
         started = time.perf_counter()
         with tqdm(
             total=report.videos,
@@ -186,8 +194,7 @@ class FeatureExtractor:
             dynamic_ncols=True,
             file=sys.stderr,
         ) as bar:
-            for index, frames, error in loader:
-                item = pending[index]
+            for item, frames, error in self.decoded_videos(pending):
                 if frames is None:
                     partial.add_failure(item, error)
                     if strict:

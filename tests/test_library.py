@@ -1,0 +1,171 @@
+"""Classifying a library: one row per video under a folder, written as it goes, resumable, sharded."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from vidtempo.classify import VideoClassifier
+from vidtempo.errors import VidtempoError
+from vidtempo.library import PredictionWriter, error_row, row_fields
+
+CLASSES = ["Animation", "Gaming"]
+
+
+def _row(path: str) -> dict:
+    row = error_row(path, "placeholder", CLASSES)
+    row.update(predicted_class="Gaming", confidence=0.75, prob_Animation=0.25, prob_Gaming=0.75, trust_score=0.5,
+               trust_flag="ok", error="")
+    return row
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_writer_drops_a_half_written_last_row_and_knows_the_complete_ones(tmp_path, suffix):
+    out = tmp_path / f"preds{suffix}"
+    with PredictionWriter(out, CLASSES) as writer:
+        writer.write(_row("a.mp4"))
+        writer.write(_row("b.mp4"))
+    complete = out.read_bytes()
+    out.write_bytes(complete + b"c.mp4,Gam" if suffix == ".csv" else complete + b'{"path": "c.mp4", "pred')
+    with PredictionWriter(out, CLASSES) as writer:
+        assert writer.done == {"a.mp4", "b.mp4"}
+        writer.write(_row("c.mp4"))
+    text = out.read_text()
+    if suffix == ".csv":
+        rows = list(csv.DictReader(text.splitlines()))
+        assert text.count("path,predicted_class") == 1
+    else:
+        rows = [json.loads(line) for line in text.splitlines()]
+    assert [r["path"] for r in rows] == ["a.mp4", "b.mp4", "c.mp4"]
+    assert list(rows[0]) == row_fields(CLASSES)
+
+
+def test_writer_refuses_a_file_of_other_classes_and_other_formats(tmp_path):
+    out = tmp_path / "preds.csv"
+    with PredictionWriter(out, CLASSES) as writer:
+        writer.write(_row("a.mp4"))
+    with pytest.raises(VidtempoError, match="other columns"):
+        PredictionWriter(out, ["Animation", "Natural"])
+    with pytest.raises(VidtempoError, match="must end in .csv or .jsonl"):
+        PredictionWriter(tmp_path / "preds.txt", CLASSES)
+
+
+def test_error_rows_keep_the_error_on_one_line():
+    row = error_row("x.mp4", "first line\nsecond line", CLASSES)
+    assert row["error"] == "first line second line" and row["predicted_class"] == ""
+
+
+# ------------------------------------------------------------------------------------------ real videos
+@pytest.fixture(scope="module")
+def library(video_model, tmp_path_factory):
+    """Five real clips in nested folders and a file that is not a video."""
+    root = tmp_path_factory.mktemp("library")
+    clips = sorted(video_model.videos.rglob("*.mp4"))[::3][:5]
+    for i, clip in enumerate(clips):
+        target = root / ("deep/er" if i % 2 else "top") / f"clip{i}.mp4"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(clip, target)
+    (root / "top" / "broken.mp4").write_bytes(b"not a video at all")
+    (root / "notes.txt").write_text("not listed: not a video file")
+    return root
+
+
+def _predict(video_model, library, output, *extra):
+    return subprocess.run([sys.executable, "-m", "vidtempo", "predict", "--videos-dir", str(library), "--checkpoints",
+                           str(video_model.checkpoints), "--output", str(output), "--quiet", *extra],
+                          capture_output=True, text=True, timeout=600)
+
+
+def _read(path):
+    if path.suffix == ".csv":
+        return list(csv.DictReader(path.read_text().splitlines()))
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _video_paths(library):
+    return sorted(p.relative_to(library).as_posix() for p in library.rglob("*.mp4"))
+
+
+@pytest.fixture(scope="module")
+def first_run(video_model, library, tmp_path_factory):
+    output = tmp_path_factory.mktemp("preds") / "preds.csv"
+    result = _predict(video_model, library, output)
+    assert result.returncode == 0, result.stderr
+    return output
+
+
+@pytest.mark.slow
+def test_every_video_gets_one_row_and_a_broken_file_an_error_row(first_run, library, video_model):
+    rows = _read(first_run)
+    assert sorted(r["path"] for r in rows) == _video_paths(library)
+    classes = VideoClassifier.from_checkpoints(video_model.checkpoints).categories
+    for row in rows:
+        if row["path"] == "top/broken.mp4":
+            assert row["predicted_class"] == "" and "top/broken.mp4" in row["error"]
+        else:
+            assert row["error"] == "" and row["predicted_class"] in classes
+            assert sum(float(row[f"prob_{c}"]) for c in classes) == pytest.approx(1.0, abs=1e-4)
+            assert row["trust_flag"] in ("ok", "uncertain", "out_of_distribution")
+
+
+@pytest.mark.slow
+def test_rerun_after_a_kill_adds_only_the_missing_rows(first_run, library, video_model, tmp_path):
+    output = tmp_path / "preds.csv"
+    lines = first_run.read_text().splitlines(keepends=True)
+    # As a kill leaves it: the last row gone, the one before it half written.
+    output.write_text("".join(lines[:-2]) + lines[-2][: len(lines[-2]) // 2])
+    result = _predict(video_model, library, output)
+    assert result.returncode == 0, result.stderr
+    assert "2 videos classified" in result.stderr and f"{len(lines) - 3} already there" in result.stderr
+    rows = _read(output)
+    assert sorted(r["path"] for r in rows) == _video_paths(library)
+    again = _predict(video_model, library, output)
+    assert again.returncode == 0 and "0 videos classified" in again.stderr
+    assert len(_read(output)) == len(rows)
+
+
+@pytest.mark.slow
+def test_shards_together_cover_every_video_once(library, video_model, tmp_path):
+    paths = []
+    for shard in ("1/2", "2/2"):
+        output = tmp_path / f"shard{shard[0]}.jsonl"
+        result = _predict(video_model, library, output, "--shard", shard)
+        assert result.returncode == 0, result.stderr
+        paths += [r["path"] for r in _read(output)]
+    assert sorted(paths) == _video_paths(library)
+
+
+@pytest.mark.slow
+def test_the_iterator_yields_the_rows_the_command_writes(first_run, library, video_model):
+    classifier = VideoClassifier.from_checkpoints(video_model.checkpoints)
+    rows = {r["path"]: r for r in classifier.classify_library(library)}
+    written = {r["path"]: r for r in _read(first_run)}
+    assert rows.keys() == written.keys()
+    for path, row in rows.items():
+        assert list(row) == list(written[path])
+        assert row["predicted_class"] == written[path]["predicted_class"]
+        assert row["error"] == written[path]["error"]
+        if not row["error"]:
+            assert row["confidence"] == pytest.approx(float(written[path]["confidence"]), abs=1e-5)
+
+
+@pytest.mark.slow
+def test_bf16_and_fp32_predict_the_same_classes(library, video_model):
+    predicted = {}
+    for precision in ("bf16", "fp32"):
+        classifier = VideoClassifier.from_checkpoints(video_model.checkpoints, precision=precision)
+        predicted[precision] = {r["path"]: r["predicted_class"] for r in classifier.classify_library(library)}
+    assert predicted["bf16"] == predicted["fp32"]
+
+
+def test_predict_usage_errors_are_one_line(tmp_path):
+    for args in (["--videos-dir", str(tmp_path)], [str(tmp_path / "a.mp4"), "--videos-dir", str(tmp_path)]):
+        result = subprocess.run([sys.executable, "-m", "vidtempo", "predict", *args, "--checkpoints", str(tmp_path)],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
