@@ -115,6 +115,4 @@ def test_every_vidtempo_command_is_one_the_cli_accepts(where, argv, capsys):
         build_parser().parse_args(argv)
     except SystemExit:
         error = capsys.readouterr().err.strip().splitlines()[-1]
-        if argv[0] == "predict" and "--videos-dir" in argv:
-            pytest.skip(f"{where}: predict does not take --videos-dir and --shard yet ({error})")
         pytest.fail(f"{where}: vidtempo {' '.join(argv)}: {error}")
