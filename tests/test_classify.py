@@ -46,7 +46,8 @@ def test_a_result_has_everything(classifier, video_model):
     assert times == sorted(times) and times[0] == 0.0 and times[-1] == pytest.approx(15 / 25)
     assert abs(sum(f["attention"] for f in frames) - 1) < 1e-5
     assert frames[0]["thumbnail"].startswith("data:image/jpeg;base64,")
-    assert set(result["trust"]) == {"score", "flag", "confidence", "member_agreement", "distance_ratio"}
+    assert set(result["trust"]) == {"score", "flag", "reasons", "confidence", "member_agreement", "distance_ratio"}
+    assert (result["trust"]["flag"] == "ok") == (result["trust"]["reasons"] == [])
     assert result["trust"]["flag"] in ("ok", "uncertain", "out_of_distribution")
     assert {"decode_s", "cnn_s", "ensemble_s", "total_s"} <= set(result["timings_s"])
 

@@ -305,11 +305,16 @@ def test_member_scores_and_trust_centroids_use_the_ensembles_precision(small_fea
     from vidtempo.ensemble import model_outputs
     from vidtempo.trust import representation_stats
 
-    trainer = make_trainer(small_features, tmp_path / "ckpt", precision="bf16")  # trains in bf16
+    from vidtempo.ensemble import inference_amp_dtype
+
+    # Train in the other precision than the one inference uses on this machine.
+    training_precision = "fp32" if inference_amp_dtype("cpu") is not None else "bf16"
+    trainer = make_trainer(small_features, tmp_path / "ckpt", precision=training_precision)
     model, results = trainer.train_single_model(num_epochs=2, model_name="m", results_dir=tmp_path / "r")
     ensemble = Ensemble.from_checkpoints([tmp_path / "ckpt" / "best_m.pt"])
     train = trainer.splits["train"]
-    pooled = torch.cat([model_outputs(ensemble.models[0], f, n).pooled for f, _, n in make_loader(train, 32, 0)])
+    pooled = torch.cat([model_outputs(ensemble.models[0], f, n, amp_dtype=ensemble.amp_dtype).pooled
+                        for f, _, n in make_loader(train, 32, 0)])
     expected = representation_stats(pooled, torch.from_numpy(train.labels), train.num_classes)
     stored = ensemble.representation_stats[0]
     torch.testing.assert_close(stored["centroids"], expected["centroids"], atol=1e-6, rtol=1e-5)
