@@ -48,12 +48,12 @@ def best_timings(classifier: VideoClassifier, path: Path, repeats: int) -> dict:
     return min(results, key=lambda r: r["timings_s"]["total_s"])
 
 
-def latency_table(models, settings, videos, repeats: int) -> None:
+def latency_table(models, settings, videos, repeats: int, view_counts=(1, 4)) -> None:
     print(f"{'precision':<11}{'views':>6}  {'video':<24}{'decode s':>10}{'CNN s':>9}{'ensemble s':>12}"
           f"{'CNN+ens s':>11}{'class':>17}")
     cnn_ensemble: dict[tuple[str, int], float] = {}
     classes: dict[str, list[str]] = {}
-    for views in (1, 4):
+    for views in view_counts:
         for precision in ("fp32", "auto"):
             classifier = classifier_for(models, settings, precision, views)
             classifier.classify_file(videos[-1])  # warm-up: kernels chosen for this precision
@@ -68,7 +68,7 @@ def latency_table(models, settings, videos, repeats: int) -> None:
                 print(f"{name:<11}{views:>6}  {path.name:<24}{t['decode_s']:>10.3f}{t['cnn_s']:>9.3f}"
                       f"{t['ensemble_s']:>12.3f}{t['cnn_s'] + t['ensemble_s']:>11.3f}{best['predicted_class']:>17}")
             cnn_ensemble[precision, views] = total / len(videos)
-    for views in (1, 4):
+    for views in view_counts:
         fp32, auto = cnn_ensemble["fp32", views], cnn_ensemble["auto", views]
         same = classes[f"fp32/{views}"] == classes[f"auto/{views}"]
         print(f"{views} view(s): CNN + ensemble per video {fp32:.3f} s fp32, {auto:.3f} s auto: "
@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--views", type=int, nargs="+", default=[1, 4], choices=range(1, len(TTA_VIEWS) + 1))
     parser.add_argument("--bulk", type=int, default=12, help="videos for the bulk throughput run (0: skip it)")
     parser.add_argument("--quick", action="store_true", help="1 member, 16 frames at 128 px, one video")
     args = parser.parse_args()
@@ -114,7 +115,7 @@ def main() -> None:
           f"device {args.device}{gpu}, torch {torch.__version__}; auto = {PrecisionPlan.for_device('auto', device).reason}")
     print(f"{args.members} members, {settings.frames_per_video} frames at {settings.image_size} px, multi-scale, "
           f"best of {args.repeats}\n")
-    latency_table(models, settings, videos, args.repeats)
+    latency_table(models, settings, videos, args.repeats, args.views)
     if args.bulk:
         bulk_throughput(models, settings, args.bulk)
 
