@@ -211,4 +211,4 @@ def test_predict_with_a_timeline_returns_segments_and_the_page_draws_them(server
     assert all(f["thumbnail"].startswith("data:image/jpeg") for f in body["frames"])
     assert body["video"] == "two.mp4"
     page = httpx.get(server.url + "/").text
-    assert 'id="band"' in page and "timeline=true" in page
+    assert 'id="band"' in page and 'id="timeline-option"' in page  # a choice: a timeline costs more
