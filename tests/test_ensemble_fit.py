@@ -81,7 +81,7 @@ def test_tta_views_are_kept_only_when_they_help():
     # (8 frames) have no speed_up view, which must not count in their average.
     val = _first_and_last_frame_split([([2, 0], [2, 0])] * 4 + [([1, 0], [0, 4])] * 4, [0] * 4 + [1] * 4,
                                       lengths=[12, 12, 8, 8] + [12] * 4)
-    ensemble = Ensemble([FirstStepModel()], val.category_mapping)
+    ensemble = Ensemble([FirstStepModel()], val.category_mapping, precision="fp32")
     settings = fit_ensemble_settings(ensemble, val, TrainingConfig())
     assert settings.tta_views == ["original", "reverse"]
     tried = settings.report["tta_candidates"]
@@ -118,7 +118,9 @@ def two_members():
 
 
 def _ensemble(members, **settings):
-    return Ensemble(members, {name: i for i, name in enumerate("abcd")}, settings=EnsembleSettings(**settings))
+    # float32, as the references these tests compute by hand
+    return Ensemble(members, {name: i for i, name in enumerate("abcd")}, settings=EnsembleSettings(**settings),
+                    precision="fp32")
 
 
 def test_equal_weights_give_the_plain_mean_of_the_members_softmax(two_members):
@@ -162,18 +164,9 @@ def test_temperature_one_leaves_probabilities_and_higher_temperature_softens(two
     assert torch.all(_entropy(sharp) < _entropy(plain)) and torch.all(_entropy(plain) < _entropy(soft))
 
 
-@pytest.fixture(scope="module")
-def small_ensemble(small_features, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fit")
-    trainer = EnhancedTemporalModelTrainer(small_features, folder, device="cpu", model_config=TINY_MODEL,
-                                           training_config={**TINY_TRAINING, "collapse_retries": 0}, quiet=True)
-    trainer.train_ensemble(num_models=2, num_epochs=4, results_dir=folder / "results")
-    return Ensemble.from_checkpoints(folder), trainer.splits["val"]
-
-
 @pytest.mark.slow
-def test_fitted_weights_and_temperature_apply_at_inference(small_ensemble):
-    ensemble, val = small_ensemble
+def test_fitted_weights_and_temperature_apply_at_inference(calibration_ensemble):
+    ensemble, val = calibration_ensemble  # big enough to calibrate on (see fit_calibration)
     settings = fit_ensemble_settings(ensemble, val, TrainingConfig(member_weighting="val_accuracy"))
     assert settings.member_weights == pytest.approx(settings.report["member_val_accuracy"])
     assert settings.temperature > 0 and settings.temperature != 1.0

@@ -110,7 +110,7 @@ class VideoClassifier:
         out; ``shard=(i, n)`` keeps shard i (1-based) of n of the sorted list, as extraction shards. A video
         that cannot be read gets a row with its error and an empty class."""
         from .extract.catalog import VideoItem
-        from .extract.shards import shard_items
+        from .sharding import shard_items
 
         videos = [VideoItem(path=file, video_id=rel, category="", label=-1) for file, rel in library_videos(videos_dir)]
         if shard is not None:

@@ -300,7 +300,7 @@ def _predict_library(classifier, args, shard: tuple[int, int] | None) -> int:
     from tqdm import tqdm
 
     from .library import PredictionWriter, library_videos
-    from .extract.shards import shard_items
+    from .sharding import shard_items
 
     with PredictionWriter(args.output, classifier.categories) as writer:
         videos = [rel for _, rel in library_videos(args.videos_dir)]
