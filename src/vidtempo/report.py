@@ -302,7 +302,7 @@ def _calibration_section(calibration: Mapping[str, Any]) -> list[str]:
         rows.append([mode, f"{float(values['temperature']):.4f}", *ece])
     lines += _markdown_table(["predictions", "temperature", "ECE before scaling (%)", "ECE after scaling (%)"], rows)
     for mode, reason in (calibration.get("skipped") or {}).items():
-        lines += ["", f"{mode.capitalize()} predictions: {reason}."]
+        lines += ["", f"{'TTA' if mode == 'tta' else mode.capitalize()} predictions: {reason}."]
     return lines + [""]
 
 
