@@ -52,3 +52,13 @@ def video_model(tmp_path_factory):
     trainer.train_ensemble(num_models=2, num_epochs=8, results_dir=root / "results")
     return SimpleNamespace(root=root, videos=videos.root, features=root / "features",
                            checkpoints=root / "checkpoints", settings=settings)
+
+
+@pytest.fixture(scope="module")
+def server(video_model, tmp_path_factory):
+    """``vidtempo serve`` on loopback with the small model and a 1 MB upload limit, one per test module."""
+    from serve_helpers import Server
+
+    running = Server(video_model.checkpoints, tmp_path_factory.mktemp("server"), "--max-upload-mb", "1")
+    yield running
+    running.stop()

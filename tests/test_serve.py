@@ -24,13 +24,6 @@ ARTIFACTS = Path(os.environ.get("VIDTEMPO_TEST_ARTIFACTS", Path(__file__).parent
 
 
 @pytest.fixture(scope="module")
-def server(video_model, tmp_path_factory):
-    running = Server(video_model.checkpoints, tmp_path_factory.mktemp("server"), "--max-upload-mb", "1")
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
 def private_server(video_model, tmp_path_factory):
     running = Server(video_model.checkpoints, tmp_path_factory.mktemp("private_server"), "--allow-private-urls")
     yield running

@@ -27,13 +27,6 @@ MAX_DISK_MB = 8.5  # room for the eight trickling URLs (each counts as the 1 MB 
 
 
 @pytest.fixture(scope="module")
-def server(video_model, tmp_path_factory):
-    running = Server(video_model.checkpoints, tmp_path_factory.mktemp("server"), "--max-upload-mb", "1")
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
 def guarded_server(video_model, tmp_path_factory):
     """Fetches from loopback (the trickling server lives there), with a short URL timeout and small limits."""
     running = Server(video_model.checkpoints, tmp_path_factory.mktemp("guarded"), "--allow-private-urls",
