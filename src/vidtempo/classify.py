@@ -22,7 +22,8 @@ from .data import collate_features
 from .ensemble import INFERENCE_PRECISION, Ensemble
 from .errors import VidtempoError
 from .extract import ExtractionSettings, FeatureExtractor, scale_indices
-from .library import error_row, library_videos, result_row
+from .extract.catalog import VideoItem
+from .library import error_row, library_items, result_row
 from .runtime import autocast
 from .trust import describe
 
@@ -104,18 +105,19 @@ class VideoClassifier:
         batch_videos: int = LIBRARY_BATCH_VIDEOS,
     ) -> Iterator[dict[str, Any]]:
         """One prediction row (see library.py) per video file under ``videos_dir``, as soon as it is known.
+        Videos whose relative path is in ``skip`` are left out; ``shard=(i, n)`` keeps shard i (1-based) of n of
+        the sorted list, as extraction shards. See ``classify_items``."""
+        return self.classify_items(library_items(videos_dir, shard), skip=skip, batch_videos=batch_videos)
+
+    def classify_items(
+        self, items: Sequence[VideoItem], *, skip: Collection[str] = (), batch_videos: int = LIBRARY_BATCH_VIDEOS,
+    ) -> Iterator[dict[str, Any]]:
+        """One prediction row per video of ``items`` (``video_id``: the path a row names) but those in ``skip``.
 
         Worker processes decode the next videos while the CNN embeds the current one; ``batch_videos``
-        embedded videos go through the ensemble together. Videos whose relative path is in ``skip`` are left
-        out; ``shard=(i, n)`` keeps shard i (1-based) of n of the sorted list, as extraction shards. A video
-        that cannot be read gets a row with its error and an empty class."""
-        from .extract.catalog import VideoItem
-        from .sharding import shard_items
-
-        videos = [VideoItem(path=file, video_id=rel, category="", label=-1) for file, rel in library_videos(videos_dir)]
-        if shard is not None:
-            videos = shard_items(videos, *shard)
-        pending = [item for item in videos if item.video_id not in skip]
+        embedded videos go through the ensemble together. A video that cannot be read gets a row with its
+        error and an empty class."""
+        pending = [item for item in items if item.video_id not in skip]
         batch: list[tuple[str, PreparedVideo]] = []
         for item, frames, error in self.extractor.decoded_videos(pending):
             if frames is None:

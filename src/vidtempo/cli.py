@@ -259,8 +259,11 @@ def _run_predict(args) -> int:
     from .classify import VideoClassifier
 
     check_timeline_args(args)
-    if (args.videos_dir is None) == (not args.videos):
-        raise VidtempoError("predict: give video files or --videos-dir (not both)")
+    if args.videos_dir is not None and args.videos:
+        raise VidtempoError("predict: give video files or --videos-dir, not both")
+    if args.videos_dir is None and not args.videos:
+        raise VidtempoError("predict: no video files given (put them before --checkpoints, which takes several "
+                            "paths), or give --videos-dir DIR")
     if args.videos_dir is None and (args.output or args.shard):
         raise VidtempoError("predict: --output and --shard go with --videos-dir")
     if args.videos_dir is not None and args.output is None:
@@ -299,17 +302,15 @@ def _run_predict(args) -> int:
 def _predict_library(classifier, args, shard: tuple[int, int] | None) -> int:
     from tqdm import tqdm
 
-    from .library import PredictionWriter, library_videos
-    from .sharding import shard_items
+    from .library import PredictionWriter, library_items
 
     with PredictionWriter(args.output, classifier.categories) as writer:
-        videos = [rel for _, rel in library_videos(args.videos_dir)]
-        todo = shard_items(videos, *shard, key=str) if shard else videos
-        pending = sum(rel not in writer.done for rel in todo)
+        todo = library_items(args.videos_dir, shard)  # the folder is walked once
+        pending = sum(item.video_id not in writer.done for item in todo)
         errors = 0
         with tqdm(total=len(todo), initial=len(todo) - pending, unit="video", disable=args.quiet,
                   dynamic_ncols=True, file=sys.stderr) as bar:
-            for row in classifier.classify_library(args.videos_dir, skip=writer.done, shard=shard):
+            for row in classifier.classify_items(todo, skip=writer.done):
                 writer.write(row)
                 errors += bool(row["error"])
                 bar.update(1)

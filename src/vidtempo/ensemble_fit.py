@@ -32,7 +32,7 @@ from .evaluation import evaluate_ensemble, write_evaluation_report
 from .files import write_json
 from .store import FeatureSplit
 from .trust import fit_uncertain_threshold
-from .tta import TTA_VIEWS
+from .tta import TTA_VIEWS, average_views
 
 
 def collapse_reason(val_metrics: Mapping[str, Any], num_classes: int, cfg: TrainingConfig) -> str | None:
@@ -69,9 +69,7 @@ def view_probabilities(ensemble: Ensemble, split: FeatureSplit,
 
 def _views_average(view_probs: torch.Tensor, applies: torch.Tensor, chosen: list[int]) -> torch.Tensor:
     """``[M, V, N, C]`` -> ``[M, N, C]`` averaged over the chosen views that apply."""
-    mask = applies[chosen].to(view_probs.dtype)  # [v, N]
-    total = (view_probs[:, chosen] * mask[None, :, :, None]).sum(1)
-    return total / mask.sum(0)[None, :, None]
+    return torch.stack([average_views(member[chosen].flatten(0, 1), applies[chosen]) for member in view_probs])
 
 
 def _score(probs: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:

@@ -12,9 +12,12 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .errors import VidtempoError
+
+if TYPE_CHECKING:
+    from .extract.catalog import VideoItem
 
 PROBABILITY_PREFIX = "prob_"
 OUTPUT_FORMATS = (".csv", ".jsonl")
@@ -46,15 +49,20 @@ def error_row(path: str, error: str, class_names: Sequence[str]) -> dict[str, An
     return row
 
 
-def library_videos(videos_dir: str | os.PathLike) -> list[tuple[Path, str]]:
-    """``(file, path relative to videos_dir with forward slashes)`` of every video file under it, sorted."""
+def library_items(videos_dir: str | os.PathLike, shard: tuple[int, int] | None = None) -> list["VideoItem"]:
+    """Every video file under ``videos_dir``, sorted by its path relative to it (forward slashes, the
+    ``video_id``), or shard ``shard = (i, n)`` (1-based) of them as extraction shards."""
+    from .extract.catalog import VideoItem
     from .extract.video import is_video_file
+    from .sharding import shard_items
 
     root = Path(videos_dir)
     if not root.is_dir():
         raise VidtempoError(f"{root}: --videos-dir is not a folder")
     files = (p for p in root.rglob("*") if p.is_file() and is_video_file(p))
-    return sorted(((p, p.relative_to(root).as_posix()) for p in files), key=lambda pair: pair[1])
+    items = sorted((VideoItem(path=p, video_id=p.relative_to(root).as_posix(), category="", label=-1) for p in files),
+                   key=lambda item: item.video_id)
+    return shard_items(items, *shard) if shard else items
 
 
 class PredictionWriter:
