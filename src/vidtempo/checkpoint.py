@@ -33,9 +33,8 @@ RESUME_KEYS = ("optimizer_state_dict", "scheduler_state_dict", "history", "epoch
 # Beyond the seed's keys, every vidtempo checkpoint has these.
 VIDTEMPO_KEYS = ("scheduler_state_dict", "best_val_loss", "periodic_epochs", "category_mapping", "feature_settings", "model_name",
                  "format_version", "vidtempo_version", "checkpoint_id")
-# Added to the best checkpoint once training ends: class centroids for the trust score, and the whole run's
-# history ("history" stops at the best epoch).
-FINAL_KEYS = ("representation_stats", "run_history")
+# The trainer adds "representation_stats" (class centroids for the trust score) and "run_history" (the whole
+# run; "history" stops at the best epoch) to the best checkpoint once training ends.
 
 # The seed system's categories, for its checkpoints, which carry no category mapping.
 SEED_CATEGORIES = ("Animation", "Flat_Content", "Gaming", "Natural_Content")
