@@ -35,6 +35,8 @@ VIDTEMPO_KEYS = ("scheduler_state_dict", "best_val_loss", "periodic_epochs", "ca
                  "format_version", "vidtempo_version", "checkpoint_id")
 # The trainer adds "representation_stats" (class centroids for the trust score) and "run_history" (the whole
 # run; "history" stops at the best epoch) to the best checkpoint once training ends.
+# A run with weight averaging adds "averaged_state_dict", "kept_weights" ("raw" or "averaged": which of them
+# "model_state_dict" holds) and, when it kept the average, "training_state_dict" (the raw weights).
 
 # The seed system's categories, for its checkpoints, which carry no category mapping.
 SEED_CATEGORIES = ("Animation", "Flat_Content", "Gaming", "Natural_Content")

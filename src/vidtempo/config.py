@@ -16,6 +16,11 @@ PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
 # How the best epoch is chosen: the seed's strict accuracy rule, or accuracy with ties broken by loss.
 SELECTIONS = ("accuracy_then_loss", "accuracy")
 MEMBER_WEIGHTINGS = ("equal", "val_accuracy")
+# What the members of an ensemble learn from: the same train split with different seeds (the seed system),
+# or folds of train + val pooled, each member selecting its epoch on the fold it does not train on.
+ENSEMBLE_STRATEGIES = ("seeds", "cross_fit")
+# Weights a run can keep: its own, or also an exponential moving average of them (see training_run.py).
+WEIGHT_AVERAGINGS = ("none", "ema")
 
 
 def default_num_workers() -> int:
@@ -79,6 +84,12 @@ class TrainingConfig:
     calibrate: bool = True  # fit a temperature on validation
     bucket_by_length: bool = False  # batches of similar length (less padding), same class-balanced draws
     max_in_memory_gb: float | None = None  # larger splits stream from the file (None: automatic, see store.py)
+    # Getting more out of few labelled videos (benchmarks/accuracy_real.py measures each).
+    ensemble_strategy: str = "seeds"
+    weight_averaging: str = "none"
+    ema_half_life_epochs: float = 2.0  # the averaged weights forget half of an epoch's weights in this many epochs
+    mixup_alpha: float = 0.0  # > 0: mix pairs of videos' features and labels, with Beta(alpha, alpha) shares
+    cutmix_alpha: float = 0.0  # > 0: replace a stretch of time with another video's, labels by the time share
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "num_epochs", "patience", "scheduler_t0", "scheduler_t_mult"):
@@ -100,9 +111,23 @@ class TrainingConfig:
             )
         if int(self.collapse_retries) < 0:
             raise ConfigError(f"training_config.collapse_retries must be >= 0, got {self.collapse_retries}")
+        for name, allowed in (("ensemble_strategy", ENSEMBLE_STRATEGIES), ("weight_averaging", WEIGHT_AVERAGINGS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"training_config.{name} must be one of {', '.join(allowed)}, "
+                                  f"got {getattr(self, name)!r}")
+        for name in ("mixup_alpha", "cutmix_alpha"):
+            if not float(getattr(self, name)) >= 0.0:
+                raise ConfigError(f"training_config.{name} must be >= 0 (0 turns it off), got {getattr(self, name)}")
+        if not float(self.ema_half_life_epochs) > 0.0:
+            raise ConfigError(f"training_config.ema_half_life_epochs must be > 0, got {self.ema_half_life_epochs}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"training_config.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
+
+# What a saved training config that predates a setting was trained with (the seed system's recipe), whatever
+# that setting's default is now: a resumed run continues with the math it started with.
+ABSENT_SETTINGS_MEANT = {"ensemble_strategy": "seeds", "weight_averaging": "none", "mixup_alpha": 0.0,
+                         "cutmix_alpha": 0.0}
 
 C = TypeVar("C", ModelConfig, TrainingConfig)
 

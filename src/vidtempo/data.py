@@ -6,6 +6,8 @@ gzip chunk is decompressed per item.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
@@ -69,6 +71,66 @@ class FeatureDataset(Dataset):
         if self.augment:
             seq = augment_sequence(seq)
         return seq, int(self.labels[index]), int(seq.shape[0])
+
+
+@dataclass
+class MixedBatch:
+    """A training batch whose videos were mixed with partners from the same batch."""
+
+    features: torch.Tensor  # [B, T, D]
+    lengths: torch.Tensor  # [B]
+    partner_targets: torch.Tensor  # [B]: the class of each video's partner
+    own_share: torch.Tensor  # [B]: the share of each video's label that stays its own class
+
+    def loss(self, per_sample_loss, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss against both labels, each weighted by its share."""
+        share = self.own_share.to(logits.device)
+        own, partner = per_sample_loss(logits, targets), per_sample_loss(logits, self.partner_targets)
+        return (share * own + (1.0 - share) * partner).mean()
+
+
+def mix_batch(features: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor, mixup_alpha: float,
+              cutmix_alpha: float) -> MixedBatch | None:
+    """Mixup or cutmix over time for a padded batch (None when both are off). With both on, each batch
+    uses one of them, drawn with equal odds. Each video is paired with another of the batch (a random
+    permutation); the shares come from ``Beta(alpha, alpha)``.
+
+    - mixup: ``lam * x + (1 - lam) * partner``, frame by frame, over the longer of the two lengths; the
+      label is shared ``lam`` / ``1 - lam``.
+    - cutmix: a stretch of ``round((1 - lam) * length)`` consecutive frames of the video is replaced by the
+      partner's frames at the same relative times (so a partner of another length is stretched to fit);
+      the label is shared by the share of frames each video keeps.
+
+    Draws from torch's default generator, which the epoch's seed sets.
+    """
+    use_mixup, use_cutmix = mixup_alpha > 0, cutmix_alpha > 0
+    if not (use_mixup or use_cutmix):
+        return None
+    if use_mixup and use_cutmix:
+        use_mixup = bool(torch.rand(()) < 0.5)
+    partner = torch.randperm(features.shape[0])
+    if use_mixup:
+        lam = torch.distributions.Beta(mixup_alpha, mixup_alpha).sample(())
+        mixed = lam * features + (1.0 - lam) * features[partner.to(features.device)]
+        return MixedBatch(mixed, torch.maximum(lengths, lengths[partner]), targets[partner.to(targets.device)],
+                          torch.full((features.shape[0],), float(lam)))
+    return _cutmix(features, targets, lengths, partner, cutmix_alpha)
+
+
+def _cutmix(features: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor, partner: torch.Tensor,
+            alpha: float) -> MixedBatch:
+    batch, steps, dim = features.shape
+    lam = torch.distributions.Beta(alpha, alpha).sample((batch,))
+    span = torch.round((1.0 - lam) * lengths).long()
+    start = (torch.rand(batch) * (lengths - span + 1)).floor().long()
+    time = torch.arange(steps)
+    inside = (time >= start[:, None]) & (time < (start + span)[:, None])  # [B, T]: frames taken from the partner
+    source = (time[None, :] * lengths[partner][:, None]) // lengths.clamp_min(1)[:, None]
+    source = source.clamp(max=steps - 1).to(features.device)
+    partner_frames = features[partner.to(features.device)].gather(1, source[..., None].expand(-1, -1, dim))
+    mixed = torch.where(inside.to(features.device)[..., None], partner_frames, features)
+    own_share = 1.0 - span.float() / lengths.clamp_min(1).float()
+    return MixedBatch(mixed, lengths, targets[partner.to(targets.device)], own_share)
 
 
 def collate_features(batch: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -18,6 +18,10 @@ class FocalLoss(nn.Module):
         self.smoothing = smoothing
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.per_sample(logits, targets).mean()
+
+    def per_sample(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``[B]``: each video's loss (``forward`` is their mean)."""
         logits = logits.float()
         num_classes = logits.shape[-1]
         off_value = self.smoothing / (num_classes - 1) if num_classes > 1 else 0.0
@@ -28,4 +32,4 @@ class FocalLoss(nn.Module):
         loss = (1.0 - pt) ** self.gamma * ce
         if self.alpha is not None:
             loss = self.alpha.to(logits.device)[targets] * loss
-        return loss.mean()
+        return loss

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint
 from ._version import __version__
-from .config import ModelConfig, TrainingConfig, make_config
+from .config import ABSENT_SETTINGS_MEANT, ModelConfig, TrainingConfig, make_config
 from .data import class_weights, make_loader
 from .distributed import init_distributed
 from .ensemble import Ensemble, inference_amp_dtype, model_outputs, model_probabilities
@@ -253,7 +253,9 @@ class EnhancedTemporalModelTrainer:
         """The configuration a resumed run continues with: the checkpoint's, except the settings that do not
         change the math (workers, memory, checkpoint cadence, number of epochs, patience), which follow this
         call. A math setting given explicitly with another value than the checkpoint's is refused."""
-        saved = make_config(TrainingConfig, payload.get("training_config") or self.training_config)
+        saved_settings = payload.get("training_config")
+        saved = make_config(TrainingConfig, {**ABSENT_SETTINGS_MEANT, **saved_settings} if saved_settings
+                            else self.training_config)
         explicit = {k: getattr(self.training_config, k) for k in self._explicit_training} | dict(given)
         for key, value in explicit.items():
             if key not in RESUME_FOLLOWS_CALL and value != getattr(saved, key):

@@ -1,5 +1,13 @@
 """One training run of one model: the epoch loop, what it decides after each epoch, and its checkpoints.
 
+Weight averaging (``weight_averaging="ema"``): an exponential moving average of the weights is updated after
+every optimiser step, with a decay per step such that an epoch's weights lose half their share in
+``ema_half_life_epochs`` epochs. Each epoch scores both the raw and the averaged weights on validation and
+keeps the better (by the run's selection rule); the history's validation numbers and a checkpoint's
+``model_state_dict`` are those of the weights kept, so every reader of the seed's keys gets them. Such a
+checkpoint also holds ``averaged_state_dict`` (the average, to continue it) and, when it kept the average,
+``training_state_dict`` (the raw weights the optimiser continues from).
+
 Randomness: the model is initialised right after seeding from ``training_config.seed``; every epoch then
 reseeds torch, numpy, random and the loader's generators from ``(seed, epoch)``. An epoch is therefore a
 function of the weights and optimiser state it starts from and its number, which is what makes a run
@@ -19,10 +27,12 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from . import checkpoint
 from .config import ModelConfig, TrainingConfig, make_config
+from .data import mix_batch
 from .errors import CheckpointError
 from .loss import FocalLoss
 from .metrics import classification_metrics
@@ -80,12 +90,7 @@ class Progress:
                    [int(e) for e in payload.get("periodic_epochs", [])])
 
     def improves(self, val_metrics: Mapping[str, Any], selection: str) -> bool:
-        """A strictly better validation accuracy; with ``accuracy_then_loss``, also an equal accuracy at a
-        strictly lower validation loss (small validation sets tie often, and the later epoch fits better)."""
-        if val_metrics["accuracy"] > self.best_val_acc:
-            return True
-        return (selection == "accuracy_then_loss" and val_metrics["accuracy"] == self.best_val_acc
-                and val_metrics["loss"] < self.best_val_loss)
+        return scores_better(val_metrics, {"accuracy": self.best_val_acc, "loss": self.best_val_loss}, selection)
 
     def record(self, epoch: int, record: EpochRecord, improved: bool) -> None:
         self.records.append(record)
@@ -95,6 +100,15 @@ class Progress:
             self.best_epoch, self.patience_counter = epoch, 0
         else:
             self.patience_counter += 1
+
+
+def scores_better(candidate: Mapping[str, Any], incumbent: Mapping[str, Any], selection: str) -> bool:
+    """A strictly better validation accuracy; with ``accuracy_then_loss``, also an equal accuracy at a
+    strictly lower validation loss (small validation sets tie often, and the later epoch fits better)."""
+    if candidate["accuracy"] > incumbent["accuracy"]:
+        return True
+    return (selection == "accuracy_then_loss" and candidate["accuracy"] == incumbent["accuracy"]
+            and candidate["loss"] < incumbent["loss"])
 
 
 class TrainingRun:
@@ -116,6 +130,8 @@ class TrainingRun:
                                weight_decay=cfg.weight_decay)
         self.scheduler = CosineAnnealingWarmRestarts(self.optimizer, T_0=cfg.scheduler_t0,
                                                      T_mult=cfg.scheduler_t_mult, eta_min=cfg.eta_min)
+        self.averaged = self._averaged_model()
+        self.keeps_averaged = False  # whether this epoch's kept weights are the average
         self.progress = Progress()
         self.best_val_metrics: dict[str, Any] | None = None  # the best epoch's, once training ends
         # Gradients are averaged across processes in a distributed run; the unwrapped model is saved.
@@ -125,6 +141,18 @@ class TrainingRun:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+
+    def _averaged_model(self) -> AveragedModel | None:
+        if self.cfg.weight_averaging != "ema":
+            return None
+        steps_per_epoch = max(len(self.train_loader), 1)
+        decay = 0.5 ** (1.0 / (self.cfg.ema_half_life_epochs * steps_per_epoch))
+        return AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+    @property
+    def kept_model(self) -> torch.nn.Module:
+        """The weights this epoch keeps: the raw ones, or their average when it scored better."""
+        return self.averaged.module if self.keeps_averaged else self.model
 
     @property
     def output_dir(self) -> Path:
@@ -143,7 +171,12 @@ class TrainingRun:
         if payload.get("category_mapping") not in (None, self.trainer.category_mapping):
             raise CheckpointError(f"{path}: its categories differ from the feature files'")
         checkpoint.check_resumable(payload, path)
-        self.model.load_state_dict(payload["model_state_dict"])
+        self.model.load_state_dict(payload.get("training_state_dict", payload["model_state_dict"]))
+        if self.averaged is not None:
+            if "averaged_state_dict" not in payload:
+                raise CheckpointError(f"{path}: has no averaged weights (weight_averaging={self.cfg.weight_averaging!r} "
+                                      "needs them to continue)")
+            self.averaged.load_state_dict(payload["averaged_state_dict"])
         self.optimizer.load_state_dict(payload["optimizer_state_dict"])
         self.scheduler.load_state_dict(payload["scheduler_state_dict"])
         self.progress = Progress.from_checkpoint(payload)
@@ -163,8 +196,7 @@ class TrainingRun:
             self.trainer.seed_epoch(cfg.seed, epoch)
             epoch_start = time.perf_counter()
             train_metrics = self.train_epoch(epoch)
-            val_metrics = evaluate_loss(self.model, self.val_loader, self.criterion, self.amp_dtype,
-                                        self.trainer.class_names)
+            val_metrics = self._validate()
             record = EpochRecord(*map(float, (
                 train_metrics["loss"], train_metrics["accuracy"], val_metrics["loss"], val_metrics["accuracy"],
                 val_metrics["f1_weighted"], self.optimizer.param_groups[0]["lr"], time.perf_counter() - epoch_start)))
@@ -184,6 +216,20 @@ class TrainingRun:
                 return True
         return False
 
+    def _validate(self) -> dict[str, Any]:
+        """Validation metrics of the weights this epoch keeps (see ``kept_model``)."""
+        val_metrics = evaluate_loss(self.model, self.val_loader, self.criterion, self.amp_dtype,
+                                    self.trainer.class_names)
+        self.keeps_averaged = False
+        if self.averaged is not None:
+            averaged = evaluate_loss(self.averaged.module, self.val_loader, self.criterion, self.amp_dtype,
+                                     self.trainer.class_names)
+            (self.keeps_averaged,) = self.dist.broadcast_decisions(
+                scores_better(averaged, val_metrics, self.cfg.selection))
+            if self.keeps_averaged:
+                val_metrics = averaged
+        return val_metrics
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
         model, device, loader = self.model, self.device, self.train_loader
         model.train()
@@ -193,14 +239,20 @@ class TrainingRun:
                    disable=self.trainer.quiet or not self.dist.is_main, unit="batch", dynamic_ncols=True)
         for step, (features, targets, lengths) in enumerate(bar):
             features, targets = features.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            mixed = mix_batch(features, targets, lengths, self.cfg.mixup_alpha, self.cfg.cutmix_alpha)
+            if mixed is not None:
+                features, lengths = mixed.features, mixed.lengths
             with self.precision.autocast():
                 logits = self.train_model(features, lengths)
-            loss = self.criterion(logits, targets)
+            loss = (self.criterion(logits, targets) if mixed is None
+                    else mixed.loss(self.criterion.per_sample, logits, targets))
             self.optimizer.zero_grad(set_to_none=True)
             self.precision.backward(loss)
             self.precision.step(self.optimizer, model.parameters(), self.cfg.grad_clip)
             # Per batch, with the fractional epoch: restarts after 20, 40, 80 ... epochs.
             self.scheduler.step(epoch + (step + 1) / num_batches)
+            if self.averaged is not None:
+                self.averaged.update_parameters(model)
             batch_loss = float(loss.detach())
             total_loss += batch_loss * targets.shape[0]
             correct += int((logits.detach().argmax(-1) == targets).sum())
@@ -235,12 +287,18 @@ class TrainingRun:
         if not self.dist.is_main:
             return
         trainer = self.trainer
+        extra = dict(self.precision.checkpoint_entries())
+        if self.averaged is not None:
+            extra["averaged_state_dict"] = self.averaged.state_dict()
+            extra["kept_weights"] = "averaged" if self.keeps_averaged else "raw"
+            if self.keeps_averaged:
+                extra["training_state_dict"] = self.model.state_dict()
         checkpoint.save_checkpoint(checkpoint.build_checkpoint(
-            epoch=epoch, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+            epoch=epoch, model=self.kept_model, optimizer=self.optimizer, scheduler=self.scheduler,
             progress=self.progress.checkpoint_fields(), val_metrics=val_metrics, train_metrics=train_metrics,
             model_config=self.model_config, training_config=self.cfg, category_mapping=trainer.category_mapping,
             feature_settings=trainer.splits["train"].extraction_settings(), model_name=self.model_name,
-            extra=self.precision.checkpoint_entries()), path)
+            extra=extra), path)
 
     def _log_epoch(self, epoch: int, r: EpochRecord, mean_seconds: float) -> None:
         eta = format_duration(mean_seconds * (self.cfg.num_epochs - epoch - 1))
