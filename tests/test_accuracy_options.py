@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import TINY_MODEL, TINY_TRAINING
 from vidtempo import EnhancedTemporalModelTrainer
 from vidtempo.config import ABSENT_SETTINGS_MEANT, TrainingConfig
-from vidtempo.data import mix_batch
+from vidtempo.data import make_loader, mix_batch
 from vidtempo.errors import ConfigError
+from vidtempo.folds import cross_fit_splits, fold_assignment
 from vidtempo.loss import FocalLoss
 from vidtempo.model import SuperEnhancedTemporalModel
+from vidtempo.store import read_splits
 from vidtempo.synthetic import write_synthetic_features
 from vidtempo.training_run import evaluate_loss
 
@@ -186,3 +190,69 @@ def test_an_old_checkpoint_resumes_with_the_recipe_it_was_trained_with(small_fea
     assert {k: getattr(resumed, k) for k in ABSENT_SETTINGS_MEANT} == ABSENT_SETTINGS_MEANT
     assert ABSENT_SETTINGS_MEANT == {"ensemble_strategy": "seeds", "weight_averaging": "none", "mixup_alpha": 0.0,
                                      "cutmix_alpha": 0.0}
+
+
+# -------------------------------------------------------------------------------------- cross-fitting
+def test_folds_are_stratified_disjoint_and_fixed_by_the_seed():
+    labels = np.repeat(np.arange(3), [30, 12, 6])
+    folds = fold_assignment(labels, 3, seed=7)
+    assert np.array_equal(folds, fold_assignment(labels, 3, seed=7))
+    assert not np.array_equal(folds, fold_assignment(labels, 3, seed=8))
+    for fold in range(3):
+        assert np.array_equal(np.bincount(labels[folds == fold], minlength=3), [10, 4, 2])
+    with pytest.raises(ConfigError, match="at least 2 members"):
+        fold_assignment(labels, 1, seed=7)
+
+
+def test_fold_splits_pool_train_and_val_without_copying(small_features):
+    splits = read_splits(small_features, "_multiscale")
+    folds = cross_fit_splits(splits, 3, seed=5)
+    pooled = [(s, r) for s, name in enumerate(("train", "val")) for r in range(splits[name].num_videos)]
+    seen = []
+    for fold in folds:
+        train_rows, val_rows = fold["train"].features.rows, fold["val"].features.rows
+        assert not set(train_rows) & set(val_rows)
+        assert sorted(train_rows + val_rows) == pooled
+        assert fold["test"] is splits["test"]
+        seen += val_rows
+    assert sorted(seen) == pooled, "every labelled video is held out exactly once"
+    val = folds[1]["val"]
+    sources = [splits["train"], splits["val"]]
+    for i in (0, len(val.labels) - 1):
+        source, row = val.features.rows[i]
+        length = int(val.num_frames[i])
+        assert val.labels[i] == sources[source].labels[row] and length == sources[source].num_frames[row]
+        assert np.array_equal(val.features[i, :length], sources[source].features[row, :length])
+    block = val.features[0:5]
+    assert block.shape == (5, val.max_frames, val.feature_dim)
+    assert np.array_equal(block[2, : val.num_frames[2]], val.features[2, : val.num_frames[2]])
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*collapsed:RuntimeWarning")
+def test_a_cross_fitted_ensemble_selects_on_each_fold_and_fits_on_out_of_fold_predictions(small_features, tmp_path):
+    trainer = make_trainer(small_features, tmp_path / "c", ensemble_strategy="cross_fit", collapse_retries=0)
+    ensemble, results = trainer.train_ensemble(num_models=3, num_epochs=3, results_dir=tmp_path / "r")
+    folds = cross_fit_splits(trainer.splits, 3, trainer.training_config.seed)
+    for i, (member, fold) in enumerate(zip(ensemble.models, folds)):
+        saved = json.loads((tmp_path / "r" / f"ensemble_model_{i + 1}_results.json").read_text())
+        assert saved["cross_fit"] == {"folds": 3, "seed": trainer.training_config.seed}
+        # The epoch was selected on the member's own fold: its best validation accuracy is measured there.
+        val_loader = make_loader(fold["val"], 64, num_workers=0)
+        accuracy = evaluate_loss(member, val_loader, torch.nn.CrossEntropyLoss(), None, trainer.class_names)["accuracy"]
+        assert accuracy == pytest.approx(saved["best_val_acc"])
+    manifest = json.loads((tmp_path / "c" / "ensemble.json").read_text())["settings"]
+    assert manifest["fitted_on"] == "out_of_fold"
+    assert 0 <= manifest["report"]["out_of_fold_accuracy"] <= 100
+    assert set(results["evaluation"]) == {"test"}, "validation videos were learned from; only test is scored"
+    # Assembling the same members as a seed ensemble is refused.
+    seeds = make_trainer(small_features, tmp_path / "c")
+    with pytest.raises(ConfigError, match="ensemble_strategy='cross_fit'"):
+        seeds.assemble_ensemble(3, results_dir=tmp_path / "r")
+
+
+def test_cross_fit_needs_two_members(small_features, tmp_path):
+    trainer = make_trainer(small_features, tmp_path / "c", ensemble_strategy="cross_fit")
+    with pytest.raises(ConfigError, match="at least 2 members"):
+        trainer.train_ensemble(num_models=1, num_epochs=1, results_dir=tmp_path / "r")
+    assert not (tmp_path / "c").exists() or not list((tmp_path / "c").glob("*.pt"))

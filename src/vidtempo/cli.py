@@ -104,6 +104,17 @@ def _add_train(sub) -> None:
     p.add_argument("--precision", choices=PRECISIONS,
                    help=with_default("fp32, tf32, bf16 or fp16 (GPU); auto picks from the hardware", TrainingConfig,
                                      "precision"))
+    p.add_argument("--ensemble-strategy", choices=ENSEMBLE_STRATEGIES,
+                   help=with_default("seeds: members learn from the train split with different seeds; cross_fit: "
+                                     "train + val pooled into one fold per member, each member validating on its "
+                                     "own fold", TrainingConfig, "ensemble_strategy"))
+    p.add_argument("--weight-averaging", choices=WEIGHT_AVERAGINGS,
+                   help=with_default("ema: also keep a moving average of the weights, selected when it validates "
+                                     "better", TrainingConfig, "weight_averaging"))
+    p.add_argument("--mixup-alpha", type=float, help=with_default("mixup of pairs of videos (0: off)", TrainingConfig,
+                                                                  "mixup_alpha"))
+    p.add_argument("--cutmix-alpha", type=float, help=with_default("cutmix over time (0: off)", TrainingConfig,
+                                                                    "cutmix_alpha"))
     add_device_option(p)
     p.add_argument("--model-config", type=Path, help="JSON file of model settings")
     p.add_argument("--training-config", type=Path, help="JSON file of training settings")
@@ -129,7 +140,9 @@ def _run_train(args) -> int:
         raise VidtempoError(f"--num-models must be at least 1, got {args.num_models}")
     model_config = load_config_file(args.model_config) if args.model_config else None
     training_config = load_config_file(args.training_config) if args.training_config else {}
-    for key, value in (("num_workers", args.workers), ("seed", args.seed), ("precision", args.precision)):
+    for key, value in (("num_workers", args.workers), ("seed", args.seed), ("precision", args.precision),
+                       ("ensemble_strategy", args.ensemble_strategy), ("weight_averaging", args.weight_averaging),
+                       ("mixup_alpha", args.mixup_alpha), ("cutmix_alpha", args.cutmix_alpha)):
         if value is not None:
             training_config[key] = value
     suffix = detect_suffix(args.features_dir) if args.suffix is None else args.suffix

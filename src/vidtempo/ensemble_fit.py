@@ -30,6 +30,7 @@ from .ensemble import Ensemble, EnsembleSettings, model_outputs
 from .errors import ConfigError
 from .evaluation import evaluate_ensemble, write_evaluation_report
 from .files import write_json
+from .folds import cross_fit_splits
 from .store import FeatureSplit
 from .trust import fit_uncertain_threshold
 from .tta import TTA_VIEWS, average_views
@@ -95,15 +96,54 @@ def member_weights(member_accuracy: list[float], cfg: TrainingConfig) -> tuple[l
     return [float(w) for w in weights], notes
 
 
+def _accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    return 100.0 * float((probs.argmax(-1) == labels).float().mean())
+
+
 def fit_ensemble_settings(ensemble: Ensemble, val: FeatureSplit, cfg: TrainingConfig) -> EnsembleSettings:
     """Member weights, TTA views, and for plain and TTA predictions apart, temperature and trust threshold,
     all chosen on ``val``."""
     labels = torch.from_numpy(val.labels)
     view_probs, applies, class_ratios = view_probabilities(ensemble, val)
-    plain = view_probs[:, 0]
-    member_accuracy = [100.0 * float((p.argmax(-1) == labels).float().mean()) for p in plain]
+    member_accuracy = [_accuracy(p, labels) for p in view_probs[:, 0]]
     weights, notes = member_weights(member_accuracy, cfg)
     ensemble.settings = EnsembleSettings(member_weights=weights)
+    return _fit_settings(ensemble, view_probs, applies, class_ratios, labels, cfg, member_accuracy, notes, "val")
+
+
+def fit_ensemble_settings_out_of_fold(ensemble: Ensemble, held_out: list[FeatureSplit],
+                                      cfg: TrainingConfig) -> EnsembleSettings:
+    """The same settings for a cross-fitted ensemble (folds.py), chosen on out-of-fold predictions: each
+    labelled video is predicted by the one member that did not train on it (member i on ``held_out[i]``).
+    Member weights come from each member's accuracy on its own fold; TTA views, temperatures and trust
+    thresholds are fitted on the out-of-fold predictions, which stand in for the ensemble's."""
+    members = [_single_member(ensemble, i) for i in range(len(ensemble.models))]
+    parts = [view_probabilities(member, split) for member, split in zip(members, held_out)]
+    fold_labels = [torch.from_numpy(split.labels) for split in held_out]
+    member_accuracy = [_accuracy(probs[0, 0], labels) for (probs, _, _), labels in zip(parts, fold_labels)]
+    weights, notes = member_weights(member_accuracy, cfg)
+    view_probs = torch.cat([probs for probs, _, _ in parts], dim=2)  # [1, V, N, C]: one prediction per video
+    applies = torch.cat([views for _, views, _ in parts], dim=1)
+    class_ratios = torch.cat([ratios for _, _, ratios in parts], dim=1)
+    labels = torch.cat(fold_labels)
+    settings = _fit_settings(members[0], view_probs, applies, class_ratios, labels, cfg, member_accuracy, notes,
+                             "out_of_fold")
+    settings.member_weights = weights
+    settings.report["out_of_fold_accuracy"] = _accuracy(view_probs[0, 0], labels)
+    return settings
+
+
+def _single_member(ensemble: Ensemble, index: int) -> Ensemble:
+    return Ensemble([ensemble.models[index]], ensemble.category_mapping, names=[ensemble.names[index]],
+                    representation_stats=[ensemble.representation_stats[index]], precision=ensemble.precision)
+
+
+def _fit_settings(ensemble: Ensemble, view_probs: torch.Tensor, applies: torch.Tensor, class_ratios: torch.Tensor,
+                  labels: torch.Tensor, cfg: TrainingConfig, member_accuracy: list[float], notes: list[str],
+                  fitted_on: str) -> EnsembleSettings:
+    """TTA views, then temperature and trust threshold for plain and TTA predictions, for ``ensemble``
+    (whose member weights are set) from its members' view probabilities ``[M, V, N, C]``."""
+    plain = view_probs[:, 0]
     chosen, tried = _choose_views(ensemble, view_probs, applies, labels, cfg)
     calibration, report = {}, {}
     for mode, member_probs in (("plain", plain), ("tta", _views_average(view_probs, applies, chosen))):
@@ -112,13 +152,13 @@ def fit_ensemble_settings(ensemble: Ensemble, val: FeatureSplit, cfg: TrainingCo
             notes.append(f"{mode} predictions: {report[mode]['skipped']}")
     (temperature, uncertain_below), (tta_temperature, tta_uncertain_below) = calibration["plain"], calibration["tta"]
     return EnsembleSettings(
-        member_weights=weights,
+        member_weights=ensemble.settings.member_weights,
         tta_views=[TTA_VIEWS[i] for i in chosen],
         temperature=temperature,
         uncertain_below=uncertain_below,
         tta_temperature=tta_temperature,
         tta_uncertain_below=tta_uncertain_below,
-        fitted_on="val",
+        fitted_on=fitted_on,
         report={"member_val_accuracy": member_accuracy, "tta_candidates": tried, "calibration": report,
                 "notes": notes},
     )
@@ -162,15 +202,24 @@ def assemble_ensemble(
     write: bool = True,
     log: Callable[[str], None] = lambda message: None,
 ) -> tuple[Ensemble, dict[str, Any]]:
-    """Combine trained members ``ensemble_model_1..N``: fit the ensemble's settings on validation, write
-    ``ensemble.json``, score it on val and test, and write the results and the report (when ``write``)."""
+    """Combine trained members ``ensemble_model_1..N``: fit the ensemble's settings on validation (on
+    out-of-fold predictions for a cross-fitted ensemble), write ``ensemble.json``, score it on val and test
+    (test only when cross-fitted: every member but one learned from each validation video), and write the
+    results and the report (when ``write``)."""
     checkpoint_dir, results_dir = Path(checkpoint_dir), Path(results_dir)
     names = [checkpoint.member_name(i + 1) for i in range(num_models)]
     member_results = [_read_member_results(results_dir, name) for name in names]
+    _check_strategy(member_results, cfg)
     member_files = [checkpoint.best_checkpoint_name(name) for name in names]
     ensemble = Ensemble.from_checkpoints([checkpoint_dir / f for f in member_files], device)
-    ensemble.settings = fit_ensemble_settings(ensemble, splits["val"], cfg)
-    evaluation = evaluate_ensemble(ensemble, {s: splits[s] for s in ("val", "test")})
+    if cfg.ensemble_strategy == "cross_fit":
+        folds = cross_fit_splits(splits, num_models, cfg.seed)
+        ensemble.settings = fit_ensemble_settings_out_of_fold(ensemble, [fold["val"] for fold in folds], cfg)
+        scored = ("test",)
+    else:
+        ensemble.settings = fit_ensemble_settings(ensemble, splits["val"], cfg)
+        scored = ("val", "test")
+    evaluation = evaluate_ensemble(ensemble, {s: splits[s] for s in scored})
     results = _ensemble_results(num_models, ensemble, evaluation, member_results)
     report = results_dir / "report" / "report.md"
     if write:
@@ -185,6 +234,19 @@ def assemble_ensemble(
     log(f"ensemble of {num_models}: test acc {plain['accuracy']:.2f}% (TTA {tta['accuracy']:.2f}%, views "
         f"{'+'.join(ensemble.settings.tta_views)}), members' average {average['accuracy']:.2f}%; report {report}")
     return ensemble, results
+
+
+def _check_strategy(member_results: list[dict[str, Any]], cfg: TrainingConfig) -> None:
+    """Members must have learned the way the ensemble is assembled (folds or seeds), with the same folds."""
+    for r in member_results:
+        trained = r.get("training_config") or {}
+        strategy = trained.get("ensemble_strategy", "seeds")
+        if strategy != cfg.ensemble_strategy:
+            raise ConfigError(f"{r['model_name']} was trained with ensemble_strategy={strategy!r}; assemble it with "
+                              f"the same, not {cfg.ensemble_strategy!r}")
+        if strategy == "cross_fit" and r.get("cross_fit") != {"folds": len(member_results), "seed": cfg.seed}:
+            raise ConfigError(f"{r['model_name']} learned from other folds ({r.get('cross_fit')}) than an ensemble "
+                              f"of {len(member_results)} with seed {cfg.seed} cuts")
 
 
 def _read_member_results(results_dir: Path, name: str) -> dict[str, Any]:

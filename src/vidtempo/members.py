@@ -24,7 +24,10 @@ def train_member(trainer: "EnhancedTemporalModelTrainer", index: int, num_models
     if resume and (done := progress.finished()):
         trainer.log(f"{name}: finished earlier; kept as it is")
         return done
-    attempts, kept = _train_attempts(trainer, progress, index, num_models, resume, run_args)
+    with trainer.member_splits(index, num_models, run_args["feature_file_suffix"]):
+        attempts, kept = _train_attempts(trainer, progress, index, num_models, resume, run_args)
+    if trainer.training_config.ensemble_strategy == "cross_fit":
+        kept["cross_fit"] = {"folds": num_models, "seed": trainer.training_config.seed}
     return _keep_best_attempt(trainer, progress, attempts, kept)
 
 

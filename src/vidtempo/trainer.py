@@ -11,6 +11,7 @@ import dataclasses
 import os
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -27,6 +28,7 @@ from .ensemble import Ensemble, inference_amp_dtype, model_outputs, model_probab
 from .ensemble_fit import assemble_ensemble
 from .errors import ConfigError
 from .files import write_json
+from .folds import cross_fit_splits
 from .metrics import classification_metrics
 from .model import SuperEnhancedTemporalModel
 from .runtime import derive_seed, resolve_device, seed_everything
@@ -93,6 +95,21 @@ class EnhancedTemporalModelTrainer:
         if absent and self.dist.is_main:
             warnings.warn(f"{val.path}: no validation videos of class {', '.join(absent)}; epochs are selected and "
                           "collapse is judged on the other classes", RuntimeWarning, stacklevel=3)
+
+    @contextmanager
+    def member_splits(self, index: int, num_models: int, feature_file_suffix: str = MULTISCALE_SUFFIX):
+        """While member ``index`` (1-based) trains: the splits it learns from. The files' splits, or, with
+        ``ensemble_strategy="cross_fit"``, its fold: train + val without fold ``index`` to train on, fold
+        ``index`` to select epochs on (folds.py)."""
+        splits = self.load_features(feature_file_suffix)
+        if self.training_config.ensemble_strategy != "cross_fit":
+            yield splits
+            return
+        self.splits = cross_fit_splits(splits, num_models, self.training_config.seed)[index - 1]
+        try:
+            yield self.splits
+        finally:
+            self.splits = splits
 
     @property
     def category_mapping(self) -> dict[str, int]:

@@ -1,0 +1,94 @@
+"""Cross-fitting (``ensemble_strategy="cross_fit"``): the train and validation splits are pooled and cut into
+k stratified folds, k being the number of members. Member i trains on the other folds and selects its epoch
+on fold i, so every labelled video is seen by all members but one, and has an out-of-fold prediction from
+that one, on which the ensemble's settings are fitted (ensemble_fit.py).
+
+The folds are a function of the pooled labels, k and the ensemble's seed only, so the members (trained in
+one process, in several, or one at a time with ``--member``) and the assembly all cut the same folds.
+Fold splits are views over the split files' rows: nothing is copied, and a streamed split stays streamed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold
+
+from .errors import ConfigError
+from .store import FeatureSplit
+
+
+class RowsView:
+    """Chosen rows ``(source, row)`` of several ``[N, T, D]`` feature arrays (in memory or streamed), read
+    as one ``[rows, T_max, D]`` array: a row alone (``view[i]``, ``view[i, :n]``) or a block (``view[a:b]``,
+    zero-padded to the longest source)."""
+
+    def __init__(self, sources: Sequence[Any], rows: Sequence[tuple[int, int]]) -> None:
+        self.sources = list(sources)
+        self.rows = [(int(s), int(r)) for s, r in rows]
+        self.shape = (len(self.rows), max(int(s.shape[1]) for s in self.sources), int(self.sources[0].shape[2]))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        index, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        if isinstance(index, slice):
+            if rest:
+                raise IndexError("RowsView: a block of rows takes no further index")
+            block = np.zeros((len(range(*index.indices(len(self)))), *self.shape[1:]), dtype=np.float32)
+            for i, position in enumerate(range(*index.indices(len(self)))):
+                source, row = self.rows[position]
+                block[i, : self.sources[source].shape[1]] = self.sources[source][row]
+            return block
+        source, row = self.rows[int(index)]
+        return np.asarray(self.sources[source][(row, *rest)])
+
+
+def pooled_rows(splits: Sequence[FeatureSplit]) -> list[tuple[int, int]]:
+    """Every row of ``splits``, in order, as ``(split index, row)``."""
+    return [(s, r) for s, split in enumerate(splits) for r in range(split.num_videos)]
+
+
+def subset(splits: Sequence[FeatureSplit], rows: Sequence[tuple[int, int]]) -> FeatureSplit:
+    """A split of the chosen rows of ``splits`` (which share categories and extraction settings)."""
+    first = splits[0]
+    labels = np.array([splits[s].labels[r] for s, r in rows], dtype=np.int64)
+    num_frames = np.array([splits[s].num_frames[r] for s, r in rows], dtype=np.int64)
+    ids = None
+    if all(split.video_ids is not None for split in splits):
+        ids = [splits[s].video_ids[r] for s, r in rows]
+    return dataclasses.replace(first, features=RowsView([s.features for s in splits], rows), labels=labels,
+                               num_frames=num_frames, video_ids=ids, path=first.path)
+
+
+def fold_assignment(labels: np.ndarray, num_folds: int, seed: int) -> np.ndarray:
+    """``[N]``: the fold (0-based) of every pooled video; stratified by class, shuffled by ``seed``."""
+    if num_folds < 2:
+        raise ConfigError(f"ensemble_strategy='cross_fit' needs at least 2 members (one fold each), got {num_folds}")
+    if num_folds > len(labels):
+        raise ConfigError(f"cross_fit: {num_folds} folds but only {len(labels)} labelled videos")
+    folds = np.empty(len(labels), dtype=np.int64)
+    with warnings.catch_warnings():
+        # A class with fewer videos than folds is simply absent from some folds' validation.
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        cutter = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed % 2**32)
+        try:
+            for fold, (_, held_out) in enumerate(cutter.split(np.zeros(len(labels)), labels)):
+                folds[held_out] = fold
+        except ValueError as exc:
+            raise ConfigError(f"cross_fit: cannot cut {num_folds} stratified folds ({exc})") from None
+    return folds
+
+
+def cross_fit_splits(splits: Mapping[str, FeatureSplit], num_folds: int, seed: int) -> list[dict[str, FeatureSplit]]:
+    """For each fold i: ``{"train": the other folds, "val": fold i, "test": the test split}``."""
+    labelled = [splits["train"], splits["val"]]
+    rows = pooled_rows(labelled)
+    folds = fold_assignment(np.concatenate([s.labels for s in labelled]), num_folds, seed)
+    return [{"train": subset(labelled, [r for r, f in zip(rows, folds) if f != fold]),
+             "val": subset(labelled, [r for r, f in zip(rows, folds) if f == fold]),
+             "test": splits["test"]} for fold in range(num_folds)]
