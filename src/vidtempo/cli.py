@@ -26,7 +26,7 @@ from .cli_options import (
     default_of,
     with_default,
 )
-from .config import PRECISIONS, TrainingConfig
+from .config import ENSEMBLE_STRATEGIES, PRECISIONS, WEIGHT_AVERAGINGS, TrainingConfig
 from .errors import VidtempoError
 from .serve.settings import API_KEY_ENV, ServiceSettings
 from .sharding import resolve_shard
