@@ -11,6 +11,7 @@ import torch
 
 from conftest import TINY_MODEL, TINY_TRAINING
 from vidtempo import EnhancedTemporalModelTrainer
+from vidtempo.cli import main
 from vidtempo.config import ABSENT_SETTINGS_MEANT, TrainingConfig
 from vidtempo.data import make_loader, mix_batch
 from vidtempo.errors import ConfigError
@@ -245,6 +246,10 @@ def test_a_cross_fitted_ensemble_selects_on_each_fold_and_fits_on_out_of_fold_pr
     assert manifest["fitted_on"] == "out_of_fold"
     assert 0 <= manifest["report"]["out_of_fold_accuracy"] <= 100
     assert set(results["evaluation"]) == {"test"}, "validation videos were learned from; only test is scored"
+    # Scoring it on validation says that those scores are not held-out ones.
+    with pytest.warns(RuntimeWarning, match="cross-fitted: its members learned from the val videos"):
+        assert main(["evaluate", "--features-dir", str(small_features), "--checkpoints", str(tmp_path / "c"),
+                     "--split", "val", "--output", str(tmp_path / "val.json")]) == 0
     # Assembling the same members as a seed ensemble is refused.
     seeds = make_trainer(small_features, tmp_path / "c")
     with pytest.raises(ConfigError, match="ensemble_strategy='cross_fit'"):

@@ -210,6 +210,9 @@ def _run_evaluate(args) -> int:
     split = read_split(split_path(args.features_dir, args.split, suffix))
     ensemble = Ensemble.from_checkpoints(checkpoint_source(args.checkpoints), device=args.device,
                                          precision=args.precision)
+    if ensemble.settings.fitted_on == "out_of_fold" and args.split in ("train", "val"):
+        warnings.warn(f"this ensemble is cross-fitted: its members learned from the {args.split} videos, so these "
+                      "scores are not held-out scores (the test split is)", RuntimeWarning, stacklevel=1)
     evaluation = evaluate_ensemble(ensemble, {args.split: split}, tta=args.tta)
     scores = evaluation[args.split]
     report: dict[str, Any] = {"file": str(split.path), "split": args.split, "classes": ensemble.class_names,
