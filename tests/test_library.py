@@ -13,6 +13,7 @@ import pytest
 from vidtempo.classify import VideoClassifier
 from vidtempo.errors import VidtempoError
 from vidtempo.library import PredictionWriter, error_row, row_fields
+from vidtempo.timeline import DEFAULT_SWITCH_PENALTY
 
 CLASSES = ["Animation", "Gaming"]
 
@@ -257,7 +258,8 @@ def test_timeline_rows_have_segments_that_cover_each_video(timeline_run, timelin
         assert row["error"] == "" and segments, path
         assert segments[0]["start_s"] == 0 and all(a["end_s"] == b["start_s"] for a, b in zip(segments, segments[1:]))
         assert segments[-1]["end_s"] == row["duration_s"] == pytest.approx(video_seconds(library / path), abs=0.05)
-        assert row["window_seconds"] == pytest.approx(16 / 25, abs=0.05) and row["switch_penalty"] == 3.0
+        assert row["window_seconds"] == pytest.approx(16 / 25, abs=0.05)
+        assert row["switch_penalty"] == DEFAULT_SWITCH_PENALTY
     assert rows["long/two_classes.mp4"]["duration_s"] == pytest.approx(long_seconds, abs=0.05)
     assert [s["class"] for s in rows["long/two_classes.mp4"]["segments"]] == ["Animation", "Flat_Content"]
 

@@ -12,6 +12,18 @@ change lands between the centres of the two windows that disagree. Labels are sm
 that charges ``switch_penalty`` (in nats of log-probability) for every change of class, so one window
 that disagrees with its neighbours does not cut a segment unless it is confident enough to pay for two
 changes. Raw window probabilities and raw (unsmoothed) segments are reported too.
+
+The penalty: a run of windows labelled B amid A survives smoothing only if the sum over its windows of
+log p(B) - log p(A) exceeds twice the penalty (it pays for two changes; a run at either end of the video
+for one). At the default of 1 nat a lone window needs odds of e^2, about 7:1, over its neighbours' class;
+weaker windows must come several in a row. The default was chosen with benchmarks/timeline_benchmark.py
+(benchmarks/RESULTS.md): on montages of held-out clips the penalty changes nothing (no window is wrong
+away from a change); on the same montages under heavy noise, at the default window and hop, 0.5 to 2 nats
+removed every spurious change and kept every true one, while the earlier default of 3 merged away a true
+3.8 s stretch of one class (the noisy windows' probabilities are close to uniform, so long true runs carry
+little evidence each). 1 is the middle of that range. The evidence grows with the number of windows, so a
+denser hop tolerates a larger penalty and a sparser one a smaller one; pick it on your own validation
+videos with the benchmark's ``--clips-dir`` mode.
 """
 
 from __future__ import annotations
@@ -33,8 +45,8 @@ if TYPE_CHECKING:
 
 # Default hop: this share of the window.
 DEFAULT_HOP_FRACTION = 0.25
-# Nats charged per change of class by the smoothing pass; benchmarks/timeline_benchmark.py compares values.
-DEFAULT_SWITCH_PENALTY = 3.0
+# Nats charged per change of class by the smoothing pass (why 1: see the module docstring).
+DEFAULT_SWITCH_PENALTY = 1.0
 # Windows through the ensemble at once.
 WINDOW_BATCH = 64
 
