@@ -1,10 +1,20 @@
 """How well a timeline labels long videos made of held-out clips of different classes, and what it costs.
 
 Each test video is clips placed one after another: ``--clips-per-class`` clips of one class, then as many of
-the next, for ``--classes`` classes, in a few orders. It reports, for several window/hop settings and with
-and without smoothing, the share of the video's time labelled with its true class, the error of each true
-change point (distance to the nearest predicted change) and the share of changes found within one window;
-then frames/s of the timeline against plain prediction of the same video.
+the next, for ``--classes`` classes, in a few orders; it is measured as made and again degraded by Gaussian
+noise (``--noise``, drawn anew for every pixel of every frame), which makes windows unsure and lets them
+disagree. It reports, for windows from a quarter of the recorded median training-video duration (few frames
+each) to twice it, and switch penalties from 0 (no smoothing) up: the share of the video's time labelled
+with its true class, the error of each true change point (distance to the nearest predicted change), the
+share of true changes found within one window, and the spurious changes (predicted changes farther than one
+window from every true change). Then frames/s of the timeline against plain prediction of the same video,
+and the size of a bulk ``--timeline`` row with and without the raw window probabilities.
+
+To pick ``--switch-penalty`` for your own videos, give a labelled folder of held-out clips and your
+checkpoints (``--clips-dir``, ``--checkpoints``, ``--noise 0`` to measure them as they are) and, at the
+window and hop you will use, take a penalty from the range where the spurious changes are near 0 and the
+changes within a window stay at 100%, towards its low end: a larger one merges away true stretches that the
+windows are unsure of.
 
 Clips come from the demo (``vidtempo demo DIR``: its held-out ``test`` then ``val`` clips and its
 ensemble; run here when DIR has none), or from any labelled folder (``--clips-dir``, one sub-folder per
@@ -17,6 +27,7 @@ class, or ``test``/``val`` sub-folders holding those) with ``--checkpoints``. Ru
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import tempfile
 import time
@@ -27,13 +38,16 @@ import torch
 
 from vidtempo.classify import VideoClassifier
 from vidtempo.extract.video import is_video_file
-from vidtempo.montage import concatenate_clips
+from vidtempo.library import result_row
+from vidtempo.demo_data import write_clip
+from vidtempo.montage import MONTAGE_FPS, concatenate_clips, square_frames
 from vidtempo.timeline import DEFAULT_HOP_FRACTION, DEFAULT_SWITCH_PENALTY, build_timeline, recorded_window_seconds
 
 HELD_OUT = ("test", "val")
-PENALTIES = (0.0, 1.0, DEFAULT_SWITCH_PENALTY, 6.0)
+PENALTIES = tuple(sorted({0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, DEFAULT_SWITCH_PENALTY}))
 # (window as a multiple of the recorded median training-video duration, hop as a share of the window)
-SETTINGS = ((1.0, DEFAULT_HOP_FRACTION), (1.0, 0.5), (2.0, DEFAULT_HOP_FRACTION))
+SETTINGS = ((0.25, DEFAULT_HOP_FRACTION), (0.5, DEFAULT_HOP_FRACTION), (1.0, DEFAULT_HOP_FRACTION), (1.0, 0.5),
+            (2.0, DEFAULT_HOP_FRACTION))
 
 
 def labelled_clips(folder: Path) -> dict[str, list[Path]]:
@@ -65,14 +79,27 @@ def build_videos(clips: dict[str, list[Path]], classes: list[str], per_class: in
     return videos
 
 
+def degrade(video: Path, sigma: float, seed: int) -> Path:
+    """A copy of ``video`` with Gaussian noise of standard deviation ``sigma`` (of 255) on every pixel of every
+    frame, drawn anew for each frame: content that is hard to tell apart, window by window."""
+    frames = np.stack(square_frames(video)).astype(np.float32)
+    noisy = frames + np.random.default_rng(seed).normal(0.0, sigma, frames.shape)
+    output = video.with_name(f"{video.stem}_noise{sigma:g}.mp4")
+    write_clip(output, list(np.clip(noisy, 0, 255).astype(np.uint8)), fps=MONTAGE_FPS)
+    return output
+
+
 def score(segments: list[dict], truth: list[tuple[str, float, float]], window: float) -> dict[str, float]:
-    """Share of time labelled correctly; mean and max change-point error; share of changes within a window."""
+    """Share of time labelled correctly; mean and max change-point error; share of true changes with a
+    predicted one within a window; predicted changes farther than a window from every true change."""
     correct = sum(max(0.0, min(s["end_s"], e) - max(s["start_s"], b))
                   for s in segments for c, b, e in truth if s["class"] == c)
     predicted = np.array([s["start_s"] for s in segments[1:]])
-    errors = [float(np.min(np.abs(predicted - b))) if len(predicted) else float("inf") for _, b, _ in truth[1:]]
+    true = np.array([b for _, b, _ in truth[1:]])
+    errors = [float(np.min(np.abs(predicted - b))) if len(predicted) else float("inf") for b in true]
+    spurious = sum(not len(true) or float(np.min(np.abs(true - p))) > window for p in predicted)
     return {"correct": correct / truth[-1][2], "mean_error": float(np.mean(errors)), "max_error": max(errors),
-            "found": float(np.mean([e <= window for e in errors])), "extra": len(predicted) - len(errors)}
+            "found": float(np.mean([e <= window for e in errors])), "spurious": spurious}
 
 
 def main() -> None:
@@ -82,7 +109,9 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=Path, help="ensemble for --clips-dir")
     parser.add_argument("--classes", type=int, default=3)
     parser.add_argument("--clips-per-class", type=int, default=6)
-    parser.add_argument("--orders", type=int, default=2, help="montages, each with another class order")
+    parser.add_argument("--orders", type=int, default=3, help="montages, each with another class order")
+    parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 120.0],
+                        help="noise levels (standard deviation of 255) to measure the montages at; 0: as they are")
     args = parser.parse_args()
     if args.clips_dir is None:
         demo = args.demo_dir or Path(tempfile.gettempdir()) / "vidtempo-demo"
@@ -103,19 +132,27 @@ def main() -> None:
           f"{args.orders} orders; median training video {median:.2f}s")
     with tempfile.TemporaryDirectory() as tmp:
         videos = build_videos(clips, classes, args.clips_per_class, args.orders, Path(tmp))
-        print("\n| window s | hop s | switch penalty | time correct | change error mean / max s | "
-              "changes within a window | extra changes |\n| --- | --- | --- | --- | --- | --- | --- |")
-        for factor, hop_fraction in SETTINGS:
-            window, hop = median * factor, median * factor * hop_fraction
-            results = [(classifier.timeline(v, window, hop), truth) for v, truth in videos]
-            for penalty in PENALTIES:
-                rows = [score(rescore(r, penalty, classifier.categories), truth, window) for r, truth in results]
-                mean = {k: float(np.mean([row[k] for row in rows])) for k in rows[0]}
-                worst = max(row["max_error"] for row in rows)
-                print(f"| {window:.2f} | {hop:.2f} | {penalty:g} | {100 * mean['correct']:.1f}% | "
-                      f"{mean['mean_error']:.2f} / {worst:.2f} | {100 * mean['found']:.0f}% | "
-                      f"{mean['extra']:.1f} |", flush=True)
+        for sigma in args.noise:
+            print(f"\nNoise {sigma:g}:" if sigma else "\nAs recorded:")
+            measured = [(degrade(v, sigma, i) if sigma else v, truth) for i, (v, truth) in enumerate(videos)]
+            accuracy_table(classifier, measured, median)
         cost(classifier, videos[0][0])
+
+
+def accuracy_table(classifier: VideoClassifier, videos: list[tuple[Path, list]], median: float) -> None:
+    """One row per window/hop setting and switch penalty, averaged over ``videos``."""
+    print("\n| window s | hop s | switch penalty | time correct | change error mean / max s | "
+          "changes within a window | spurious changes per video |\n| --- | --- | --- | --- | --- | --- | --- |")
+    for factor, hop_fraction in SETTINGS:
+        window, hop = median * factor, median * factor * hop_fraction
+        results = [(classifier.timeline(v, window, hop), truth) for v, truth in videos]
+        for penalty in PENALTIES:
+            rows = [score(rescore(r, penalty, classifier.categories), truth, window) for r, truth in results]
+            mean = {k: float(np.mean([row[k] for row in rows])) for k in rows[0]}
+            worst = max(row["max_error"] for row in rows)
+            print(f"| {window:.2f} | {hop:.2f} | {penalty:g} | {100 * mean['correct']:.1f}% | "
+                  f"{mean['mean_error']:.2f} / {worst:.2f} | {100 * mean['found']:.0f}% | "
+                  f"{mean['spurious']:.1f} |", flush=True)
 
 
 def rescore(result: dict, penalty: float, names: list[str]) -> list[dict]:
@@ -147,6 +184,10 @@ def cost(classifier: VideoClassifier, video: Path, repeats: int = 2) -> None:
           f"{len(timeline['windows'])} |")
     windows = len(timeline["windows"])
     print(f"\nWithout sharing, the windows would embed {windows * classifier.settings.frames_per_video} frames.")
+    row = result_row(video.name, result)
+    with_windows = {**row, "windows": timeline["windows"]}
+    print(f"A bulk --timeline row of this video: {len(json.dumps(row))} bytes; with the raw window probabilities "
+          f"{len(json.dumps(with_windows))} bytes.")
 
 
 def _timed(run) -> float:

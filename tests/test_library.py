@@ -13,6 +13,7 @@ import pytest
 from vidtempo.classify import VideoClassifier
 from vidtempo.errors import VidtempoError
 from vidtempo.library import PredictionWriter, error_row, row_fields
+from vidtempo.timeline import DEFAULT_SWITCH_PENALTY
 
 CLASSES = ["Animation", "Gaming"]
 
@@ -169,3 +170,140 @@ def test_predict_usage_errors_are_one_line(tmp_path):
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------- timelines
+def _segments(start, end):
+    return [{"start_s": start, "end_s": end, "class": "Gaming", "confidence": 0.75, "windows": 3}]
+
+
+def _timeline_row(path: str) -> dict:
+    row = _row(path)
+    row.update(duration_s=4.0, window_seconds=2.0, hop_seconds=0.5, switch_penalty=3.0, segments=_segments(0.0, 4.0))
+    return row
+
+
+def test_timeline_writer_keeps_segments_and_resumes_like_plain_rows(tmp_path):
+    out = tmp_path / "preds.jsonl"
+    with PredictionWriter(out, CLASSES, timeline=True) as writer:
+        writer.write(_timeline_row("a.mp4"))
+        writer.write(error_row("b.mp4", "cannot decode", CLASSES, timeline=True))
+    out.write_bytes(out.read_bytes() + b'{"path": "c.mp4", "segments": [{"sta')
+    with PredictionWriter(out, CLASSES, timeline=True) as writer:
+        assert writer.done == {"a.mp4", "b.mp4"}
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert list(rows[0]) == row_fields(CLASSES, timeline=True)
+    assert rows[0]["segments"] == _segments(0.0, 4.0)
+    assert rows[1]["segments"] == [] and rows[1]["predicted_class"] == ""
+
+
+def test_timeline_writer_refuses_csv_and_a_file_of_plain_rows(tmp_path):
+    with pytest.raises(VidtempoError, match="--timeline.*jsonl"):
+        PredictionWriter(tmp_path / "preds.csv", CLASSES, timeline=True)
+    plain = tmp_path / "plain.jsonl"
+    with PredictionWriter(plain, CLASSES) as writer:
+        writer.write(_row("a.mp4"))
+    with pytest.raises(VidtempoError, match="line 1 is not a prediction row"):
+        PredictionWriter(plain, CLASSES, timeline=True)
+
+
+def test_timeline_with_a_csv_output_is_refused_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "vidtempo", "predict", "--videos-dir", str(tmp_path),
+                             "--checkpoints", str(tmp_path / "none"), "--output", str(tmp_path / "preds.csv"),
+                             "--timeline"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "--timeline" in result.stderr and "--output" in result.stderr
+    assert not (tmp_path / "preds.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def timeline_library(video_model, tmp_path_factory):
+    """A video that changes class halfway (three Animation clips, then three Flat_Content), two single clips
+    and a file that is not a video."""
+    from vidtempo.montage import concatenate_clips
+
+    root = tmp_path_factory.mktemp("timeline_library")
+    firsts, seconds = (sorted((video_model.videos / "test" / c).glob("*.mp4"))[:3]
+                       for c in ("Animation", "Flat_Content"))
+    (root / "long").mkdir()
+    _, bounds = concatenate_clips(firsts + seconds, root / "long" / "two_classes.mp4")
+    for i, clip in enumerate((firsts[0], seconds[0])):
+        shutil.copy(clip, root / f"clip{i}.mp4")
+    (root / "broken.mp4").write_bytes(b"not a video at all")
+    return root, bounds[-1][1]
+
+
+@pytest.fixture(scope="module")
+def timeline_run(video_model, timeline_library, tmp_path_factory):
+    library, _ = timeline_library
+    output = tmp_path_factory.mktemp("timeline_preds") / "preds.jsonl"
+    # fp32: bf16 results move a little with the shape of the batch, and a plain run batches several videos.
+    result = _predict(video_model, library, output, "--timeline", "--precision", "fp32")
+    assert result.returncode == 0, result.stderr
+    return output
+
+
+@pytest.mark.slow
+def test_timeline_rows_have_segments_that_cover_each_video(timeline_run, timeline_library, video_model):
+    from vidtempo.extract.video import video_seconds
+
+    library, long_seconds = timeline_library
+    rows = {r["path"]: r for r in _read(timeline_run)}
+    assert sorted(rows) == _video_paths(library)
+    assert rows["broken.mp4"]["segments"] == [] and "broken.mp4" in rows["broken.mp4"]["error"]
+    for path, row in rows.items():
+        if path == "broken.mp4":
+            continue
+        segments = row["segments"]
+        assert row["error"] == "" and segments, path
+        assert segments[0]["start_s"] == 0 and all(a["end_s"] == b["start_s"] for a, b in zip(segments, segments[1:]))
+        assert segments[-1]["end_s"] == row["duration_s"] == pytest.approx(video_seconds(library / path), abs=0.05)
+        assert row["window_seconds"] == pytest.approx(16 / 25, abs=0.05)
+        assert row["switch_penalty"] == DEFAULT_SWITCH_PENALTY
+    assert rows["long/two_classes.mp4"]["duration_s"] == pytest.approx(long_seconds, abs=0.05)
+    assert [s["class"] for s in rows["long/two_classes.mp4"]["segments"]] == ["Animation", "Flat_Content"]
+
+
+@pytest.mark.slow
+def test_timeline_rows_give_the_whole_video_result_of_a_plain_run(timeline_run, timeline_library, video_model):
+    # The whole-video fields come from the frames the timeline decoded, embedded in the same precision.
+    library, _ = timeline_library
+    classifier = VideoClassifier.from_checkpoints(video_model.checkpoints, precision="fp32")
+    plain = {r["path"]: r for r in classifier.classify_library(library)}
+    timeline = {r["path"]: r for r in classifier.classify_library(library, timeline=True)}
+    written = {r["path"]: r for r in _read(timeline_run)}
+    assert timeline.keys() == plain.keys() == written.keys()
+    for path, row in timeline.items():
+        assert list(row) == list(written[path]) and row["segments"] == written[path]["segments"]
+        assert row["predicted_class"] == plain[path]["predicted_class"]
+        if not row["error"]:
+            assert row["confidence"] == pytest.approx(plain[path]["confidence"], abs=1e-5)
+            assert row["trust_score"] == pytest.approx(plain[path]["trust_score"], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_timeline_rerun_after_a_kill_adds_only_the_missing_rows(timeline_run, timeline_library, video_model, tmp_path):
+    library, _ = timeline_library
+    output = tmp_path / "preds.jsonl"
+    lines = timeline_run.read_text().splitlines(keepends=True)
+    output.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+    result = _predict(video_model, library, output, "--timeline", "--precision", "fp32")
+    assert result.returncode == 0, result.stderr
+    assert "1 videos classified" in result.stderr and f"{len(lines) - 1} already there" in result.stderr
+    rows = _read(output)
+    assert sorted(r["path"] for r in rows) == _video_paths(library)
+    assert rows[-1]["segments"] == json.loads(lines[-1])["segments"]
+
+
+@pytest.mark.slow
+def test_timeline_shards_together_cover_every_video_once(timeline_library, video_model, tmp_path):
+    library, _ = timeline_library
+    paths = []
+    for shard in ("1/2", "2/2"):
+        output = tmp_path / f"shard{shard[0]}.jsonl"
+        result = _predict(video_model, library, output, "--timeline", "--shard", shard, "--window-seconds", "0.4")
+        assert result.returncode == 0, result.stderr
+        rows = _read(output)
+        assert all(r["window_seconds"] == 0.4 for r in rows if not r["error"])
+        paths += [r["path"] for r in rows]
+    assert sorted(paths) == _video_paths(library)

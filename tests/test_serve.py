@@ -205,3 +205,26 @@ def test_predict_with_a_timeline_returns_segments_and_the_page_draws_them(server
     assert body["video"] == "two.mp4"
     page = httpx.get(server.url + "/").text
     assert 'id="band"' in page and 'id="timeline-option"' in page  # a choice: a timeline costs more
+
+
+def test_web_page_draws_the_timeline_only_when_asked(server, video_model, tmp_path):
+    from vidtempo.montage import concatenate_clips
+
+    clips = [a_clip(video_model, "Animation")] * 2 + [a_clip(video_model, "Flat_Content")] * 2
+    video, _ = concatenate_clips(clips, tmp_path / "two.mp4")
+    with browser_page(server) as page:
+        posts = []
+        page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
+        page.wait_for_function("document.getElementById('categories').textContent.includes('Animation')")
+        ticked_at_first = page.is_checked("#timeline-option")
+        page.set_input_files("#file", str(video))
+        page.click("#upload-button")
+        page.wait_for_function("document.getElementById('stage').textContent === 'done'", timeout=120_000)
+        plain_band = page.locator("#band div").count()
+        page.check("#timeline-option")
+        page.click("#upload-button")
+        page.wait_for_selector("#band div", timeout=120_000)
+        segments = page.locator("#band div").all_inner_texts()
+    assert not ticked_at_first and plain_band == 0
+    assert "timeline=false" in posts[0] and "timeline=true" in posts[1]
+    assert segments[0] == "Animation" and segments[-1] == "Flat_Content"

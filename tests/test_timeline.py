@@ -154,6 +154,18 @@ def test_timeline_of_two_classes_finds_the_change(video_model, tmp_path):
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
+def test_timeline_gives_the_plain_result_in_the_same_precision(video_model):
+    from vidtempo.classify import VideoClassifier
+
+    classifier = VideoClassifier.from_checkpoints(video_model.checkpoints, precision="bf16")
+    clip = sorted((video_model.videos / "test" / "Animation").glob("*.mp4"))[0]
+    plain, timeline = classifier.classify_file(clip), classifier.timeline(clip)
+    # The same frames through the CNN in the same precision: the same whole-video probabilities.
+    for name, p in plain["probabilities"].items():
+        assert timeline["probabilities"][name] == pytest.approx(p, abs=1e-6)
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--timeline", "--window-seconds", "0"], "--window-seconds must be positive, got 0.0"),
     (["--timeline", "--hop-seconds", "-1"], "--hop-seconds must be positive, got -1.0"),

@@ -8,12 +8,13 @@ training videos, by the same FeatureExtractor.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ from .extract.catalog import VideoItem
 from .library import error_row, library_items, result_row
 from .runtime import autocast
 from .trust import describe
+
+if TYPE_CHECKING:
+    from .timeline import TimelineOptions
 
 THUMBNAIL_SIZE = 96
 # Videos that go through the ensemble together when classifying a library.
@@ -100,24 +104,43 @@ class VideoClassifier:
         with autocast(self.ensemble.device, self.ensemble.amp_dtype):
             return self.extractor.sequence_features(frames)
 
+    def frame_features(self, frames: torch.Tensor) -> np.ndarray:
+        """``[T, D]``: each frame's CNN features, in the ensemble's precision (as ``embed``, before any
+        multi-scale pooling)."""
+        with autocast(self.ensemble.device, self.ensemble.amp_dtype):
+            return self.extractor.frame_features(frames)
+
     def classify_library(
         self, videos_dir: str | os.PathLike, *, skip: Collection[str] = (), shard: tuple[int, int] | None = None,
-        batch_videos: int = LIBRARY_BATCH_VIDEOS,
+        batch_videos: int = LIBRARY_BATCH_VIDEOS, timeline: "bool | TimelineOptions" = False,
     ) -> Iterator[dict[str, Any]]:
         """One prediction row (see library.py) per video file under ``videos_dir``, as soon as it is known.
         Videos whose relative path is in ``skip`` are left out; ``shard=(i, n)`` keeps shard i (1-based) of n of
         the sorted list, as extraction shards. See ``classify_items``."""
-        return self.classify_items(library_items(videos_dir, shard), skip=skip, batch_videos=batch_videos)
+        return self.classify_items(library_items(videos_dir, shard), skip=skip, batch_videos=batch_videos,
+                                   timeline=timeline)
 
     def classify_items(
         self, items: Sequence[VideoItem], *, skip: Collection[str] = (), batch_videos: int = LIBRARY_BATCH_VIDEOS,
+        timeline: "bool | TimelineOptions" = False,
     ) -> Iterator[dict[str, Any]]:
         """One prediction row per video of ``items`` (``video_id``: the path a row names) but those in ``skip``.
 
         Worker processes decode the next videos while the CNN embeds the current one; ``batch_videos``
         embedded videos go through the ensemble together. A video that cannot be read gets a row with its
-        error and an empty class."""
+        error and an empty class. With ``timeline`` (True for the defaults, or TimelineOptions) each row also
+        holds the video's timeline segments (library.TIMELINE_FIELDS), and its whole-video fields come from
+        the frames decoded for the timeline; options the checkpoints cannot fill in are refused here, before
+        any video is read."""
         pending = [item for item in items if item.video_id not in skip]
+        if not timeline:
+            return self._plain_rows(pending, batch_videos)
+        from .timeline import TimelineOptions
+
+        options = (TimelineOptions() if timeline is True else timeline).resolved(self)
+        return self._timeline_rows(pending, options)
+
+    def _plain_rows(self, pending: Sequence[VideoItem], batch_videos: int) -> Iterator[dict[str, Any]]:
         batch: list[tuple[str, PreparedVideo]] = []
         for item, frames, error in self.extractor.decoded_videos(pending):
             if frames is None:
@@ -129,6 +152,19 @@ class VideoClassifier:
                 batch = []
         if batch:
             yield from self._library_rows(batch)
+
+    def _timeline_rows(self, pending: Sequence[VideoItem], options: "TimelineOptions") -> Iterator[dict[str, Any]]:
+        """One video at a time: its windows already make batches for the ensemble."""
+        from .timeline import decode_timeline_frames, timeline_result
+
+        decode = functools.partial(decode_timeline_frames, window_seconds=options.window_seconds,
+                                   hop_seconds=options.hop_seconds, frames_per_video=self.settings.frames_per_video,
+                                   image_size=self.settings.image_size)
+        for item, frames, error in self.extractor.decoded_videos(pending, decode):
+            if frames is None:
+                yield error_row(item.video_id, f"{item.video_id}: {error}", self.categories, timeline=True)
+                continue
+            yield result_row(item.video_id, timeline_result(self, item.path, frames, options.switch_penalty))
 
     def _prepared_frames(self, path: Path, frames: torch.Tensor) -> PreparedVideo:
         start = time.perf_counter()

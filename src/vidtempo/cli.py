@@ -30,7 +30,7 @@ from .config import ENSEMBLE_STRATEGIES, PRECISIONS, WEIGHT_AVERAGINGS, Training
 from .errors import VidtempoError
 from .serve.settings import API_KEY_ENV, ServiceSettings
 from .sharding import resolve_shard
-from .timeline import add_timeline_options, check_timeline_args, run_timeline
+from .timeline import TimelineOptions, add_timeline_options, check_timeline_args, run_timeline
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -260,7 +260,8 @@ def _add_predict(sub) -> None:
     p.add_argument("--videos-dir", type=Path,
                    help="classify every video file under this folder (recursively) into --output")
     p.add_argument("--output", type=Path, help="with --videos-dir: a .csv or .jsonl file, one row per video, "
-                   "written as it goes; rerunning the same command skips the videos it holds")
+                   "written as it goes; rerunning the same command skips the videos it holds; with --timeline, "
+                   ".jsonl (each row adds the video's segments)")
     p.add_argument("--shard", metavar="I/N|auto", help="with --videos-dir: classify only shard I of N (1-based) of "
                    "the sorted videos, as 'extract --shard' does; auto: from a Slurm array, a Kubernetes Indexed Job "
                    "(with VIDTEMPO_NUM_SHARDS) or torchrun")
@@ -284,19 +285,17 @@ def _run_predict(args) -> int:
         raise VidtempoError("predict: --output and --shard go with --videos-dir")
     if args.videos_dir is not None and args.output is None:
         raise VidtempoError("predict: --videos-dir needs --output FILE.csv or FILE.jsonl")
-    if args.videos_dir is not None and args.timeline:
-        raise VidtempoError("predict: --timeline goes with video files, not with --videos-dir")
-    from .library import OUTPUT_FORMATS
+    from .library import check_output_path
 
-    if args.output is not None and args.output.suffix.lower() not in OUTPUT_FORMATS:
-        raise VidtempoError(f"{args.output}: --output must end in {' or '.join(OUTPUT_FORMATS)}")
+    if args.output is not None:
+        check_output_path(args.output, args.timeline)
     shard = resolve_shard(args.shard) if args.shard else None
     classifier = VideoClassifier.from_checkpoints(checkpoint_source(args.checkpoints), device=args.device, tta=args.tta,
                                                   precision=args.precision)
-    if args.timeline:
-        return run_timeline(classifier, args)
     if args.videos_dir is not None:
         return _predict_library(classifier, args, shard)
+    if args.timeline:
+        return run_timeline(classifier, args)
     results = classifier.classify(args.videos)
     failed = [r for r in results if "error" in r]
     for r in failed:
@@ -320,13 +319,16 @@ def _predict_library(classifier, args, shard: tuple[int, int] | None) -> int:
 
     from .library import PredictionWriter, library_items
 
-    with PredictionWriter(args.output, classifier.categories) as writer:
-        todo = library_items(args.videos_dir, shard)  # the folder is walked once
+    # Checked before the output is opened: checkpoints without a recorded window need --window-seconds.
+    timeline = TimelineOptions(args.window_seconds, args.hop_seconds, args.switch_penalty).resolved(classifier) \
+        if args.timeline else False
+    todo = library_items(args.videos_dir, shard)  # the folder is walked once
+    with PredictionWriter(args.output, classifier.categories, timeline=args.timeline) as writer:
         pending = sum(item.video_id not in writer.done for item in todo)
         errors = 0
         with tqdm(total=len(todo), initial=len(todo) - pending, unit="video", disable=args.quiet,
                   dynamic_ncols=True, file=sys.stderr) as bar:
-            for row in classifier.classify_items(todo, skip=writer.done):
+            for row in classifier.classify_items(todo, skip=writer.done, timeline=timeline):
                 writer.write(row)
                 errors += bool(row["error"])
                 bar.update(1)

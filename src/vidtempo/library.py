@@ -4,6 +4,10 @@ A row is flat, so that CSV and JSON Lines hold the same thing: the video's path 
 the predicted class and its confidence, one ``prob_<class>`` column per class, the trust score and flag,
 and the error that kept a video from being classified (then the class is empty). Rows are written as they
 come and flushed one by one; a rerun reads the rows already written and appends only the missing videos.
+
+A timeline row (JSON Lines only: its segments do not fit a CSV row) adds the video's duration, the timeline's
+window, hop and switch penalty, and its smoothed ``segments`` (as ``timeline.segments`` of a single video's
+result); an error row has no segments.
 """
 
 from __future__ import annotations
@@ -21,17 +25,21 @@ if TYPE_CHECKING:
 
 PROBABILITY_PREFIX = "prob_"
 OUTPUT_FORMATS = (".csv", ".jsonl")
+TIMELINE_FORMAT = ".jsonl"
+# What a timeline row adds: the first four from the result's ``timeline``, the last from its segments.
+TIMELINE_FIELDS = ("duration_s", "window_seconds", "hop_seconds", "switch_penalty", "segments")
 
 
-def row_fields(class_names: Sequence[str]) -> list[str]:
+def row_fields(class_names: Sequence[str], timeline: bool = False) -> list[str]:
     """The columns of a prediction row, in order."""
     return ["path", "predicted_class", "confidence", *(PROBABILITY_PREFIX + name for name in class_names),
-            "trust_score", "trust_flag", "error"]
+            "trust_score", "trust_flag", "error", *(TIMELINE_FIELDS if timeline else ())]
 
 
 def result_row(path: str, result: Mapping[str, Any]) -> dict[str, Any]:
-    """The row of a classified video from its result dict (VideoClassifier._result)."""
-    return {
+    """The row of a classified video from its result dict (VideoClassifier._result), with the timeline
+    fields when the result has a ``timeline``."""
+    row = {
         "path": path,
         "predicted_class": result["predicted_class"],
         "confidence": result["confidence"],
@@ -40,12 +48,20 @@ def result_row(path: str, result: Mapping[str, Any]) -> dict[str, Any]:
         "trust_flag": result["trust"]["flag"],
         "error": "",
     }
+    timeline = result.get("timeline")
+    if timeline is not None:
+        row.update(duration_s=timeline["duration_s"], window_seconds=timeline["window_seconds"],
+                   hop_seconds=timeline["hop_seconds"], switch_penalty=timeline["smoothing"]["switch_penalty"],
+                   segments=timeline["segments"])
+    return row
 
 
-def error_row(path: str, error: str, class_names: Sequence[str]) -> dict[str, Any]:
+def error_row(path: str, error: str, class_names: Sequence[str], timeline: bool = False) -> dict[str, Any]:
     """The row of a video that could not be classified: its error on one line, every other field empty."""
-    row: dict[str, Any] = dict.fromkeys(row_fields(class_names), "")
+    row: dict[str, Any] = dict.fromkeys(row_fields(class_names, timeline), "")
     row.update(path=path, error=" ".join(str(error).split()))
+    if timeline:
+        row["segments"] = []
     return row
 
 
@@ -65,19 +81,28 @@ def library_items(videos_dir: str | os.PathLike, shard: tuple[int, int] | None =
     return shard_items(items, *shard) if shard else items
 
 
+def check_output_path(path: Path, timeline: bool = False) -> None:
+    """Refuse an ``--output`` that cannot hold the rows (see PredictionWriter)."""
+    if path.suffix.lower() not in OUTPUT_FORMATS:
+        raise VidtempoError(f"{path}: --output must end in {' or '.join(OUTPUT_FORMATS)}")
+    if timeline and path.suffix.lower() != TIMELINE_FORMAT:
+        raise VidtempoError(f"{path}: --timeline rows hold segments, which do not fit a CSV row: "
+                            f"give an --output ending in {TIMELINE_FORMAT}")
+
+
 class PredictionWriter:
-    """Appends rows to a ``.csv`` or ``.jsonl`` file, one flushed line per row.
+    """Appends rows to a ``.csv`` or ``.jsonl`` file, one flushed line per row; timeline rows (``timeline``)
+    to a ``.jsonl`` file only.
 
     Opening an existing file keeps its complete rows (``done`` holds their paths) and cuts off a last line
     that a killed run left half written, so a rerun continues the file without duplicating a row.
     """
 
-    def __init__(self, path: str | os.PathLike, class_names: Sequence[str]) -> None:
+    def __init__(self, path: str | os.PathLike, class_names: Sequence[str], timeline: bool = False) -> None:
         self.path = Path(path)
         self.format = self.path.suffix.lower()
-        if self.format not in OUTPUT_FORMATS:
-            raise VidtempoError(f"{self.path}: --output must end in {' or '.join(OUTPUT_FORMATS)}")
-        self.fields = row_fields(class_names)
+        check_output_path(self.path, timeline)
+        self.fields = row_fields(class_names, timeline)
         self.done: set[str] = set()
         if self.path.exists():
             self._read_existing()
@@ -129,7 +154,7 @@ class PredictionWriter:
         try:
             row = json.loads(line)
             if set(row) != set(self.fields):
-                raise ValueError("other fields than these checkpoints' classes give")
+                raise ValueError("other fields than these checkpoints' classes give, with or without --timeline")
             return row["path"]
         except (ValueError, TypeError, KeyError) as exc:
             raise VidtempoError(f"{self.path}: line {number} is not a prediction row ({exc}); "

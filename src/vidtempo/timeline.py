@@ -12,6 +12,18 @@ change lands between the centres of the two windows that disagree. Labels are sm
 that charges ``switch_penalty`` (in nats of log-probability) for every change of class, so one window
 that disagrees with its neighbours does not cut a segment unless it is confident enough to pay for two
 changes. Raw window probabilities and raw (unsmoothed) segments are reported too.
+
+The penalty: a run of windows labelled B amid A survives smoothing only if the sum over its windows of
+log p(B) - log p(A) exceeds twice the penalty (it pays for two changes; a run at either end of the video
+for one). At the default of 1 nat a lone window needs odds of e^2, about 7:1, over its neighbours' class;
+weaker windows must come several in a row. The default was chosen with benchmarks/timeline_benchmark.py
+(benchmarks/RESULTS.md): on montages of held-out clips the penalty changes nothing (no window is wrong
+away from a change); on the same montages under heavy noise, at the default window and hop, 0.5 to 2 nats
+removed every spurious change and kept every true one, while the earlier default of 3 merged away a true
+3.8 s stretch of one class (the noisy windows' probabilities are close to uniform, so long true runs carry
+little evidence each). 1 is the middle of that range. The evidence grows with the number of windows, so a
+denser hop tolerates a larger penalty and a sparser one a smaller one; pick it on your own validation
+videos with the benchmark's ``--clips-dir`` mode.
 """
 
 from __future__ import annotations
@@ -29,11 +41,12 @@ from .errors import VidtempoError
 
 if TYPE_CHECKING:
     from .classify import VideoClassifier
+    from .extract.video import DecodedClip
 
 # Default hop: this share of the window.
 DEFAULT_HOP_FRACTION = 0.25
-# Nats charged per change of class by the smoothing pass; benchmarks/timeline_benchmark.py compares values.
-DEFAULT_SWITCH_PENALTY = 3.0
+# Nats charged per change of class by the smoothing pass (why 1: see the module docstring).
+DEFAULT_SWITCH_PENALTY = 1.0
 # Windows through the ensemble at once.
 WINDOW_BATCH = 64
 
@@ -172,42 +185,92 @@ def default_window_seconds(classifier: "VideoClassifier") -> float:
     return recorded
 
 
+@dataclass(frozen=True)
+class TimelineOptions:
+    """How timelines are made: ``window_seconds`` (None: the median duration of the training videos),
+    ``hop_seconds`` (None: ``DEFAULT_HOP_FRACTION`` of the window) and ``switch_penalty`` (nats per change)."""
+
+    window_seconds: float | None = None
+    hop_seconds: float | None = None
+    switch_penalty: float = DEFAULT_SWITCH_PENALTY
+
+    def resolved(self, classifier: "VideoClassifier") -> "TimelineOptions":
+        """These options with the defaults that depend on the checkpoints filled in; bad values refused."""
+        window = self.window_seconds if self.window_seconds is not None else default_window_seconds(classifier)
+        hop = self.hop_seconds if self.hop_seconds is not None else window * DEFAULT_HOP_FRACTION
+        if window <= 0 or hop <= 0:
+            raise VidtempoError("--window-seconds and --hop-seconds must be positive")
+        if self.switch_penalty < 0:
+            raise VidtempoError(f"--switch-penalty must be 0 or more, got {self.switch_penalty}")
+        return TimelineOptions(window, hop, self.switch_penalty)
+
+
+@dataclass
+class TimelineFrames:
+    """The decoded frames of one video that its windows and its whole-video sample use, each once."""
+
+    clip: "DecodedClip"
+    plan: WindowPlan
+    whole: list[int]  # the frames a plain prediction samples
+    window_seconds: float
+    hop_seconds: float
+
+
+def decode_timeline_frames(path: str | os.PathLike, window_seconds: float, hop_seconds: float,
+                           frames_per_video: int, image_size: int) -> TimelineFrames:
+    """Decode what a timeline of ``path`` needs (see TimelineFrames). Raises VideoDecodeError. Decoder
+    worker processes run it too, so it takes plain values."""
+    from .extract.video import VideoDecodeError, decode_selected, uniform_indices
+
+    plans: dict[str, Any] = {}
+
+    def select(total: int, rate: float | None) -> list[int]:
+        if not rate:
+            raise VideoDecodeError(f"{path}: the video states no frame rate, so windows cannot be placed in time")
+        try:
+            plans["plan"] = plan_windows(total, rate, window_seconds, hop_seconds, frames_per_video)
+        except VidtempoError as exc:
+            raise VideoDecodeError(f"{path}: {exc}") from None
+        plans["whole"] = uniform_indices(total, frames_per_video)
+        return sorted(set(plans["plan"].grid.tolist()) | set(plans["whole"]))
+
+    clip = decode_selected(path, select, image_size)
+    return TimelineFrames(clip, plans["plan"], plans["whole"], window_seconds, hop_seconds)
+
+
 def classify_timeline(classifier: "VideoClassifier", path: str | os.PathLike, window_seconds: float | None = None,
                       hop_seconds: float | None = None,
                       switch_penalty: float = DEFAULT_SWITCH_PENALTY, thumbnails: bool = False) -> dict[str, Any]:
     """The whole-video result of ``classifier`` with a ``timeline`` added (see module docstring). The video
     is decoded once; each frame either needs is embedded once."""
-    from .classify import PreparedVideo, _thumbnails, step_frame_matrix
-    from .extract.video import decode_selected, uniform_indices
-
     path = Path(path)
     if not path.is_file():
         raise VidtempoError(f"{path}: file not found")
-    window_seconds = window_seconds if window_seconds is not None else default_window_seconds(classifier)
-    hop_seconds = hop_seconds if hop_seconds is not None else window_seconds * DEFAULT_HOP_FRACTION
-    settings = classifier.settings
-    plans: dict[str, Any] = {}
-
-    def select(total: int, rate: float | None) -> list[int]:
-        if not rate:
-            raise VidtempoError(f"{path}: the video states no frame rate, so windows cannot be placed in time")
-        plans["plan"] = plan_windows(total, rate, window_seconds, hop_seconds, settings.frames_per_video)
-        plans["whole"] = uniform_indices(total, settings.frames_per_video)
-        return sorted(set(plans["plan"].grid.tolist()) | set(plans["whole"]))
-
+    options = TimelineOptions(window_seconds, hop_seconds, switch_penalty).resolved(classifier)
     start = time.perf_counter()
-    clip = decode_selected(path, select, settings.image_size)
-    decoded = time.perf_counter()
-    plan, whole = plans["plan"], plans["whole"]
-    frame_features = classifier.extractor.frame_features(clip.frames)
-    embedded = time.perf_counter()
+    frames = decode_timeline_frames(path, options.window_seconds, options.hop_seconds,
+                                    classifier.settings.frames_per_video, classifier.settings.image_size)
+    return timeline_result(classifier, path, frames, switch_penalty, thumbnails,
+                           {"decode_s": time.perf_counter() - start})
+
+
+def timeline_result(classifier: "VideoClassifier", path: Path, frames: TimelineFrames, switch_penalty: float,
+                    thumbnails: bool = False, timings: dict[str, float] | None = None) -> dict[str, Any]:
+    """``classify_timeline``'s result from the decoded ``frames``: the whole-video result from the frames a
+    plain prediction samples, the windows' probabilities from the grid, every frame embedded once."""
+    from .classify import PreparedVideo, _thumbnails, step_frame_matrix
+
+    clip, plan, whole = frames.clip, frames.plan, frames.whole
+    settings = classifier.settings
+    start = time.perf_counter()
+    frame_features = classifier.frame_features(clip.frames)
     position = {index: row for row, index in enumerate(clip.indices)}
     whole_rows = [position[i] for i in whole]
     video = PreparedVideo(
         path=path, features=_sequence(frame_features[whole_rows], settings), frame_indices=whole,
         frame_times=[round(i / plan.frame_rate, 3) for i in whole],
         step_frames=step_frame_matrix(len(whole), settings.scales),
-        timings={"decode_s": decoded - start, "cnn_s": embedded - decoded},
+        timings={**(timings or {}), "cnn_s": time.perf_counter() - start},
         thumbnails=_thumbnails(clip.frames[whole_rows]) if thumbnails else None,
     )
     result = classifier._classify_prepared([video])[0]
@@ -215,7 +278,7 @@ def classify_timeline(classifier: "VideoClassifier", path: str | os.PathLike, wi
     windows_start = time.perf_counter()
     probs = window_probabilities(classifier, frame_features[grid_rows], plan.rows)
     timeline = build_timeline(probs, plan.window_bounds(), plan.duration, classifier.categories, switch_penalty)
-    timeline.update(window_seconds=round(window_seconds, 3), hop_seconds=round(hop_seconds, 3),
+    timeline.update(window_seconds=round(frames.window_seconds, 3), hop_seconds=round(frames.hop_seconds, 3),
                     frames_embedded=len(clip.indices))
     result["timeline"] = timeline
     result["timings_s"]["timeline_s"] = round(time.perf_counter() - windows_start, 4)
@@ -284,7 +347,8 @@ def plot_timeline(result: dict[str, Any], output: str | os.PathLike) -> Path:
 def add_timeline_options(parser: Any) -> None:
     """``predict``'s timeline options."""
     parser.add_argument("--timeline", action="store_true",
-                        help="also label each stretch of the video: windows and segments over time")
+                        help="also label each stretch of the video: windows and segments over time (with --videos-dir: "
+                             "each row of the .jsonl --output adds the segments)")
     parser.add_argument("--window-seconds", type=float,
                         help="timeline window (default: the median duration of the training videos)")
     parser.add_argument("--hop-seconds", type=float,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
-import torch
 from torch.utils.data import Dataset
 
 from .catalog import VideoItem
@@ -13,19 +13,26 @@ from .video import VideoDecodeError, decode_clip
 
 
 class DecodeVideos(Dataset):
-    """Item i: (i, uint8 frames [T, 3, S, S] or None, failure reason or None). Runs in decoder workers."""
+    """Item i: (i, uint8 frames [T, 3, S, S] or None, failure reason or None). Runs in decoder workers.
 
-    def __init__(self, items: Sequence[VideoItem], frames_per_video: int, image_size: int):
+    ``decode`` (a picklable function of the path that raises VideoDecodeError) decodes something else in
+    place of the sampled frames, for instance a timeline's frames."""
+
+    def __init__(self, items: Sequence[VideoItem], frames_per_video: int, image_size: int,
+                 decode: Callable[[Path], Any] | None = None):
         self.items = list(items)
         self.frames_per_video = frames_per_video
         self.image_size = image_size
+        self.decode = decode
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+    def __getitem__(self, index: int) -> tuple[int, Any, str | None]:
         path = self.items[index].path
         try:
+            if self.decode is not None:
+                return index, self.decode(path), None
             return index, decode_clip(path, self.frames_per_video, self.image_size).frames, None
         except VideoDecodeError as exc:
             return index, None, str(exc).removeprefix(f"{path}: ")

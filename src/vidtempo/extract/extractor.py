@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -123,12 +123,13 @@ class FeatureExtractor:
         return self.sequence_features(self.decode(path).frames)
 
     def decoded_videos(
-        self, items: Sequence[VideoItem]
-    ) -> Iterator[tuple[VideoItem, torch.Tensor | None, str | None]]:
+        self, items: Sequence[VideoItem], decode: Callable[[Path], Any] | None = None
+    ) -> Iterator[tuple[VideoItem, Any, str | None]]:
         """``(item, uint8 frames [T, 3, S, S] or None, failure reason or None)`` for each item in order,
-        decoded by worker processes ahead of the caller, which runs the CNN on the previous video meanwhile."""
+        decoded by worker processes ahead of the caller, which runs the CNN on the previous video meanwhile.
+        With ``decode`` (see DecodeVideos), what it returns takes the frames' place."""
         loader = DataLoader(
-            DecodeVideos(items, self.settings.frames_per_video, self.settings.image_size),
+            DecodeVideos(items, self.settings.frames_per_video, self.settings.image_size, decode),
             batch_size=None,  # one video per item; the CNN batches frames itself
             shuffle=False,
             num_workers=self.workers,
