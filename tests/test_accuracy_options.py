@@ -256,8 +256,9 @@ def test_a_cross_fitted_ensemble_selects_on_each_fold_and_fits_on_out_of_fold_pr
         seeds.assemble_ensemble(3, results_dir=tmp_path / "r")
 
 
-def test_cross_fit_needs_two_members(small_features, tmp_path):
+def test_a_single_member_learns_from_the_train_split_whatever_the_strategy(small_features, tmp_path):
     trainer = make_trainer(small_features, tmp_path / "c", ensemble_strategy="cross_fit")
-    with pytest.raises(ConfigError, match="at least 2 members"):
-        trainer.train_ensemble(num_models=1, num_epochs=1, results_dir=tmp_path / "r")
-    assert not (tmp_path / "c").exists() or not list((tmp_path / "c").glob("*.pt"))
+    _, results = trainer.train_ensemble(num_models=1, num_epochs=1, results_dir=tmp_path / "r")
+    assert "cross_fit" not in results["members"][0]
+    assert json.loads((tmp_path / "c" / "ensemble.json").read_text())["settings"]["fitted_on"] == "val"
+    assert set(results["evaluation"]) == {"val", "test"}

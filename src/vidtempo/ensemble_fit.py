@@ -30,7 +30,7 @@ from .ensemble import Ensemble, EnsembleSettings, model_outputs
 from .errors import ConfigError
 from .evaluation import evaluate_ensemble, write_evaluation_report
 from .files import write_json
-from .folds import cross_fit_splits
+from .folds import cross_fit_splits, cross_fits
 from .store import FeatureSplit
 from .trust import fit_uncertain_threshold
 from .tta import TTA_VIEWS, average_views
@@ -212,7 +212,7 @@ def assemble_ensemble(
     _check_strategy(member_results, cfg)
     member_files = [checkpoint.best_checkpoint_name(name) for name in names]
     ensemble = Ensemble.from_checkpoints([checkpoint_dir / f for f in member_files], device)
-    if cfg.ensemble_strategy == "cross_fit":
+    if cross_fits(cfg.ensemble_strategy, num_models):
         folds = cross_fit_splits(splits, num_models, cfg.seed)
         ensemble.settings = fit_ensemble_settings_out_of_fold(ensemble, [fold["val"] for fold in folds], cfg)
         scored = ("test",)
@@ -238,13 +238,14 @@ def assemble_ensemble(
 
 def _check_strategy(member_results: list[dict[str, Any]], cfg: TrainingConfig) -> None:
     """Members must have learned the way the ensemble is assembled (folds or seeds), with the same folds."""
+    folds = len(member_results)
     for r in member_results:
         trained = r.get("training_config") or {}
         strategy = trained.get("ensemble_strategy", "seeds")
-        if strategy != cfg.ensemble_strategy:
+        if cross_fits(strategy, folds) != cross_fits(cfg.ensemble_strategy, folds):
             raise ConfigError(f"{r['model_name']} was trained with ensemble_strategy={strategy!r}; assemble it with "
                               f"the same, not {cfg.ensemble_strategy!r}")
-        if strategy == "cross_fit" and r.get("cross_fit") != {"folds": len(member_results), "seed": cfg.seed}:
+        if cross_fits(strategy, folds) and r.get("cross_fit") != {"folds": folds, "seed": cfg.seed}:
             raise ConfigError(f"{r['model_name']} learned from other folds ({r.get('cross_fit')}) than an ensemble "
                               f"of {len(member_results)} with seed {cfg.seed} cuts")
 

@@ -48,6 +48,12 @@ class RowsView:
         return np.asarray(self.sources[source][(row, *rest)])
 
 
+def cross_fits(strategy: str, num_models: int) -> bool:
+    """Whether an ensemble of ``num_models`` with ``strategy`` is cross-fitted. A single member has no other
+    member to hold a fold out for, so it learns from the train split and selects on val, as with "seeds"."""
+    return strategy == "cross_fit" and num_models > 1
+
+
 def pooled_rows(splits: Sequence[FeatureSplit]) -> list[tuple[int, int]]:
     """Every row of ``splits``, in order, as ``(split index, row)``."""
     return [(s, r) for s, split in enumerate(splits) for r in range(split.num_videos)]

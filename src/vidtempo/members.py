@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from . import checkpoint
 from .ensemble_fit import collapse_reason
 from .files import write_json
+from .folds import cross_fits
 
 if TYPE_CHECKING:
     from .trainer import EnhancedTemporalModelTrainer
@@ -26,7 +27,7 @@ def train_member(trainer: "EnhancedTemporalModelTrainer", index: int, num_models
         return done
     with trainer.member_splits(index, num_models, run_args["feature_file_suffix"]):
         attempts, kept = _train_attempts(trainer, progress, index, num_models, resume, run_args)
-    if trainer.training_config.ensemble_strategy == "cross_fit":
+    if cross_fits(trainer.training_config.ensemble_strategy, num_models):
         kept["cross_fit"] = {"folds": num_models, "seed": trainer.training_config.seed}
     return _keep_best_attempt(trainer, progress, attempts, kept)
 

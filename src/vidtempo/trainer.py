@@ -28,7 +28,7 @@ from .ensemble import Ensemble, inference_amp_dtype, model_outputs, model_probab
 from .ensemble_fit import assemble_ensemble
 from .errors import ConfigError
 from .files import write_json
-from .folds import cross_fit_splits
+from .folds import cross_fit_splits, cross_fits
 from .metrics import classification_metrics
 from .model import SuperEnhancedTemporalModel
 from .runtime import derive_seed, resolve_device, seed_everything
@@ -99,10 +99,10 @@ class EnhancedTemporalModelTrainer:
     @contextmanager
     def member_splits(self, index: int, num_models: int, feature_file_suffix: str = MULTISCALE_SUFFIX):
         """While member ``index`` (1-based) trains: the splits it learns from. The files' splits, or, with
-        ``ensemble_strategy="cross_fit"``, its fold: train + val without fold ``index`` to train on, fold
-        ``index`` to select epochs on (folds.py)."""
+        ``ensemble_strategy="cross_fit"`` and more than one member, its fold: train + val without fold
+        ``index`` to train on, fold ``index`` to select epochs on (folds.py)."""
         splits = self.load_features(feature_file_suffix)
-        if self.training_config.ensemble_strategy != "cross_fit":
+        if not cross_fits(self.training_config.ensemble_strategy, num_models):
             yield splits
             return
         self.splits = cross_fit_splits(splits, num_models, self.training_config.seed)[index - 1]
