@@ -564,6 +564,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="runs at the same time, in separate processes")
     parser.add_argument("--results-dir", type=Path, default=cache / "accuracy_real")
     parser.add_argument("--cache-dir", type=Path, default=cache)
+    parser.add_argument("--report-only", action="store_true",
+                        help="print the tables from the results already there; train nothing")
     parser.add_argument("--aeon-wheel", type=Path, default=None, help="default: downloaded into CACHE/aeon")
     args = parser.parse_args()
     args.sets = choose(args.sets, SET_NAMES, "--sets", parser)
@@ -622,7 +624,8 @@ def main() -> None:
             fail("the data read differ from the archive's documented sizes (see the table)")
         plan = plan_runs(data, args.variants, args.seeds, args.epochs, args.results_dir)
         print_variant_notes(args.variants, plan, args.seeds[0])
-        run_missing(plan, args.jobs)
+        if not args.report_only:
+            run_missing(plan, args.jobs)
     results = load_results(plan)
     sets = [name for name in SET_NAMES if name in args.sets]
     print_metric_table("Ensemble test accuracy, % (plain: vidtempo evaluate/predict use no TTA unless --tta), "

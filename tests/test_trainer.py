@@ -131,7 +131,9 @@ def test_ensemble_members_and_results(small_features, tmp_path, monkeypatch):
     assert [m["training_config"]["seed"] for m in saved["members"]] == [42, 43]
     manifest = json.loads((tmp_path / "checkpoints" / "ensemble.json").read_text())
     assert manifest["members"] == ["best_ensemble_model_1.pt", "best_ensemble_model_2.pt"]
-    assert manifest["settings"]["fitted_on"] == "val" and 0 <= manifest["settings"]["uncertain_below"] <= 1
+    # Cross-fitted by default: settings fitted on out-of-fold predictions, scored on test only.
+    assert manifest["settings"]["fitted_on"] == "out_of_fold" and 0 <= manifest["settings"]["uncertain_below"] <= 1
+    assert set(saved["evaluation"]) == {"test"}
     loaded = Ensemble.from_checkpoints(tmp_path / "checkpoints")
     assert loaded.settings.uncertain_below == manifest["settings"]["uncertain_below"]
     feats = torch.from_numpy(trainer.splits["test"].features)

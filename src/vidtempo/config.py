@@ -85,7 +85,7 @@ class TrainingConfig:
     bucket_by_length: bool = False  # batches of similar length (less padding), same class-balanced draws
     max_in_memory_gb: float | None = None  # larger splits stream from the file (None: automatic, see store.py)
     # Getting more out of few labelled videos (benchmarks/accuracy_real.py measures each).
-    ensemble_strategy: str = "seeds"
+    ensemble_strategy: str = "cross_fit"  # "seeds": the seed system's (benchmarks/RESULTS.md compares them)
     weight_averaging: str = "none"
     ema_half_life_epochs: float = 2.0  # the averaged weights forget half of an epoch's weights in this many epochs
     mixup_alpha: float = 0.0  # > 0: mix pairs of videos' features and labels, with Beta(alpha, alpha) shares
