@@ -251,7 +251,7 @@ def test_a_cross_fitted_ensemble_selects_on_each_fold_and_fits_on_out_of_fold_pr
         assert main(["evaluate", "--features-dir", str(small_features), "--checkpoints", str(tmp_path / "c"),
                      "--split", "val", "--output", str(tmp_path / "val.json")]) == 0
     # Assembling the same members as a seed ensemble is refused.
-    seeds = make_trainer(small_features, tmp_path / "c")
+    seeds = make_trainer(small_features, tmp_path / "c", ensemble_strategy="seeds")
     with pytest.raises(ConfigError, match="ensemble_strategy='cross_fit'"):
         seeds.assemble_ensemble(3, results_dir=tmp_path / "r")
 
