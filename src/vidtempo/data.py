@@ -108,29 +108,29 @@ def mix_batch(features: torch.Tensor, targets: torch.Tensor, lengths: torch.Tens
         return None
     if use_mixup and use_cutmix:
         use_mixup = bool(torch.rand(()) < 0.5)
-    partner = torch.randperm(features.shape[0])
+    partner = torch.randperm(features.shape[0])  # on the CPU, as lengths are
+    partner_features, partner_targets = features[partner.to(features.device)], targets[partner.to(targets.device)]
     if use_mixup:
         lam = torch.distributions.Beta(mixup_alpha, mixup_alpha).sample(())
-        mixed = lam * features + (1.0 - lam) * features[partner.to(features.device)]
-        return MixedBatch(mixed, torch.maximum(lengths, lengths[partner]), targets[partner.to(targets.device)],
-                          torch.full((features.shape[0],), float(lam)))
-    return _cutmix(features, targets, lengths, partner, cutmix_alpha)
+        return MixedBatch(lam * features + (1.0 - lam) * partner_features, torch.maximum(lengths, lengths[partner]),
+                          partner_targets, torch.full((features.shape[0],), float(lam)))
+    return _cutmix(features, lengths, partner_features, lengths[partner], partner_targets, cutmix_alpha)
 
 
-def _cutmix(features: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor, partner: torch.Tensor,
-            alpha: float) -> MixedBatch:
+def _cutmix(features: torch.Tensor, lengths: torch.Tensor, partner_features: torch.Tensor,
+            partner_lengths: torch.Tensor, partner_targets: torch.Tensor, alpha: float) -> MixedBatch:
     batch, steps, dim = features.shape
     lam = torch.distributions.Beta(alpha, alpha).sample((batch,))
     span = torch.round((1.0 - lam) * lengths).long()
     start = (torch.rand(batch) * (lengths - span + 1)).floor().long()
     time = torch.arange(steps)
     inside = (time >= start[:, None]) & (time < (start + span)[:, None])  # [B, T]: frames taken from the partner
-    source = (time[None, :] * lengths[partner][:, None]) // lengths.clamp_min(1)[:, None]
+    source = (time[None, :] * partner_lengths[:, None]) // lengths.clamp_min(1)[:, None]
     source = source.clamp(max=steps - 1).to(features.device)
-    partner_frames = features[partner.to(features.device)].gather(1, source[..., None].expand(-1, -1, dim))
-    mixed = torch.where(inside.to(features.device)[..., None], partner_frames, features)
+    taken = partner_features.gather(1, source[..., None].expand(-1, -1, dim))
+    mixed = torch.where(inside.to(features.device)[..., None], taken, features)
     own_share = 1.0 - span.float() / lengths.clamp_min(1).float()
-    return MixedBatch(mixed, lengths, targets[partner.to(targets.device)], own_share)
+    return MixedBatch(mixed, lengths, partner_targets, own_share)
 
 
 def collate_features(batch: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -22,14 +22,25 @@ from .store import FeatureSplit
 
 
 class RowsView:
-    """Chosen rows ``(source, row)`` of several ``[N, T, D]`` feature arrays (in memory or streamed), read
-    as one ``[rows, T_max, D]`` array: a row alone (``view[i]``, ``view[i, :n]``) or a block (``view[a:b]``,
-    zero-padded to the longest source)."""
+    """Chosen rows of several ``[N, T, D]`` feature arrays (in memory or streamed), read as one
+    ``[rows, T_max, D]`` array: a row alone (``view[i]``, ``view[i, :n]``) or a block (``view[a:b]``,
+    zero-padded to the longest source). ``positions`` index the sources' rows laid end to end."""
 
-    def __init__(self, sources: Sequence[Any], rows: Sequence[tuple[int, int]]) -> None:
+    def __init__(self, sources: Sequence[Any], positions: np.ndarray) -> None:
         self.sources = list(sources)
-        self.rows = [(int(s), int(r)) for s, r in rows]
-        self.shape = (len(self.rows), max(int(s.shape[1]) for s in self.sources), int(self.sources[0].shape[2]))
+        self.positions = np.asarray(positions, dtype=np.int64)
+        self._starts = np.cumsum([0] + [int(s.shape[0]) for s in self.sources])[:-1]
+        self.shape = (len(self.positions), max(int(s.shape[1]) for s in self.sources), int(self.sources[0].shape[2]))
+
+    @property
+    def rows(self) -> list[tuple[int, int]]:
+        """Each chosen row as ``(source, row in that source)``."""
+        return [self._locate(i) for i in range(len(self))]
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        position = int(self.positions[index])
+        source = int(np.searchsorted(self._starts, position, side="right")) - 1
+        return source, position - int(self._starts[source])
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -39,12 +50,13 @@ class RowsView:
         if isinstance(index, slice):
             if rest:
                 raise IndexError("RowsView: a block of rows takes no further index")
-            block = np.zeros((len(range(*index.indices(len(self)))), *self.shape[1:]), dtype=np.float32)
-            for i, position in enumerate(range(*index.indices(len(self)))):
-                source, row = self.rows[position]
+            chosen = range(*index.indices(len(self)))
+            block = np.zeros((len(chosen), *self.shape[1:]), dtype=np.float32)
+            for i, position in enumerate(chosen):
+                source, row = self._locate(position)
                 block[i, : self.sources[source].shape[1]] = self.sources[source][row]
             return block
-        source, row = self.rows[int(index)]
+        source, row = self._locate(int(index))
         return np.asarray(self.sources[source][(row, *rest)])
 
 
@@ -54,21 +66,19 @@ def cross_fits(strategy: str, num_models: int) -> bool:
     return strategy == "cross_fit" and num_models > 1
 
 
-def pooled_rows(splits: Sequence[FeatureSplit]) -> list[tuple[int, int]]:
-    """Every row of ``splits``, in order, as ``(split index, row)``."""
-    return [(s, r) for s, split in enumerate(splits) for r in range(split.num_videos)]
-
-
-def subset(splits: Sequence[FeatureSplit], rows: Sequence[tuple[int, int]]) -> FeatureSplit:
-    """A split of the chosen rows of ``splits`` (which share categories and extraction settings)."""
+def subset(splits: Sequence[FeatureSplit], positions: np.ndarray) -> FeatureSplit:
+    """A split of the chosen rows of ``splits`` laid end to end (they share categories and extraction
+    settings)."""
     first = splits[0]
-    labels = np.array([splits[s].labels[r] for s, r in rows], dtype=np.int64)
-    num_frames = np.array([splits[s].num_frames[r] for s, r in rows], dtype=np.int64)
     ids = None
     if all(split.video_ids is not None for split in splits):
-        ids = [splits[s].video_ids[r] for s, r in rows]
-    return dataclasses.replace(first, features=RowsView([s.features for s in splits], rows), labels=labels,
-                               num_frames=num_frames, video_ids=ids, path=first.path)
+        pooled_ids = [video_id for split in splits for video_id in split.video_ids]
+        ids = [pooled_ids[p] for p in positions]
+    return dataclasses.replace(
+        first, features=RowsView([s.features for s in splits], positions),
+        labels=np.concatenate([s.labels for s in splits]).astype(np.int64)[positions],
+        num_frames=np.concatenate([s.num_frames for s in splits]).astype(np.int64)[positions],
+        video_ids=ids, path=first.path)
 
 
 def fold_assignment(labels: np.ndarray, num_folds: int, seed: int) -> np.ndarray:
@@ -93,8 +103,7 @@ def fold_assignment(labels: np.ndarray, num_folds: int, seed: int) -> np.ndarray
 def cross_fit_splits(splits: Mapping[str, FeatureSplit], num_folds: int, seed: int) -> list[dict[str, FeatureSplit]]:
     """For each fold i: ``{"train": the other folds, "val": fold i, "test": the test split}``."""
     labelled = [splits["train"], splits["val"]]
-    rows = pooled_rows(labelled)
     folds = fold_assignment(np.concatenate([s.labels for s in labelled]), num_folds, seed)
-    return [{"train": subset(labelled, [r for r, f in zip(rows, folds) if f != fold]),
-             "val": subset(labelled, [r for r, f in zip(rows, folds) if f == fold]),
+    return [{"train": subset(labelled, np.flatnonzero(folds != fold)),
+             "val": subset(labelled, np.flatnonzero(folds == fold)),
              "test": splits["test"]} for fold in range(num_folds)]
