@@ -19,7 +19,7 @@ from .model import TemporalModel
 from .runtime import autocast, resolve_device, resolve_precision
 from .store import MEDIAN_SECONDS_ATTR, FeatureSplit, class_names
 from .trust import DEFAULT_UNCERTAIN_BELOW, class_distance_ratios, trust
-from .tta import TTA_VIEWS, average_views, make_views
+from .tta import TTA_VIEWS, average_member_views, average_views, make_views
 
 if TYPE_CHECKING:
     from .extract.settings import ExtractionSettings
@@ -90,7 +90,10 @@ def model_outputs(
 ) -> ModelOutputs:
     """Run one model (in eval mode) on a batch; with TTA, on every view of every video.
 
-    All views of all videos are stacked and run through the model in as few passes as ``max_rows`` allows.
+    Each view's videos run in passes of at most ``max_rows``, padded to the pass's longest; a pass never
+    mixes views. So the original view runs in exactly the passes of ``tta=False`` and gives its numbers, a
+    view's numbers do not depend on which other views are asked for, and the scores of several view sets
+    (plain and TTA, or TTA over different views) can be read off one call over their union.
     ``views`` picks the TTA views (``tta=True`` means all of them); the original view must come first.
     """
     device = next(model.parameters()).device
@@ -105,9 +108,9 @@ def model_outputs(
         rows, row_lengths = features, lengths.to("cpu", torch.long)
         applies = torch.ones(1, batch, dtype=torch.bool)
     probs, pooled, attention = [], [], []
-    for start in range(0, rows.shape[0], max_rows):
-        chunk_lengths = row_lengths[start : start + max_rows]
-        chunk = rows[start : start + max_rows, : int(chunk_lengths.max())].to(device, torch.float32)
+    for start, stop in _passes(applies.shape[0], batch, max_rows):
+        chunk_lengths = row_lengths[start:stop]
+        chunk = rows[start:stop, : int(chunk_lengths.max())].to(device, torch.float32)
         with autocast(device, amp_dtype):
             chunk_pooled, weights = model.encode(chunk, chunk_lengths)
             logits = model.classifier(chunk_pooled)
@@ -125,6 +128,13 @@ def model_outputs(
         view_probs=all_probs.reshape(applies.shape[0], batch, -1),
         applies=applies,
     )
+
+
+def _passes(num_views: int, batch: int, max_rows: int) -> list[tuple[int, int]]:
+    """Row ranges ``[start, stop)`` of the passes over ``num_views`` blocks of ``batch`` rows: at most
+    ``max_rows`` each, never across a view's block."""
+    return [(v * batch + start, v * batch + min(start + max_rows, batch))
+            for v in range(num_views) for start in range(0, batch, max_rows)]
 
 
 def model_probabilities(
@@ -291,16 +301,25 @@ class Ensemble:
     def split_member_probabilities(self, split: FeatureSplit, tta: bool = False, views: Sequence[str] | None = None,
                                    batch_size: int = 256) -> torch.Tensor:
         """``[M, N, C]`` member probabilities over a whole feature split."""
+        view_probs, applies = self.split_view_probabilities(split, self._views(tta, views) or ("original",), batch_size)
+        return average_member_views(view_probs, applies)
+
+    def split_view_probabilities(self, split: FeatureSplit, views: Sequence[str],
+                                 batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each member's probabilities of each of ``views`` over a whole feature split ``[M, V, N, C]``, and
+        whether each view applies to each video ``[V, N]``."""
         if split.category_mapping != self.category_mapping:
             raise ConfigError(
                 f"{split.path}: categories {split.category_mapping} differ from the ensemble's {self.category_mapping}"
             )
-        chunks = []
-        for start in range(0, split.num_videos, batch_size):
+        probs, applies = [], []
+        for start in range(0, split.num_videos, batch_size):  # in blocks: a streamed split is never read whole
             feats = torch.from_numpy(split.features[start : start + batch_size])
             lengths = torch.from_numpy(split.num_frames[start : start + batch_size])
-            chunks.append(self.member_probabilities(feats, lengths, tta=tta, views=views))
-        return torch.cat(chunks, dim=1)
+            outputs = [model_outputs(m, feats, lengths, views=views, amp_dtype=self.amp_dtype) for m in self.models]
+            probs.append(torch.stack([o.view_probs for o in outputs]))
+            applies.append(outputs[0].applies)
+        return torch.cat(probs, dim=2), torch.cat(applies, dim=1)
 
 
 def _checkpoint_paths(paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike]) -> tuple[list[Path], dict | None]:
