@@ -385,8 +385,9 @@ class _Member:
 
 
 def _load_member(path: Path, device: torch.device) -> _Member:
-    payload = load_checkpoint(path)
+    payload = load_checkpoint(path, mmap=True)  # the model copies the weights; the optimiser state stays unread
     model = model_from_checkpoint(payload, path)
+    stats = payload.get("representation_stats")
     return _Member(
         path=path,
         model=model.to(device),
@@ -401,7 +402,7 @@ def _load_member(path: Path, device: torch.device) -> _Member:
             "checkpoint_id": payload.get("checkpoint_id"),
             MEDIAN_SECONDS_ATTR: (payload.get("feature_settings") or {}).get(MEDIAN_SECONDS_ATTR),
         },
-        representation_stats=payload.get("representation_stats"),
+        representation_stats={k: v.clone() for k, v in stats.items()} if stats is not None else None,
     )
 
 
