@@ -160,6 +160,8 @@ def measure(data: Path, scratch: Path, rows: list[str], epochs: int, args) -> di
             out["load"] = f"{before} -> {load_average()}"
             print(f"  {epochs} epochs, {ROWS[row]}, run {repeat + 1}: total {out['total']:.1f}s, epochs "
                   f"{[round(t, 1) for t in out['epoch_time']]} ({out['load']})", flush=True)
+            if out["pieces"]:
+                print(f"    steps: {_steps(out)}", flush=True)
             if row not in best or out["total"] < best[row]["total"]:
                 best[row] = out
     return best
@@ -178,8 +180,11 @@ def print_table(epochs: int, best: dict[str, dict]) -> None:
               f"{out['total'] - epoch_sum:7.1f} {ratio:>11}")
     for row, out in best.items():
         if out["pieces"]:
-            print(f"  {ROWS[row]}, steps: " + ", ".join(
-                f"{name} {seconds:.2f}s ({out['piece_calls'][name]}x)" for name, seconds in out["pieces"].items()))
+            print(f"  {ROWS[row]}, steps: {_steps(out)}")
+
+
+def _steps(out: dict) -> str:
+    return ", ".join(f"{name} {seconds:.2f}s ({out['piece_calls'][name]}x)" for name, seconds in out["pieces"].items())
 
 
 def main() -> None:

@@ -301,8 +301,8 @@ class Ensemble:
     def split_member_probabilities(self, split: FeatureSplit, tta: bool = False, views: Sequence[str] | None = None,
                                    batch_size: int = 256) -> torch.Tensor:
         """``[M, N, C]`` member probabilities over a whole feature split."""
-        view_probs, applies = self.split_view_probabilities(split, self._views(tta, views) or ("original",), batch_size)
-        return average_member_views(view_probs, applies)
+        views = self._views(tta, views) or ("original",)
+        return average_member_views(*self.split_view_probabilities(split, views, batch_size))
 
     def split_view_probabilities(self, split: FeatureSplit, views: Sequence[str],
                                  batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
