@@ -109,9 +109,9 @@ def test_ensemble_tta_is_the_mean_over_the_applicable_views_of_each_video():
 
 
 @pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16], ids=["fp32", "bf16"])
-def test_a_views_numbers_do_not_depend_on_the_other_views_run_with_it(amp_dtype):
-    """The original view of a TTA pass is the plain pass, to the bit, and so is any view's share of any view
-    set: plain and TTA scores can be read off one pass over every view."""
+def test_with_separate_views_a_views_numbers_do_not_depend_on_the_other_views(amp_dtype):
+    """Scoring a split runs each view in passes of its own: the original view's numbers are the plain pass's,
+    to the bit, and so are any view's within any view set, so plain and TTA scores come from one call."""
     from vidtempo.ensemble import model_outputs
 
     torch.manual_seed(0)
@@ -122,10 +122,12 @@ def test_a_views_numbers_do_not_depend_on_the_other_views_run_with_it(amp_dtype)
     features = torch.randn(len(lengths), int(lengths.max()), 32)
     for b, length in enumerate(lengths):
         features[b, length:] = 0.0
-    every = model_outputs(model, features, lengths, views=TTA_VIEWS, amp_dtype=amp_dtype, max_rows=4)
+    every = model_outputs(model, features, lengths, views=TTA_VIEWS, amp_dtype=amp_dtype, max_rows=4,
+                          separate_views=True)
     plain = model_outputs(model, features, lengths, amp_dtype=amp_dtype, max_rows=4)
     assert torch.equal(every.view_probs[0], plain.probs)
     assert torch.equal(every.pooled, plain.pooled) and torch.equal(every.attention, plain.attention)
-    some = model_outputs(model, features, lengths, views=("original", "speed_down"), amp_dtype=amp_dtype, max_rows=4)
+    some = model_outputs(model, features, lengths, views=("original", "speed_down"), amp_dtype=amp_dtype, max_rows=4,
+                         separate_views=True)
     assert torch.equal(some.view_probs, every.view_probs[[0, 3]])
     assert torch.equal(some.probs, average_views(every.view_probs[[0, 3]].flatten(0, 1), every.applies[[0, 3]]))

@@ -87,13 +87,16 @@ def model_outputs(
     amp_dtype: torch.dtype | None = None,
     max_rows: int = INFERENCE_BATCH_ROWS,
     views: Sequence[str] | None = None,
+    separate_views: bool = False,
 ) -> ModelOutputs:
     """Run one model (in eval mode) on a batch; with TTA, on every view of every video.
 
-    Each view's videos run in passes of at most ``max_rows``, padded to the pass's longest; a pass never
-    mixes views. So the original view runs in exactly the passes of ``tta=False`` and gives its numbers, a
-    view's numbers do not depend on which other views are asked for, and the scores of several view sets
-    (plain and TTA, or TTA over different views) can be read off one call over their union.
+    All views of all videos are stacked and run through the model in as few passes as ``max_rows`` allows,
+    each padded to its longest row (the fewest passes: for classifying a few videos). With
+    ``separate_views``, each view runs in passes of its own: the original view then runs in exactly the
+    passes of ``tta=False`` and gives its numbers, and a view's numbers do not depend on the other views
+    asked for, so that the scores of several view sets (plain and TTA, or TTA over different views) can be
+    read off one call over their union (for scoring a split).
     ``views`` picks the TTA views (``tta=True`` means all of them); the original view must come first.
     """
     device = next(model.parameters()).device
@@ -108,7 +111,7 @@ def model_outputs(
         rows, row_lengths = features, lengths.to("cpu", torch.long)
         applies = torch.ones(1, batch, dtype=torch.bool)
     probs, pooled, attention = [], [], []
-    for start, stop in _passes(applies.shape[0], batch, max_rows):
+    for start, stop in _passes(applies.shape[0], batch, max_rows, separate_views):
         chunk_lengths = row_lengths[start:stop]
         chunk = rows[start:stop, : int(chunk_lengths.max())].to(device, torch.float32)
         with autocast(device, amp_dtype):
@@ -130,9 +133,11 @@ def model_outputs(
     )
 
 
-def _passes(num_views: int, batch: int, max_rows: int) -> list[tuple[int, int]]:
+def _passes(num_views: int, batch: int, max_rows: int, separate_views: bool) -> list[tuple[int, int]]:
     """Row ranges ``[start, stop)`` of the passes over ``num_views`` blocks of ``batch`` rows: at most
-    ``max_rows`` each, never across a view's block."""
+    ``max_rows`` each, and with ``separate_views`` never across a view's block."""
+    if not separate_views:
+        return [(start, min(start + max_rows, num_views * batch)) for start in range(0, num_views * batch, max_rows)]
     return [(v * batch + start, v * batch + min(start + max_rows, batch))
             for v in range(num_views) for start in range(0, batch, max_rows)]
 
@@ -307,7 +312,9 @@ class Ensemble:
     def split_view_probabilities(self, split: FeatureSplit, views: Sequence[str],
                                  batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
         """Each member's probabilities of each of ``views`` over a whole feature split ``[M, V, N, C]``, and
-        whether each view applies to each video ``[V, N]``."""
+        whether each view applies to each video ``[V, N]``. Views run in passes of their own (see
+        ``model_outputs``): plain scores are the original view's, and any subset of ``views`` scores as if
+        it had run alone."""
         if split.category_mapping != self.category_mapping:
             raise ConfigError(
                 f"{split.path}: categories {split.category_mapping} differ from the ensemble's {self.category_mapping}"
@@ -316,7 +323,8 @@ class Ensemble:
         for start in range(0, split.num_videos, batch_size):  # in blocks: a streamed split is never read whole
             feats = torch.from_numpy(split.features[start : start + batch_size])
             lengths = torch.from_numpy(split.num_frames[start : start + batch_size])
-            outputs = [model_outputs(m, feats, lengths, views=views, amp_dtype=self.amp_dtype) for m in self.models]
+            outputs = [model_outputs(m, feats, lengths, views=views, amp_dtype=self.amp_dtype, separate_views=True)
+                       for m in self.models]
             probs.append(torch.stack([o.view_probs for o in outputs]))
             applies.append(outputs[0].applies)
         return torch.cat(probs, dim=2), torch.cat(applies, dim=1)

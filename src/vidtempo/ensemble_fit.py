@@ -60,8 +60,8 @@ def view_probabilities(ensemble: Ensemble, split: FeatureSplit,
     for start in range(0, split.num_videos, batch_size):  # in blocks: a streamed split is never read whole
         feats = torch.from_numpy(split.features[start : start + batch_size])
         lengths = torch.from_numpy(split.num_frames[start : start + batch_size])
-        outputs = [model_outputs(m, feats, lengths, views=TTA_VIEWS, amp_dtype=ensemble.amp_dtype)
-                   for m in ensemble.models]
+        outputs = [model_outputs(m, feats, lengths, views=TTA_VIEWS, amp_dtype=ensemble.amp_dtype,
+                                 separate_views=True) for m in ensemble.models]
         probs.append(torch.stack([o.view_probs for o in outputs]))
         applies.append(outputs[0].applies)
         ratios.append(ensemble.class_distance_ratios(outputs))

@@ -346,7 +346,7 @@ class EnhancedTemporalModelTrainer:
         plain, tta, labels = [], [], []
         amp_dtype = inference_amp_dtype(next(model.parameters()).device)
         for features, targets, lengths in loader:
-            outputs = model_outputs(model, features, lengths, tta=True, amp_dtype=amp_dtype)
+            outputs = model_outputs(model, features, lengths, tta=True, amp_dtype=amp_dtype, separate_views=True)
             plain.append(outputs.view_probs[0].argmax(-1))
             tta.append(outputs.probs.argmax(-1))
             labels.append(targets)
