@@ -15,7 +15,9 @@ Timing: ``--epochs`` epochs per row (default 2); the first is a warm-up and excl
 "samples/s" is training videos per second over that time. "train-only samples/s" excludes validation
 (vidtempo: measured by wrapping the trainer's private epoch function when it exists; "-" otherwise).
 "% limit" compares train-only samples/s with ``machine_limits.py``'s matmul-bound upper bound for the row's
-precision (for the full model at T=56). Total s is the whole call (loading, checkpoints, test + TTA).
+precision (for the full model at T=56). Total s is the whole call (loading, checkpoints, test + TTA);
+``train_end_to_end.py`` compares whole calls, with the ensemble's assembly, and splits them into epochs and
+fixed costs.
 
 Default (full model, 192 training videos, 48 val, 48 test, 2 epochs) takes roughly 5-10 minutes on 2 cores.
 ``--accuracy`` switches to an accuracy-parity run (defaults: small model, 512 training videos, 128 val,

@@ -56,3 +56,17 @@ def test_unreadable_checkpoints_are_refused(tmp_path):
         load_checkpoint(tmp_path / "junk.pt")
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "before torch 1.6"])
+def test_a_mapped_checkpoint_loads_the_same_as_a_read_one(tmp_path, zip_format):
+    payload = {"model_state_dict": {"w": torch.arange(6.0).reshape(2, 3)}, "optimizer_state_dict": {"m": torch.ones(4)},
+               "metrics": {"accuracy": 90.0}}
+    torch.save(payload, tmp_path / "c.pt", _use_new_zipfile_serialization=zip_format)
+    mapped, read = load_checkpoint(tmp_path / "c.pt", mmap=True), load_checkpoint(tmp_path / "c.pt")
+    assert torch.equal(mapped["model_state_dict"]["w"], read["model_state_dict"]["w"])
+    assert torch.equal(mapped["optimizer_state_dict"]["m"], payload["optimizer_state_dict"]["m"])
+    assert mapped["metrics"] == read["metrics"] == payload["metrics"]
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt", mmap=True)

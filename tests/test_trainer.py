@@ -142,6 +142,89 @@ def test_ensemble_members_and_results(small_features, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def test_assembly_runs_each_member_once_per_split_and_view(small_features, tmp_path, monkeypatch):
+    from vidtempo.evaluation import evaluate_ensemble
+    from vidtempo.model import TemporalModel
+    from vidtempo.tta import TTA_VIEWS
+
+    trainer = make_trainer(small_features, tmp_path / "ckpt", collapse_retries=0)
+    for index in (1, 2):
+        trainer.train_member(index, 2, num_epochs=2, results_dir=tmp_path / "results")
+    rows = []
+    encode = TemporalModel.encode
+
+    def counting_encode(model, features, lengths=None):
+        rows.append(features.shape[0])
+        return encode(model, features, lengths)
+
+    monkeypatch.setattr(TemporalModel, "encode", counting_encode)
+    ensemble, results = trainer.assemble_ensemble(2, results_dir=tmp_path / "results")
+    val, test = trainer.splits["val"], trainer.splits["test"]
+    # Fitting runs every view over val; the evaluation reuses them, and runs test once over the chosen views
+    # (its plain scores are the original view's).
+    assert sum(rows) == 2 * (len(TTA_VIEWS) * val.num_videos + len(ensemble.settings.tta_views) * test.num_videos)
+    monkeypatch.setattr(TemporalModel, "encode", encode)
+    rerun = evaluate_ensemble(Ensemble.from_checkpoints(tmp_path / "ckpt"), {"val": val, "test": test})
+    assert rerun["val"] == results["evaluation"]["val"] and rerun["test"] == results["evaluation"]["test"]
+    assert rerun["calibration"] == results["calibration"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kept", ["raw", "averaged"])
+def test_a_best_last_epoch_is_written_once_with_what_inference_needs(small_features, tmp_path, monkeypatch, kept):
+    from vidtempo import checkpoint
+
+    if kept == "averaged":  # the epoch keeps the average of the weights
+        monkeypatch.setattr("vidtempo.training_run.scores_better", lambda candidate, incumbent, selection: True)
+    writes = []
+    save = checkpoint.save_checkpoint
+
+    def recording_save(payload, path):
+        writes.append((path.name, payload["epoch"], "representation_stats" in payload and "run_history" in payload))
+        return save(payload, path)
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", recording_save)
+    trainer = make_trainer(small_features, tmp_path / "c", weight_averaging="ema" if kept == "averaged" else "none")
+    model, _ = trainer.train_single_model(num_epochs=1, model_name="m", results_dir=tmp_path / "r")
+    assert writes == [("best_m.pt", 0, True)]
+    best = torch.load(tmp_path / "c" / "best_m.pt", weights_only=True)
+    assert best.get("kept_weights", "raw") == kept and len(best["run_history"]["val_acc"]) == 1
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, best["model_state_dict"][name]), "the returned model holds the best weights"
+    if kept == "averaged":
+        raw = best["training_state_dict"]
+        assert not all(torch.equal(raw[k], v) for k, v in best["model_state_dict"].items()), "raw weights kept apart"
+
+
+@pytest.mark.slow
+def test_every_improvement_is_on_disk_and_the_end_adds_what_inference_needs(small_features, tmp_path, monkeypatch):
+    from vidtempo import checkpoint
+    from vidtempo.training_run import scores_better
+
+    writes = []
+    save = checkpoint.save_checkpoint
+
+    def recording_save(payload, path):
+        writes.append((path.name, payload["epoch"], "representation_stats" in payload))
+        return save(payload, path)
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", recording_save)
+    trainer = make_trainer(small_features, tmp_path / "c", checkpoint_every=2)
+    _, results = trainer.train_single_model(num_epochs=5, model_name="m", results_dir=tmp_path / "r")
+    history, best = results["history"], {"accuracy": -1.0, "loss": float("inf")}
+    improved = []
+    for epoch, (acc, loss) in enumerate(zip(history["val_acc"], history["val_loss"])):
+        if scores_better({"accuracy": acc, "loss": loss}, best, "accuracy_then_loss"):
+            best = {"accuracy": acc, "loss": loss}
+            improved.append(epoch)
+    expected = [("best_m.pt", e, False) for e in improved]
+    expected += [("m_checkpoint_epoch_2.pt", 2, False), ("m_checkpoint_epoch_4.pt", 4, False)]
+    expected.append(("best_m.pt", improved[-1], True))  # the last epoch writes a periodic checkpoint: no deferral
+    assert sorted(writes) == sorted(expected)
+    assert writes[-1] == ("best_m.pt", improved[-1], True)
+
+
+@pytest.mark.slow
 def test_collapsed_members_are_caught_and_retrained(small_features, tmp_path):
     # A learning rate this small leaves the model at chance: every attempt collapses.
     trainer = make_trainer(small_features, tmp_path / "c", learning_rate=1e-9, collapse_retries=2)

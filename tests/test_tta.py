@@ -106,3 +106,28 @@ def test_ensemble_tta_is_the_mean_over_the_applicable_views_of_each_video():
         views = [frames for frames in (f(length) for f in SPEC_VIEW_FRAMES.values()) if frames is not None]
         by_hand = torch.stack([ensemble.predict_proba(features[b, torch.from_numpy(frames)])[0] for frames in views])
         torch.testing.assert_close(with_tta[b], by_hand.mean(0), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16], ids=["fp32", "bf16"])
+def test_with_separate_views_a_views_numbers_do_not_depend_on_the_other_views(amp_dtype):
+    """Scoring a split runs each view in passes of its own: the original view's numbers are the plain pass's,
+    to the bit, and so are any view's within any view set, so plain and TTA scores come from one call."""
+    from vidtempo.ensemble import model_outputs
+
+    torch.manual_seed(0)
+    # Wide and long enough that the kernels' sums are blocked: padding to another length changes the roundings.
+    model = SuperEnhancedTemporalModel(feature_dim=32, hidden_dim=64, num_classes=3, num_lstm_layers=2,
+                                       num_attention_heads=2).eval()
+    lengths = torch.tensor([4, 58, 13, 8, 41, 11, 6, 27, 33, 9])
+    features = torch.randn(len(lengths), int(lengths.max()), 32)
+    for b, length in enumerate(lengths):
+        features[b, length:] = 0.0
+    every = model_outputs(model, features, lengths, views=TTA_VIEWS, amp_dtype=amp_dtype, max_rows=4,
+                          separate_views=True)
+    plain = model_outputs(model, features, lengths, amp_dtype=amp_dtype, max_rows=4)
+    assert torch.equal(every.view_probs[0], plain.probs)
+    assert torch.equal(every.pooled, plain.pooled) and torch.equal(every.attention, plain.attention)
+    some = model_outputs(model, features, lengths, views=("original", "speed_down"), amp_dtype=amp_dtype, max_rows=4,
+                         separate_views=True)
+    assert torch.equal(some.view_probs, every.view_probs[[0, 3]])
+    assert torch.equal(some.probs, average_views(every.view_probs[[0, 3]].flatten(0, 1), every.applies[[0, 3]]))

@@ -11,6 +11,7 @@ import dataclasses
 import os
 import pickle
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -140,14 +141,21 @@ _NUMPY_GLOBALS = [
 ]
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint as plain data. Anything that would need pickle to run code is refused."""
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    mmap: bool = False) -> dict[str, Any]:
+    """Load a checkpoint as plain data. Anything that would need pickle to run code is refused.
+
+    ``mmap``: map the file rather than read it, so that only the tensors used are read (the weights of a
+    checkpoint that also holds the optimiser state, three times their size). Its tensors then share the
+    file's pages: for a reader that copies what it keeps (into a model) and drops the rest."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         with torch.serialization.safe_globals(_NUMPY_GLOBALS):
-            payload = torch.load(path, map_location=map_location, weights_only=True)
+            # Files in torch's format before 1.6 (not zip archives) cannot be mapped; they are read.
+            payload = torch.load(path, map_location=map_location, weights_only=True,
+                                 mmap=mmap and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
         # torch names the class it would have had to import; anything else is a damaged file.
         if "global" not in str(exc).lower():

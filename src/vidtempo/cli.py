@@ -163,7 +163,7 @@ def _run_train(args) -> int:
             say(f"ensemble test accuracy {results['ensemble']['test']['accuracy']:.2f}% "
                 f"-> {results_dir}/ensemble_final_results.json")
     elif args.resume:
-        name = load_checkpoint(args.resume).get("model_name") or "ensemble_model_1"
+        name = load_checkpoint(args.resume, mmap=True).get("model_name") or "ensemble_model_1"
         _, results = trainer.train_single_model(model_name=name, resume_from=args.resume, **common)
         say(f"{name}: test accuracy {results['test']['accuracy']:.2f}% -> {results_dir}/{name}_results.json")
     elif args.member is not None:

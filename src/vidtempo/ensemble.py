@@ -19,7 +19,7 @@ from .model import TemporalModel
 from .runtime import autocast, resolve_device, resolve_precision
 from .store import MEDIAN_SECONDS_ATTR, FeatureSplit, class_names
 from .trust import DEFAULT_UNCERTAIN_BELOW, class_distance_ratios, trust
-from .tta import TTA_VIEWS, average_views, make_views
+from .tta import TTA_VIEWS, average_member_views, average_views, make_views
 
 if TYPE_CHECKING:
     from .extract.settings import ExtractionSettings
@@ -87,10 +87,16 @@ def model_outputs(
     amp_dtype: torch.dtype | None = None,
     max_rows: int = INFERENCE_BATCH_ROWS,
     views: Sequence[str] | None = None,
+    separate_views: bool = False,
 ) -> ModelOutputs:
     """Run one model (in eval mode) on a batch; with TTA, on every view of every video.
 
-    All views of all videos are stacked and run through the model in as few passes as ``max_rows`` allows.
+    All views of all videos are stacked and run through the model in as few passes as ``max_rows`` allows,
+    each padded to its longest row (the fewest passes: for classifying a few videos). With
+    ``separate_views``, each view runs in passes of its own: the original view then runs in exactly the
+    passes of ``tta=False`` and gives its numbers, and a view's numbers do not depend on the other views
+    asked for, so that the scores of several view sets (plain and TTA, or TTA over different views) can be
+    read off one call over their union (for scoring a split).
     ``views`` picks the TTA views (``tta=True`` means all of them); the original view must come first.
     """
     device = next(model.parameters()).device
@@ -105,9 +111,9 @@ def model_outputs(
         rows, row_lengths = features, lengths.to("cpu", torch.long)
         applies = torch.ones(1, batch, dtype=torch.bool)
     probs, pooled, attention = [], [], []
-    for start in range(0, rows.shape[0], max_rows):
-        chunk_lengths = row_lengths[start : start + max_rows]
-        chunk = rows[start : start + max_rows, : int(chunk_lengths.max())].to(device, torch.float32)
+    for start, stop in _passes(applies.shape[0], batch, max_rows, separate_views):
+        chunk_lengths = row_lengths[start:stop]
+        chunk = rows[start:stop, : int(chunk_lengths.max())].to(device, torch.float32)
         with autocast(device, amp_dtype):
             chunk_pooled, weights = model.encode(chunk, chunk_lengths)
             logits = model.classifier(chunk_pooled)
@@ -125,6 +131,15 @@ def model_outputs(
         view_probs=all_probs.reshape(applies.shape[0], batch, -1),
         applies=applies,
     )
+
+
+def _passes(num_views: int, batch: int, max_rows: int, separate_views: bool) -> list[tuple[int, int]]:
+    """Row ranges ``[start, stop)`` of the passes over ``num_views`` blocks of ``batch`` rows: at most
+    ``max_rows`` each, and with ``separate_views`` never across a view's block."""
+    if not separate_views:
+        return [(start, min(start + max_rows, num_views * batch)) for start in range(0, num_views * batch, max_rows)]
+    return [(v * batch + start, v * batch + min(start + max_rows, batch))
+            for v in range(num_views) for start in range(0, batch, max_rows)]
 
 
 def model_probabilities(
@@ -291,16 +306,28 @@ class Ensemble:
     def split_member_probabilities(self, split: FeatureSplit, tta: bool = False, views: Sequence[str] | None = None,
                                    batch_size: int = 256) -> torch.Tensor:
         """``[M, N, C]`` member probabilities over a whole feature split."""
+        views = self._views(tta, views) or ("original",)
+        return average_member_views(*self.split_view_probabilities(split, views, batch_size))
+
+    def split_view_probabilities(self, split: FeatureSplit, views: Sequence[str],
+                                 batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each member's probabilities of each of ``views`` over a whole feature split ``[M, V, N, C]``, and
+        whether each view applies to each video ``[V, N]``. Views run in passes of their own (see
+        ``model_outputs``): plain scores are the original view's, and any subset of ``views`` scores as if
+        it had run alone."""
         if split.category_mapping != self.category_mapping:
             raise ConfigError(
                 f"{split.path}: categories {split.category_mapping} differ from the ensemble's {self.category_mapping}"
             )
-        chunks = []
-        for start in range(0, split.num_videos, batch_size):
+        probs, applies = [], []
+        for start in range(0, split.num_videos, batch_size):  # in blocks: a streamed split is never read whole
             feats = torch.from_numpy(split.features[start : start + batch_size])
             lengths = torch.from_numpy(split.num_frames[start : start + batch_size])
-            chunks.append(self.member_probabilities(feats, lengths, tta=tta, views=views))
-        return torch.cat(chunks, dim=1)
+            outputs = [model_outputs(m, feats, lengths, views=views, amp_dtype=self.amp_dtype, separate_views=True)
+                       for m in self.models]
+            probs.append(torch.stack([o.view_probs for o in outputs]))
+            applies.append(outputs[0].applies)
+        return torch.cat(probs, dim=2), torch.cat(applies, dim=1)
 
 
 def _checkpoint_paths(paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike]) -> tuple[list[Path], dict | None]:
@@ -366,8 +393,9 @@ class _Member:
 
 
 def _load_member(path: Path, device: torch.device) -> _Member:
-    payload = load_checkpoint(path)
+    payload = load_checkpoint(path, mmap=True)  # the model copies the weights; the optimiser state stays unread
     model = model_from_checkpoint(payload, path)
+    stats = payload.get("representation_stats")
     return _Member(
         path=path,
         model=model.to(device),
@@ -382,7 +410,7 @@ def _load_member(path: Path, device: torch.device) -> _Member:
             "checkpoint_id": payload.get("checkpoint_id"),
             MEDIAN_SECONDS_ATTR: (payload.get("feature_settings") or {}).get(MEDIAN_SECONDS_ATTR),
         },
-        representation_stats=payload.get("representation_stats"),
+        representation_stats={k: v.clone() for k, v in stats.items()} if stats is not None else None,
     )
 
 

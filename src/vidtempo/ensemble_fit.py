@@ -33,7 +33,7 @@ from .files import write_json
 from .folds import cross_fit_splits, cross_fits
 from .store import FeatureSplit
 from .trust import fit_uncertain_threshold
-from .tta import TTA_VIEWS, average_views
+from .tta import TTA_VIEWS, average_member_views
 
 
 def collapse_reason(val_metrics: Mapping[str, Any], num_classes: int, cfg: TrainingConfig) -> str | None:
@@ -60,8 +60,8 @@ def view_probabilities(ensemble: Ensemble, split: FeatureSplit,
     for start in range(0, split.num_videos, batch_size):  # in blocks: a streamed split is never read whole
         feats = torch.from_numpy(split.features[start : start + batch_size])
         lengths = torch.from_numpy(split.num_frames[start : start + batch_size])
-        outputs = [model_outputs(m, feats, lengths, views=TTA_VIEWS, amp_dtype=ensemble.amp_dtype)
-                   for m in ensemble.models]
+        outputs = [model_outputs(m, feats, lengths, views=TTA_VIEWS, amp_dtype=ensemble.amp_dtype,
+                                 separate_views=True) for m in ensemble.models]
         probs.append(torch.stack([o.view_probs for o in outputs]))
         applies.append(outputs[0].applies)
         ratios.append(ensemble.class_distance_ratios(outputs))
@@ -70,7 +70,7 @@ def view_probabilities(ensemble: Ensemble, split: FeatureSplit,
 
 def _views_average(view_probs: torch.Tensor, applies: torch.Tensor, chosen: list[int]) -> torch.Tensor:
     """``[M, V, N, C]`` -> ``[M, N, C]`` averaged over the chosen views that apply."""
-    return torch.stack([average_views(member[chosen].flatten(0, 1), applies[chosen]) for member in view_probs])
+    return average_member_views(view_probs[:, chosen], applies[chosen])
 
 
 def _score(probs: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
@@ -100,11 +100,12 @@ def _accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:
     return 100.0 * float((probs.argmax(-1) == labels).float().mean())
 
 
-def fit_ensemble_settings(ensemble: Ensemble, val: FeatureSplit, cfg: TrainingConfig) -> EnsembleSettings:
+def fit_ensemble_settings(ensemble: Ensemble, val: FeatureSplit, cfg: TrainingConfig,
+                          views: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> EnsembleSettings:
     """Member weights, TTA views, and for plain and TTA predictions apart, temperature and trust threshold,
-    all chosen on ``val``."""
+    all chosen on ``val``. ``views``: ``view_probabilities(ensemble, val)`` if already computed."""
     labels = torch.from_numpy(val.labels)
-    view_probs, applies, class_ratios = view_probabilities(ensemble, val)
+    view_probs, applies, class_ratios = views if views is not None else view_probabilities(ensemble, val)
     member_accuracy = [_accuracy(p, labels) for p in view_probs[:, 0]]
     weights, notes = member_weights(member_accuracy, cfg)
     ensemble.settings = EnsembleSettings(member_weights=weights)
@@ -212,14 +213,17 @@ def assemble_ensemble(
     _check_strategy(member_results, cfg)
     member_files = [checkpoint.best_checkpoint_name(name) for name in names]
     ensemble = Ensemble.from_checkpoints([checkpoint_dir / f for f in member_files], device)
+    computed = {}  # the members' view probabilities the fit ran, which the evaluation reuses
     if cross_fits(cfg.ensemble_strategy, num_models):
         folds = cross_fit_splits(splits, num_models, cfg.seed)
         ensemble.settings = fit_ensemble_settings_out_of_fold(ensemble, [fold["val"] for fold in folds], cfg)
         scored = ("test",)
     else:
-        ensemble.settings = fit_ensemble_settings(ensemble, splits["val"], cfg)
+        val_views = view_probabilities(ensemble, splits["val"])
+        ensemble.settings = fit_ensemble_settings(ensemble, splits["val"], cfg, val_views)
+        computed["val"] = (TTA_VIEWS, *val_views[:2])
         scored = ("val", "test")
-    evaluation = evaluate_ensemble(ensemble, {s: splits[s] for s in scored})
+    evaluation = evaluate_ensemble(ensemble, {s: splits[s] for s in scored}, computed=computed)
     results = _ensemble_results(num_models, ensemble, evaluation, member_results)
     report = results_dir / "report" / "report.md"
     if write:

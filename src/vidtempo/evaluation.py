@@ -15,18 +15,27 @@ from .calibration import expected_calibration_error, reliability_bins
 from .ensemble import Ensemble
 from .metrics import classification_metrics
 from .store import FeatureSplit
+from .tta import average_member_views
 
 
-def evaluate_ensemble(ensemble: Ensemble, splits: Mapping[str, FeatureSplit], tta: bool = True) -> dict[str, Any]:
+def evaluate_ensemble(ensemble: Ensemble, splits: Mapping[str, FeatureSplit], tta: bool = True,
+                      computed: Mapping[str, tuple[Sequence[str], torch.Tensor, torch.Tensor]] | None = None,
+                      ) -> dict[str, Any]:
     """``{split: {"plain"|"tta": {"members": {name: metrics}, "ensemble": metrics}}}`` plus, for the last
-    split, ``calibration`` (temperature, ECE before and after), ``reliability`` bins and ``predictions``."""
+    split, ``calibration`` (temperature, ECE before and after), ``reliability`` bins and ``predictions``.
+
+    The members run once per split, over the ensemble's TTA views: plain scores are the original view's.
+    ``computed``: ``{split: (views, view_probs [M, V, N, C], applies [V, N])}`` the members already ran
+    (a superset of the views needed), used instead of running them again."""
     names = ensemble.class_names
+    views = tuple(ensemble.settings.tta_views) if tta else ("original",)
     evaluation: dict[str, Any] = {}
     last: dict[str, Any] = {}
     for split_name, split in splits.items():
         evaluation[split_name] = {}
+        view_probs, applies = _view_probabilities(ensemble, split, views, (computed or {}).get(split_name))
         for mode in ("plain", "tta") if tta else ("plain",):
-            member_probs = ensemble.split_member_probabilities(split, tta=mode == "tta")
+            member_probs = view_probs[:, 0] if mode == "plain" else average_member_views(view_probs, applies)
             combined = ensemble.combine(member_probs, tta=mode == "tta")
             evaluation[split_name][mode] = {
                 "members": {member: classification_metrics(split.labels, p.argmax(-1).numpy(), names)
@@ -50,6 +59,18 @@ def evaluate_ensemble(ensemble: Ensemble, splits: Mapping[str, FeatureSplit], tt
     after = ensemble.combine(last["plain"][2])
     evaluation["predictions"] = {"split": split_name, "y_pred": after.argmax(-1).tolist()}
     return evaluation
+
+
+def _view_probabilities(ensemble: Ensemble, split: FeatureSplit, views: tuple[str, ...],
+                        computed: tuple[Sequence[str], torch.Tensor, torch.Tensor] | None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``views``' member probabilities ``[M, V, N, C]`` and ``applies [V, N]`` over ``split``: taken from
+    ``computed`` when given, else run."""
+    if computed is None:
+        return ensemble.split_view_probabilities(split, views)
+    ran, view_probs, applies = computed
+    chosen = [list(ran).index(view) for view in views]
+    return view_probs[:, chosen], applies[chosen]
 
 
 def _calibration_of_mode(ensemble: Ensemble, member_probs: torch.Tensor, labels: torch.Tensor,

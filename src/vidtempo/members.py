@@ -104,7 +104,7 @@ class _MemberProgress:
         latest = self._latest_periodic()
         if latest is None:
             return [], None, 0, None
-        seed = int(checkpoint.load_checkpoint(latest)["training_config"]["seed"])
+        seed = int(checkpoint.load_checkpoint(latest, mmap=True)["training_config"]["seed"])
         attempt, rest = divmod(seed - first_seed, num_models)
         state = self._read_attempts()
         if rest or attempt < 0 or len(state["attempts"]) != attempt or (attempt and not self.stash.is_file()):

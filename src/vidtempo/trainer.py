@@ -24,7 +24,7 @@ from ._version import __version__
 from .config import ABSENT_SETTINGS_MEANT, ModelConfig, TrainingConfig, make_config
 from .data import class_weights, make_loader
 from .distributed import init_distributed
-from .ensemble import Ensemble, inference_amp_dtype, model_outputs, model_probabilities
+from .ensemble import Ensemble, inference_amp_dtype, model_outputs
 from .ensemble_fit import assemble_ensemble
 from .errors import ConfigError
 from .files import write_json
@@ -191,6 +191,7 @@ class EnhancedTemporalModelTrainer:
             board.close()
 
         model = self._reload_best(run)
+        test, test_tta = self._score_test(model, run.test_loader)
         results = {
             "model_name": model_name,
             "best_epoch": run.progress.best_epoch,
@@ -198,8 +199,8 @@ class EnhancedTemporalModelTrainer:
             "best_val_metrics": run.best_val_metrics,
             "stopped_early": stopped_early,
             "epochs_trained": run.progress.next_epoch,
-            "test": self._score(model, run.test_loader, tta=False),
-            "test_tta": self._score(model, run.test_loader, tta=True),
+            "test": test,
+            "test_tta": test_tta,
             "history": run.progress.history(),
             "model_config": dataclasses.asdict(run.model_config),
             "training_config": dataclasses.asdict(cfg),
@@ -300,7 +301,10 @@ class EnhancedTemporalModelTrainer:
 
     def _reload_best(self, run: TrainingRun) -> SuperEnhancedTemporalModel:
         """Load the run's best weights into its model and add what inference needs to the best checkpoint:
-        class centroids for the trust score, and the whole run's history."""
+        class centroids for the trust score, and the whole run's history. When the last epoch was the best,
+        its weights are in memory and its checkpoint is written now, once (see ``TrainingRun.fit``)."""
+        if run.unsaved_best is not None:
+            return self._save_last_epoch_as_best(run)
         self.dist.barrier()  # rank 0 has written the best checkpoint
         best = checkpoint.load_checkpoint(run.best_path, map_location=self.device)
         run.best_val_metrics = best.get("metrics")
@@ -314,6 +318,17 @@ class EnhancedTemporalModelTrainer:
         self.dist.barrier()
         return model
 
+    def _save_last_epoch_as_best(self, run: TrainingRun) -> SuperEnhancedTemporalModel:
+        kept = run.kept_model.eval()  # the raw weights, or their average when the last epoch kept it
+        if self.dist.is_main:
+            run.save_unsaved_best({"representation_stats": self._representation_stats(kept, run.cfg.batch_size),
+                                   "run_history": run.progress.history()})
+        run.best_val_metrics = dict(run.unsaved_best[1])
+        if kept is not run.model:  # after the write: the checkpoint's raw weights are the model's own tensors
+            run.model.load_state_dict(kept.state_dict())
+        self.dist.barrier()
+        return run.model.eval()
+
     # Test scores and trust centroids are computed as the ensemble computes at inference (its default precision,
     # inference_amp_dtype), not in the training precision: a member's numbers must match what it serves.
     def _representation_stats(self, model, batch_size: int) -> dict[str, torch.Tensor]:
@@ -325,14 +340,19 @@ class EnhancedTemporalModelTrainer:
             pooled.append(model_outputs(model, features, lengths, amp_dtype=amp_dtype).pooled)
         return representation_stats(torch.cat(pooled), torch.from_numpy(train.labels), train.num_classes)
 
-    def _score(self, model, loader, tta: bool) -> dict[str, Any]:
+    def _score_test(self, model, loader) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Metrics plain and with TTA, from one pass over every view: plain is the original view's."""
         model.eval()
-        preds, labels = [], []
+        plain, tta, labels = [], [], []
         amp_dtype = inference_amp_dtype(next(model.parameters()).device)
         for features, targets, lengths in loader:
-            preds.append(model_probabilities(model, features, lengths, tta=tta, amp_dtype=amp_dtype).argmax(-1))
+            outputs = model_outputs(model, features, lengths, tta=True, amp_dtype=amp_dtype, separate_views=True)
+            plain.append(outputs.view_probs[0].argmax(-1))
+            tta.append(outputs.probs.argmax(-1))
             labels.append(targets)
-        return classification_metrics(torch.cat(labels).numpy(), torch.cat(preds).numpy(), self.class_names)
+        y_true = torch.cat(labels).numpy()
+        return tuple(classification_metrics(y_true, torch.cat(preds).numpy(), self.class_names)
+                     for preds in (plain, tta))
 
     def _tensorboard(self, model_name: str):
         if self.tensorboard_dir is None:

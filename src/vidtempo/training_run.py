@@ -134,6 +134,9 @@ class TrainingRun:
         self.keeps_averaged = False  # whether this epoch's kept weights are the average
         self.progress = Progress()
         self.best_val_metrics: dict[str, Any] | None = None  # the best epoch's, once training ends
+        # (epoch, val metrics, train metrics) of a last epoch that improved: its best checkpoint is written
+        # once, by the trainer, with what inference needs added (see ``fit``).
+        self.unsaved_best: tuple[int, dict[str, Any], dict[str, Any]] | None = None
         # Gradients are averaged across processes in a distributed run; the unwrapped model is saved.
         self.train_model = self.model
         if self.dist.enabled:
@@ -187,7 +190,12 @@ class TrainingRun:
 
     # ----------------------------------------------------------------------------------------- loop
     def fit(self, board=None) -> bool:
-        """Train until ``num_epochs`` or early stopping; returns whether it stopped early."""
+        """Train until ``num_epochs`` or early stopping; returns whether it stopped early.
+
+        The best checkpoint is written on each improvement, except when the last epoch improves and writes
+        no periodic checkpoint: then ``unsaved_best`` says so, and the trainer writes it once when training
+        ends, with the class centroids and run history it adds to the best checkpoint anyway. A periodic
+        checkpoint is never newer than the best checkpoint on disk."""
         cfg, progress = self.cfg, self.progress
         if cfg.checkpoint_every:
             self._warn_about_other_runs()
@@ -204,9 +212,12 @@ class TrainingRun:
             progress.record(epoch, record, improved)
             if board is not None:
                 _log_to_board(board, record, epoch)
-            if improved:
+            periodic = bool(cfg.checkpoint_every) and epoch > 0 and epoch % cfg.checkpoint_every == 0
+            if improved and epoch == cfg.num_epochs - 1 and not periodic:
+                self.unsaved_best = (epoch, val_metrics, train_metrics)
+            elif improved:
                 self._save(self.best_path, epoch, val_metrics, train_metrics)
-            if cfg.checkpoint_every and epoch > 0 and epoch % cfg.checkpoint_every == 0:
+            if periodic:
                 self._save_periodic(epoch, val_metrics, train_metrics)
             mean_seconds = (time.perf_counter() - started) / (epoch + 1 - first_epoch)
             self._log_epoch(epoch, record, mean_seconds)
@@ -283,7 +294,9 @@ class TrainingRun:
                 f"{', '.join(map(str, others))}) are kept as they are and not pruned; one this run reaches is "
                 "replaced", RuntimeWarning, stacklevel=3)
 
-    def _save(self, path: Path, epoch: int, val_metrics, train_metrics) -> None:
+    def _save(self, path: Path, epoch: int, val_metrics, train_metrics,
+              more: Mapping[str, Any] | None = None) -> None:
+        """Write this epoch's checkpoint (on the main process), with ``more`` entries."""
         if not self.dist.is_main:
             return
         trainer = self.trainer
@@ -298,7 +311,11 @@ class TrainingRun:
             progress=self.progress.checkpoint_fields(), val_metrics=val_metrics, train_metrics=train_metrics,
             model_config=self.model_config, training_config=self.cfg, category_mapping=trainer.category_mapping,
             feature_settings=trainer.splits["train"].extraction_settings(), model_name=self.model_name,
-            extra=extra), path)
+            extra={**extra, **(more or {})}), path)
+
+    def save_unsaved_best(self, more: Mapping[str, Any]) -> None:
+        """Write the best checkpoint ``fit`` left to the end (``unsaved_best``), with ``more`` entries."""
+        self._save(self.best_path, *self.unsaved_best, more=more)
 
     def _log_epoch(self, epoch: int, r: EpochRecord, mean_seconds: float) -> None:
         eta = format_duration(mean_seconds * (self.cfg.num_epochs - epoch - 1))

@@ -80,3 +80,8 @@ def average_views(view_probs: torch.Tensor, applies: torch.Tensor) -> torch.Tens
     probs = view_probs.reshape(num_views, batch, -1)
     weights = applies.to(probs.dtype).unsqueeze(-1).to(probs.device)
     return (probs * weights).sum(0) / weights.sum(0)
+
+
+def average_member_views(view_probs: torch.Tensor, applies: torch.Tensor) -> torch.Tensor:
+    """Each member's mean over its applicable views: ``view_probs [M, V, N, C]`` -> ``[M, N, C]``."""
+    return torch.stack([average_views(member.flatten(0, 1), applies) for member in view_probs])
