@@ -142,12 +142,13 @@ def test_ensemble_members_and_results(small_features, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_assembly_runs_each_member_once_per_split_and_view(small_features, tmp_path, monkeypatch):
+@pytest.mark.parametrize("strategy", ["seeds", "cross_fit"])
+def test_assembly_runs_each_member_once_per_split_and_view(small_features, tmp_path, monkeypatch, strategy):
     from vidtempo.evaluation import evaluate_ensemble
     from vidtempo.model import TemporalModel
     from vidtempo.tta import TTA_VIEWS
 
-    trainer = make_trainer(small_features, tmp_path / "ckpt", collapse_retries=0)
+    trainer = make_trainer(small_features, tmp_path / "ckpt", collapse_retries=0, ensemble_strategy=strategy)
     for index in (1, 2):
         trainer.train_member(index, 2, num_epochs=2, results_dir=tmp_path / "results")
     rows = []
@@ -160,12 +161,17 @@ def test_assembly_runs_each_member_once_per_split_and_view(small_features, tmp_p
     monkeypatch.setattr(TemporalModel, "encode", counting_encode)
     ensemble, results = trainer.assemble_ensemble(2, results_dir=tmp_path / "results")
     val, test = trainer.splits["val"], trainer.splits["test"]
-    # Fitting runs every view over val; the evaluation reuses them, and runs test once over the chosen views
-    # (its plain scores are the original view's).
-    assert sum(rows) == 2 * (len(TTA_VIEWS) * val.num_videos + len(ensemble.settings.tta_views) * test.num_videos)
+    test_rows = 2 * len(ensemble.settings.tta_views) * test.num_videos  # test once, over the chosen views
+    if strategy == "seeds":
+        # Fitting runs every view over val; the evaluation reuses them (its plain scores are the original view's).
+        assert sum(rows) == 2 * len(TTA_VIEWS) * val.num_videos + test_rows
+    else:
+        # Each labelled video, once per view, by the one member that held its fold out; val is not scored.
+        assert sum(rows) == len(TTA_VIEWS) * (trainer.splits["train"].num_videos + val.num_videos) + test_rows
     monkeypatch.setattr(TemporalModel, "encode", encode)
-    rerun = evaluate_ensemble(Ensemble.from_checkpoints(tmp_path / "ckpt"), {"val": val, "test": test})
-    assert rerun["val"] == results["evaluation"]["val"] and rerun["test"] == results["evaluation"]["test"]
+    scored = {"val": val, "test": test} if strategy == "seeds" else {"test": test}
+    rerun = evaluate_ensemble(Ensemble.from_checkpoints(tmp_path / "ckpt"), scored)
+    assert all(rerun[split] == results["evaluation"][split] for split in scored)
     assert rerun["calibration"] == results["calibration"]
 
 

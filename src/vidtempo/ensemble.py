@@ -7,7 +7,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -315,19 +315,25 @@ class Ensemble:
         whether each view applies to each video ``[V, N]``. Views run in passes of their own (see
         ``model_outputs``): plain scores are the original view's, and any subset of ``views`` scores as if
         it had run alone."""
+        probs, applies = [], []
+        for outputs in self.split_view_outputs(split, views, batch_size):
+            probs.append(torch.stack([o.view_probs for o in outputs]))
+            applies.append(outputs[0].applies)
+        return torch.cat(probs, dim=2), torch.cat(applies, dim=1)
+
+    def split_view_outputs(self, split: FeatureSplit, views: Sequence[str],
+                           batch_size: int = 256) -> Iterator[list[ModelOutputs]]:
+        """Every member's outputs (``model_outputs`` with ``separate_views``) for each block of ``batch_size``
+        videos of ``split``, in order: a streamed split is never read whole."""
         if split.category_mapping != self.category_mapping:
             raise ConfigError(
                 f"{split.path}: categories {split.category_mapping} differ from the ensemble's {self.category_mapping}"
             )
-        probs, applies = [], []
-        for start in range(0, split.num_videos, batch_size):  # in blocks: a streamed split is never read whole
+        for start in range(0, split.num_videos, batch_size):
             feats = torch.from_numpy(split.features[start : start + batch_size])
             lengths = torch.from_numpy(split.num_frames[start : start + batch_size])
-            outputs = [model_outputs(m, feats, lengths, views=views, amp_dtype=self.amp_dtype, separate_views=True)
-                       for m in self.models]
-            probs.append(torch.stack([o.view_probs for o in outputs]))
-            applies.append(outputs[0].applies)
-        return torch.cat(probs, dim=2), torch.cat(applies, dim=1)
+            yield [model_outputs(m, feats, lengths, views=views, amp_dtype=self.amp_dtype, separate_views=True)
+                   for m in self.models]
 
 
 def _checkpoint_paths(paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike]) -> tuple[list[Path], dict | None]:

@@ -26,7 +26,7 @@ import torch
 from . import checkpoint
 from .calibration import apply_temperature, fit_calibration
 from .config import TrainingConfig
-from .ensemble import Ensemble, EnsembleSettings, model_outputs
+from .ensemble import Ensemble, EnsembleSettings
 from .errors import ConfigError
 from .evaluation import evaluate_ensemble, write_evaluation_report
 from .files import write_json
@@ -57,11 +57,7 @@ def view_probabilities(ensemble: Ensemble, split: FeatureSplit,
     """Every member's probabilities for every TTA view ``[M, V, N, C]``, ``applies [V, N]``, and each
     member's distance ratio of every video to every class ``[M, N, C]`` (for the trust score)."""
     probs, applies, ratios = [], [], []
-    for start in range(0, split.num_videos, batch_size):  # in blocks: a streamed split is never read whole
-        feats = torch.from_numpy(split.features[start : start + batch_size])
-        lengths = torch.from_numpy(split.num_frames[start : start + batch_size])
-        outputs = [model_outputs(m, feats, lengths, views=TTA_VIEWS, amp_dtype=ensemble.amp_dtype,
-                                 separate_views=True) for m in ensemble.models]
+    for outputs in ensemble.split_view_outputs(split, TTA_VIEWS, batch_size):
         probs.append(torch.stack([o.view_probs for o in outputs]))
         applies.append(outputs[0].applies)
         ratios.append(ensemble.class_distance_ratios(outputs))
