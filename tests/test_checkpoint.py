@@ -90,3 +90,52 @@ def test_a_mapped_checkpoint_loads_the_same_as_a_read_one(tmp_path, zip_format):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "junk.pt", mmap=True)
+
+
+def test_a_background_write_holds_the_state_it_was_given(tmp_path):
+    """Training goes on while a checkpoint is written: the file holds the weights and history of the moment
+    it was asked for, not what the next steps changed in place."""
+    import threading
+
+    from vidtempo import checkpoint
+    from vidtempo.checkpoint import CheckpointWriter
+
+    stepped = threading.Event()
+    save = checkpoint.save_checkpoint
+
+    def save_after_the_next_step(payload, path):
+        assert stepped.wait(timeout=30)
+        return save(payload, path)
+
+    weights, history = torch.zeros(1000, 100), {"val_acc": [50.0]}
+    writer = CheckpointWriter()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(checkpoint, "save_checkpoint", save_after_the_next_step)
+        writer.write({"model_state_dict": {"w": weights}, "history": history}, tmp_path / "best.pt")
+        weights.add_(1.0)  # the next training step, before the write has started
+        history["val_acc"].append(60.0)
+        stepped.set()
+        writer.wait()
+    saved = load_checkpoint(tmp_path / "best.pt")
+    assert torch.equal(saved["model_state_dict"]["w"], torch.zeros(1000, 100))
+    assert saved["history"] == {"val_acc": [50.0]}
+    writer.write({"model_state_dict": {"w": weights}}, tmp_path / "best.pt", then=lambda: (tmp_path / "old").unlink())
+    (tmp_path / "old").write_text("pruned once the write is done")
+    writer.wait()
+    assert torch.equal(load_checkpoint(tmp_path / "best.pt")["model_state_dict"]["w"], weights)
+    assert not (tmp_path / "old").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
+
+
+def test_a_failed_background_write_is_raised_by_the_next_call(tmp_path):
+    from vidtempo.checkpoint import CheckpointWriter
+
+    (tmp_path / "not_a_folder").write_text("a file where the checkpoint folder should be")
+    writer = CheckpointWriter()
+    writer.write({"model_state_dict": {"w": torch.ones(2)}}, tmp_path / "not_a_folder" / "best.pt")
+    with pytest.raises(OSError):
+        writer.wait()
+    writer.wait()  # raised once; the writer is usable again
+    writer.write({"model_state_dict": {"w": torch.ones(2)}}, tmp_path / "best.pt")
+    writer.wait()
+    assert torch.equal(load_checkpoint(tmp_path / "best.pt")["model_state_dict"]["w"], torch.ones(2))

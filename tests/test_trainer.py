@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -432,3 +433,44 @@ def test_missing_multiscale_files_name_the_unsuffixed_ones(tmp_path):
     trainer = make_trainer(tmp_path / "f", tmp_path / "ckpt")
     with pytest.raises(FeatureStoreError, match=r"train_features_multiscale\.h5.*train_features\.h5"):
         trainer.train_single_model(num_epochs=1, model_name="m", results_dir=tmp_path / "r")
+
+
+@pytest.mark.slow
+def test_checkpoints_written_in_the_background_hold_their_own_epoch(small_features, tmp_path, monkeypatch):
+    """Each checkpoint is written while the next epoch already trains: its weights and optimiser state are
+    those at the end of its own epoch, and the run returns only once every file is whole."""
+    import threading
+
+    from vidtempo import checkpoint
+    from vidtempo.training_run import TrainingRun
+
+    at_epoch_end, trained = {}, {epoch: threading.Event() for epoch in range(4)}
+    train_epoch, save = TrainingRun.train_epoch, checkpoint.save_checkpoint
+
+    def recording_train_epoch(run, epoch):
+        metrics = train_epoch(run, epoch)
+        at_epoch_end[epoch] = ({k: v.clone() for k, v in run.model.state_dict().items()},
+                               [s["exp_avg"].clone() for s in run.optimizer.state.values()])
+        trained[epoch].set()
+        return metrics
+
+    def save_once_the_next_epoch_trained(payload, path):
+        # A periodic checkpoint of epoch e is written only after epoch e + 1 changed the weights in place
+        # (the last epoch's is not held back): without a snapshot it would hold epoch e + 1's weights.
+        if "checkpoint_epoch" in Path(path).name and payload["epoch"] < 3:
+            assert trained[payload["epoch"] + 1].wait(timeout=60)
+        return save(payload, path)
+
+    monkeypatch.setattr(TrainingRun, "train_epoch", recording_train_epoch)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save_once_the_next_epoch_trained)
+    trainer = make_trainer(small_features, tmp_path / "ckpt", checkpoint_every=1, keep_last_checkpoints=2)
+    trainer.train_single_model(num_epochs=4, model_name="m", results_dir=tmp_path / "r")
+    periodic = checkpoint.periodic_checkpoints(tmp_path / "ckpt", "m")
+    assert [epoch for epoch, _ in periodic] == [2, 3]  # epoch 1's, pruned once epoch 3's was written
+    best = checkpoint.load_checkpoint(tmp_path / "ckpt" / "best_m.pt")
+    for epoch, payload in [(e, checkpoint.load_checkpoint(p)) for e, p in periodic] + [(best["epoch"], best)]:
+        weights, exp_avg = at_epoch_end[epoch]
+        assert all(torch.equal(payload["model_state_dict"][k], v) for k, v in weights.items()), epoch
+        saved_exp_avg = [s["exp_avg"] for s in payload["optimizer_state_dict"]["state"].values()]
+        assert all(torch.equal(a, b) for a, b in zip(saved_exp_avg, exp_avg, strict=True)), epoch
+    assert not list((tmp_path / "ckpt").glob(".*tmp*"))

@@ -8,13 +8,15 @@ A checkpoint is a dict of plain data (tensors, numbers, strings, lists, dicts), 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import os
 import pickle
 import uuid
 import zipfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -132,6 +134,52 @@ def save_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike) -> Path
             torch.save(stamped, tmp)
 
     return atomic_write(path, write)
+
+
+class CheckpointWriter:
+    """Writes checkpoints in a background thread while training goes on, one at a time.
+
+    ``write`` first waits for the previous write, then takes a snapshot of the payload (tensors copied to
+    host memory, containers copied; ~0.2 s for the full model with its optimiser state on a 2-core CPU) and
+    returns; the file (0.8 GB, 0.5 s to several seconds to write, far longer on a network file system)
+    appears under its name, whole, when the thread is done. ``wait`` returns once nothing is being written
+    and raises what a write raised; training calls it before it reads a checkpoint it wrote and before it
+    returns, so no caller ever sees a checkpoint that is still being written."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
+
+    def write(self, payload: Mapping[str, Any], path: str | os.PathLike,
+              then: Callable[[], Any] | None = None) -> None:
+        """Write ``payload`` to ``path`` (see ``save_checkpoint``), then call ``then`` (in the thread)."""
+        self.wait()
+        snapshot = _snapshot(payload)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidtempo-checkpoint")
+
+        def job() -> None:
+            save_checkpoint(snapshot, path)
+            if then is not None:
+                then()
+
+        self._pending = self._pool.submit(job)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+
+def _snapshot(value: Any) -> Any:
+    """A copy of a checkpoint payload that later training steps cannot change: tensors copied to the host."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, Mapping):
+        return {key: _snapshot(item) for key, item in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(_snapshot(item) for item in value)
+    return copy.deepcopy(value)
 
 
 @contextlib.contextmanager

@@ -137,6 +137,8 @@ class TrainingRun:
         # (epoch, val metrics, train metrics) of a last epoch that improved: its best checkpoint is written
         # once, by the trainer, with what inference needs added (see ``fit``).
         self.unsaved_best: tuple[int, dict[str, Any], dict[str, Any]] | None = None
+        # Checkpoints during training are written in the background while the next epoch runs.
+        self.writer = checkpoint.CheckpointWriter()
         # Gradients are averaged across processes in a distributed run; the unwrapped model is saved.
         self.train_model = self.model
         if self.dist.enabled:
@@ -196,6 +198,12 @@ class TrainingRun:
         no periodic checkpoint: then ``unsaved_best`` says so, and the trainer writes it once when training
         ends, with the class centroids and run history it adds to the best checkpoint anyway. A periodic
         checkpoint is never newer than the best checkpoint on disk."""
+        try:
+            return self._fit_epochs(board)
+        finally:
+            self.writer.wait()  # every checkpoint of the run is whole on disk before anything reads one
+
+    def _fit_epochs(self, board) -> bool:
         cfg, progress = self.cfg, self.progress
         if cfg.checkpoint_every:
             self._warn_about_other_runs()
@@ -279,11 +287,10 @@ class TrainingRun:
         epochs = self.progress.periodic_epochs + [epoch]
         cut = max(len(epochs) - self.cfg.keep_last_checkpoints, 0)
         self.progress.periodic_epochs = epochs[cut:]
+        pruned = [self.output_dir / checkpoint.periodic_checkpoint_name(self.model_name, old) for old in epochs[:cut]]
+        # The older checkpoints go once the new one is whole on disk.
         self._save(self.output_dir / checkpoint.periodic_checkpoint_name(self.model_name, epoch), epoch,
-                   val_metrics, train_metrics)
-        if self.dist.is_main:
-            for old in epochs[:cut]:
-                (self.output_dir / checkpoint.periodic_checkpoint_name(self.model_name, old)).unlink(missing_ok=True)
+                   val_metrics, train_metrics, then=lambda: [path.unlink(missing_ok=True) for path in pruned])
 
     def _warn_about_other_runs(self) -> None:
         others = [e for e, _ in checkpoint.periodic_checkpoints(self.output_dir, self.model_name)
@@ -295,8 +302,9 @@ class TrainingRun:
                 "replaced", RuntimeWarning, stacklevel=3)
 
     def _save(self, path: Path, epoch: int, val_metrics, train_metrics,
-              more: Mapping[str, Any] | None = None) -> None:
-        """Write this epoch's checkpoint (on the main process), with ``more`` entries."""
+              more: Mapping[str, Any] | None = None, then=None) -> None:
+        """Start writing this epoch's checkpoint (on the main process), with ``more`` entries, in the
+        background (see ``checkpoint.CheckpointWriter``); ``then`` runs once it is written."""
         if not self.dist.is_main:
             return
         trainer = self.trainer
@@ -306,16 +314,17 @@ class TrainingRun:
             extra["kept_weights"] = "averaged" if self.keeps_averaged else "raw"
             if self.keeps_averaged:
                 extra["training_state_dict"] = self.model.state_dict()
-        checkpoint.save_checkpoint(checkpoint.build_checkpoint(
+        self.writer.write(checkpoint.build_checkpoint(
             epoch=epoch, model=self.kept_model, optimizer=self.optimizer, scheduler=self.scheduler,
             progress=self.progress.checkpoint_fields(), val_metrics=val_metrics, train_metrics=train_metrics,
             model_config=self.model_config, training_config=self.cfg, category_mapping=trainer.category_mapping,
             feature_settings=trainer.splits["train"].extraction_settings(), model_name=self.model_name,
-            extra={**extra, **(more or {})}), path)
+            extra={**extra, **(more or {})}), path, then=then)
 
     def save_unsaved_best(self, more: Mapping[str, Any]) -> None:
         """Write the best checkpoint ``fit`` left to the end (``unsaved_best``), with ``more`` entries."""
         self._save(self.best_path, *self.unsaved_best, more=more)
+        self.writer.wait()
 
     def _log_epoch(self, epoch: int, r: EpochRecord, mean_seconds: float) -> None:
         eta = format_duration(mean_seconds * (self.cfg.num_epochs - epoch - 1))
