@@ -12,7 +12,7 @@ checkpoint writes, and what follows the epochs):
 - ``vidtempo train_single_model``: a new ``EnhancedTemporalModelTrainer`` and ``train_single_model`` with the
   default training config (``precision="auto"``, workers by ``default_num_workers``, checkpoint every 20
   epochs) but ``patience`` off: reads the splits, trains, writes the best checkpoint (weights + AdamW state)
-  on each improvement, adds the class centroids (a pass over train) and the run history to it, scores test
+  on each improvement (in a background thread while the next epoch trains), adds the class centroids (a pass over train) and the run history to it, scores test
   plain and with TTA, writes the results JSON and the run record.
 - ``vidtempo train_ensemble, 1 member``: the same member through ``train_ensemble(num_models=1)`` with
   ``collapse_retries=0`` (the seed retrains nothing; a 2-epoch member is often at chance and would be
@@ -62,7 +62,9 @@ ROWS = {"seed": "seed reference (fp32)", "single": "vidtempo train_single_model"
         "ensemble": "vidtempo train_ensemble, 1 member"}
 # The steps --pieces times (module:qualified name); a name this version does not have is left out.
 PIECES = (
-    "vidtempo.checkpoint:save_checkpoint",
+    "vidtempo.checkpoint:save_checkpoint",  # in the background thread during the epochs
+    "vidtempo.checkpoint:CheckpointWriter.write",  # what the training thread spends: the snapshot
+    "vidtempo.checkpoint:CheckpointWriter.wait",  # ... and waiting for a write still running
     "vidtempo.checkpoint:load_checkpoint",
     "vidtempo.trainer:EnhancedTemporalModelTrainer._representation_stats",
     "vidtempo.trainer:EnhancedTemporalModelTrainer._score_test",
