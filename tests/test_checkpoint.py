@@ -119,15 +119,17 @@ def test_a_background_write_holds_the_state_it_was_given(tmp_path):
     saved = load_checkpoint(tmp_path / "best.pt")
     assert torch.equal(saved["model_state_dict"]["w"], torch.zeros(1000, 100))
     assert saved["history"] == {"val_acc": [50.0]}
-    writer.write({"model_state_dict": {"w": weights}}, tmp_path / "best.pt", then=lambda: (tmp_path / "old").unlink())
     (tmp_path / "old").write_text("pruned once the write is done")
-    writer.wait()
+    writer.write({"model_state_dict": {"w": weights}}, tmp_path / "best.pt", then=lambda: (tmp_path / "old").unlink())
+    writer.close()
     assert torch.equal(load_checkpoint(tmp_path / "best.pt")["model_state_dict"]["w"], weights)
     assert not (tmp_path / "old").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
 
 
 def test_a_failed_background_write_is_raised_by_the_next_call(tmp_path):
+    import threading
+
     from vidtempo.checkpoint import CheckpointWriter
 
     (tmp_path / "not_a_folder").write_text("a file where the checkpoint folder should be")
@@ -137,5 +139,6 @@ def test_a_failed_background_write_is_raised_by_the_next_call(tmp_path):
         writer.wait()
     writer.wait()  # raised once; the writer is usable again
     writer.write({"model_state_dict": {"w": torch.ones(2)}}, tmp_path / "best.pt")
-    writer.wait()
+    writer.close()  # waits, and ends the thread
     assert torch.equal(load_checkpoint(tmp_path / "best.pt")["model_state_dict"]["w"], torch.ones(2))
+    assert not [t for t in threading.enumerate() if t.name.startswith("vidtempo-checkpoint")]

@@ -170,6 +170,15 @@ class CheckpointWriter:
         if pending is not None:
             pending.result()
 
+    def close(self) -> None:
+        """``wait``, then end the thread (a later ``write`` starts a new one)."""
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
+
 
 def _snapshot(value: Any) -> Any:
     """A copy of a checkpoint payload that later training steps cannot change: tensors copied to the host."""

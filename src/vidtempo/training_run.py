@@ -201,7 +201,7 @@ class TrainingRun:
         try:
             return self._fit_epochs(board)
         finally:
-            self.writer.wait()  # every checkpoint of the run is whole on disk before anything reads one
+            self.writer.close()  # every checkpoint of the run is whole on disk before anything reads one
 
     def _fit_epochs(self, board) -> bool:
         cfg, progress = self.cfg, self.progress
@@ -324,7 +324,7 @@ class TrainingRun:
     def save_unsaved_best(self, more: Mapping[str, Any]) -> None:
         """Write the best checkpoint ``fit`` left to the end (``unsaved_best``), with ``more`` entries."""
         self._save(self.best_path, *self.unsaved_best, more=more)
-        self.writer.wait()
+        self.writer.close()
 
     def _log_epoch(self, epoch: int, r: EpochRecord, mean_seconds: float) -> None:
         eta = format_duration(mean_seconds * (self.cfg.num_epochs - epoch - 1))
