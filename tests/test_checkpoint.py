@@ -119,6 +119,10 @@ def test_a_background_write_holds_the_state_it_was_given(tmp_path):
     saved = load_checkpoint(tmp_path / "best.pt")
     assert torch.equal(saved["model_state_dict"]["w"], torch.zeros(1000, 100))
     assert saved["history"] == {"val_acc": [50.0]}
+    model = torch.nn.Linear(3, 2)
+    writer.write({"model_state_dict": model.state_dict()}, tmp_path / "best.pt")
+    writer.wait()  # a state dict keeps what torch.save keeps of it: its order and module versions
+    assert load_checkpoint(tmp_path / "best.pt")["model_state_dict"]._metadata == model.state_dict()._metadata
     (tmp_path / "old").write_text("pruned once the write is done")
     writer.write({"model_state_dict": {"w": weights}}, tmp_path / "best.pt", then=lambda: (tmp_path / "old").unlink())
     writer.close()

@@ -7,6 +7,7 @@ A checkpoint is a dict of plain data (tensors, numbers, strings, lists, dicts), 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import dataclasses
@@ -185,7 +186,11 @@ def _snapshot(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.detach().to("cpu", copy=True)
     if isinstance(value, Mapping):
-        return {key: _snapshot(item) for key, item in value.items()}
+        copied = (collections.OrderedDict if isinstance(value, collections.OrderedDict) else dict)(
+            (key, _snapshot(item)) for key, item in value.items())
+        if hasattr(value, "_metadata"):  # a state dict's module versions, which torch.save keeps
+            copied._metadata = copy.deepcopy(value._metadata)
+        return copied
     if type(value) in (list, tuple):
         return type(value)(_snapshot(item) for item in value)
     return copy.deepcopy(value)
