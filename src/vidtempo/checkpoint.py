@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import os
 import pickle
+import threading
 import uuid
 import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -131,7 +132,7 @@ def save_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike) -> Path
     stamped = {**payload, "checkpoint_id": uuid.uuid4().hex}
 
     def write(tmp: Path) -> None:
-        with _without_zip_checksums():
+        with _SAVING, _without_zip_checksums():
             torch.save(stamped, tmp)
 
     return atomic_write(path, write)
@@ -194,6 +195,11 @@ def _snapshot(value: Any) -> Any:
     if type(value) in (list, tuple):
         return type(value)(_snapshot(item) for item in value)
     return copy.deepcopy(value)
+
+
+# One checkpoint write at a time in a process: the CRC setting below is torch's global, and two writers
+# (a background one and the caller's) restoring it out of order would leave it off.
+_SAVING = threading.Lock()
 
 
 @contextlib.contextmanager
