@@ -70,8 +70,9 @@ def test_numpy_numbers_in_seed_checkpoints_load(tmp_path):
     assert loaded["accuracy"] == 91.9 and loaded["per_class_f1"].tolist() == [90.0, 80.5]
 
 
-def test_unreadable_checkpoints_are_refused(tmp_path):
-    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+@pytest.mark.parametrize("junk", [b"not a checkpoint", b"junk\n", b"\x80\x02}q\x00(X"], ids=["text", "word", "cut"])
+def test_unreadable_checkpoints_are_refused(tmp_path, junk):
+    (tmp_path / "junk.pt").write_bytes(junk)
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
     with pytest.raises(CheckpointError, match="not found"):

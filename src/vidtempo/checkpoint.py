@@ -256,8 +256,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"{path}: refused: the checkpoint holds pickled Python objects, not plain data "
             "(only tensors, numbers, strings, lists and dicts are loaded)"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except Exception as exc:  # noqa: BLE001  a damaged or foreign file fails anywhere in torch's unpickler
+        # (KeyError for a missing memo entry, struct.error for a cut record, ...): all mean "unreadable".
+        reason = str(exc).splitlines()[0] if str(exc) and not isinstance(exc, KeyError) else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
     if not isinstance(payload, dict) or "model_state_dict" not in payload:
         raise CheckpointError(f"{path}: not a vidtempo checkpoint (no model_state_dict)")
