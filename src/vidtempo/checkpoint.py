@@ -205,8 +205,8 @@ _SAVING = threading.Lock()
 @contextlib.contextmanager
 def _without_zip_checksums():
     """torch.save computes a CRC-32 of every record of its zip archive, and torch.load never checks it: for the
-    full model with its optimiser state (~0.8 GB) that was about half the time of a write. The atomic rename
-    already keeps a half-written file from ever looking complete."""
+    full model with its optimiser state (~0.8 GB) that was 40% of torch.save's own time (0.47 s against 0.28 s,
+    written to memory). The atomic rename already keeps a half-written file from ever looking complete."""
     try:
         from torch.utils.serialization import config
         previous = config.save.compute_crc32

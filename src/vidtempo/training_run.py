@@ -288,9 +288,13 @@ class TrainingRun:
         cut = max(len(epochs) - self.cfg.keep_last_checkpoints, 0)
         self.progress.periodic_epochs = epochs[cut:]
         pruned = [self.output_dir / checkpoint.periodic_checkpoint_name(self.model_name, old) for old in epochs[:cut]]
-        # The older checkpoints go once the new one is whole on disk.
+
+        def prune() -> None:  # the older checkpoints go once the new one is whole on disk
+            for path in pruned:
+                path.unlink(missing_ok=True)
+
         self._save(self.output_dir / checkpoint.periodic_checkpoint_name(self.model_name, epoch), epoch,
-                   val_metrics, train_metrics, then=lambda: [path.unlink(missing_ok=True) for path in pruned])
+                   val_metrics, train_metrics, then=prune)
 
     def _warn_about_other_runs(self) -> None:
         others = [e for e, _ in checkpoint.periodic_checkpoints(self.output_dir, self.model_name)
