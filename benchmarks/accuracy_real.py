@@ -59,7 +59,7 @@ from vidtempo import EnhancedTemporalModelTrainer, TrainingConfig
 from vidtempo._version import __version__
 from vidtempo.config import make_config
 from vidtempo.files import write_json
-from vidtempo.store import SPLITS, read_split, split_path, write_split
+from vidtempo.features.store import SPLITS, read_split, split_path, write_split
 
 MAX_STEPS = 64
 # Frame features. vidtempo's frames are rich vectors from a frozen pretrained CNN. A patch's raw values are not:
@@ -326,12 +326,12 @@ def archive_check(spec: ArchiveSet, summary: dict[str, Any]) -> str:
 
 
 def demo_features(cache_dir: Path) -> dict[str, Any]:
-    """The demo's clips (vidtempo.demo_data) as features extracted with the demo's settings, once, into
+    """The demo's clips (vidtempo.demo.videos) as features extracted with the demo's settings, once, into
     ``cache_dir``; returns where they are and what identifies them."""
-    from vidtempo.demo import DEMO_EXTRACTION
-    from vidtempo.demo_data import build_demo_videos
+    from vidtempo.demo.run import DEMO_EXTRACTION
+    from vidtempo.demo.videos import build_demo_videos
     from vidtempo.errors import VidtempoError
-    from vidtempo.extract import ExtractionSettings, RunOptions, extract_features
+    from vidtempo.features.extract import ExtractionSettings, RunOptions, extract_features
 
     settings = ExtractionSettings(**DEMO_EXTRACTION)
     folder = cache_dir / "accuracy_real_demo"

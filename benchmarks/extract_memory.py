@@ -8,7 +8,7 @@ covers the process and the decoder workers it waited for) is what the table show
   EfficientNet-Lite0. With the default 64 frames every video is stored as 73 x 1280 float32 (374 KB); on a
   small CPU the CNN then takes about a second per video, so ``--frames 8`` (9 x 1280, 45 KB) keeps 3,000
   videos to minutes while the stored features still dominate what grows.
-- merge: shard files written directly through ``vidtempo.store.SplitWriter`` (the real file format; random
+- merge: shard files written directly through ``vidtempo.features.store.SplitWriter`` (the real file format; random
   features of 73 x 1280, ``--shards`` shards per split), then merged. Writing them with ``extract --shard``
   would give the same files and take as long as the extraction again.
 
@@ -37,10 +37,10 @@ sys.path.insert(0, str(SRC))
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vidtempo.extract.multiscale import multiscale_length  # noqa: E402
-from vidtempo.extract.shards import shard_path  # noqa: E402
+from vidtempo.features.extract.multiscale import multiscale_length  # noqa: E402
+from vidtempo.features.extract.shards import shard_path  # noqa: E402
 from vidtempo.sharding import shard_items  # noqa: E402
-from vidtempo.store import MULTISCALE_SUFFIX, SplitWriter  # noqa: E402
+from vidtempo.features.store import MULTISCALE_SUFFIX, SplitWriter  # noqa: E402
 
 CATEGORIES = ("Animation", "Natural_Content")
 STORED_STEPS, FEATURE_DIM = 73, 1280  # 64 frames, multi-scale, EfficientNet-Lite0

@@ -21,17 +21,17 @@ import time
 from pathlib import Path
 
 try:
-    import vidtempo.extract  # noqa: F401
+    import vidtempo.features.extract  # noqa: F401
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import torch
 from torch.utils.data import DataLoader
 
-from vidtempo.extract.decoding import DecodeVideos
-from vidtempo.extract.extractor import FeatureExtractor, default_workers, extract_features, resolve_device
-from vidtempo.extract.catalog import scan_videos
-from vidtempo.extract.settings import ExtractionSettings, RunOptions
+from vidtempo.features.extract.decoding import DecodeVideos
+from vidtempo.features.extract.extractor import FeatureExtractor, default_workers, extract_features, resolve_device
+from vidtempo.features.extract.catalog import scan_videos
+from vidtempo.features.extract.settings import ExtractionSettings, RunOptions
 
 SAMPLES = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 
 from vidtempo import Ensemble, SuperEnhancedTemporalModel
-from vidtempo.classify import VideoClassifier
-from vidtempo.extract import ExtractionSettings
+from vidtempo.inference.classify import VideoClassifier
+from vidtempo.features.extract import ExtractionSettings
 from vidtempo.runtime import PrecisionPlan
-from vidtempo.tta import TTA_VIEWS
+from vidtempo.ensemble.tta import TTA_VIEWS
 
 SAMPLES = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
 CLASSES = ("Animation", "Flat_Content", "Gaming", "Natural_Content")

@@ -26,7 +26,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from vidtempo.config import ModelConfig
-from vidtempo.model import SuperEnhancedTemporalModel
+from vidtempo.model.temporal import SuperEnhancedTemporalModel
 
 MEAN_FRAMES = 56  # mean of 40..73 frames
 

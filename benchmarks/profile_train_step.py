@@ -25,8 +25,8 @@ from torch.profiler import ProfilerActivity, profile, record_function
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from seed_reference import SeedTemporalModel  # noqa: E402
 
-from vidtempo.loss import FocalLoss  # noqa: E402
-from vidtempo.model import SuperEnhancedTemporalModel  # noqa: E402
+from vidtempo.model.loss import FocalLoss  # noqa: E402
+from vidtempo.model.temporal import SuperEnhancedTemporalModel  # noqa: E402
 
 SMALL_MODEL = {"hidden_dim": 128, "num_lstm_layers": 2, "num_attention_heads": 4}
 

@@ -58,11 +58,11 @@ from torch.optim import AdamW
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from vidtempo.loss import FocalLoss
-from vidtempo.metrics import classification_metrics
-from vidtempo.model import SuperEnhancedTemporalModel
-from vidtempo.store import parse_category_mapping
-from vidtempo.tta import TTA_VIEWS, VIEW_INDICES
+from vidtempo.model.loss import FocalLoss
+from vidtempo.ensemble.metrics import classification_metrics
+from vidtempo.model.temporal import SuperEnhancedTemporalModel
+from vidtempo.features.store import parse_category_mapping
+from vidtempo.ensemble.tta import TTA_VIEWS, VIEW_INDICES
 
 
 # ------------------------------------------------------------------------------------------------ data

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from vidtempo import EnhancedTemporalModelTrainer
-from vidtempo.synthetic import write_synthetic_features
+from vidtempo.features.synthetic import write_synthetic_features
 
 SMALL_MODEL = {"hidden_dim": 32, "num_lstm_layers": 1, "num_attention_heads": 2, "dropout": 0.1}
 

@@ -36,12 +36,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidtempo.classify import VideoClassifier
-from vidtempo.extract.video import is_video_file
-from vidtempo.library import result_row
-from vidtempo.demo_data import write_clip
-from vidtempo.montage import MONTAGE_FPS, concatenate_clips, square_frames
-from vidtempo.timeline import DEFAULT_HOP_FRACTION, DEFAULT_SWITCH_PENALTY, build_timeline, recorded_window_seconds
+from vidtempo.inference.classify import VideoClassifier
+from vidtempo.features.extract.video import is_video_file
+from vidtempo.inference.library import result_row
+from vidtempo.demo.videos import write_clip
+from vidtempo.demo.montage import MONTAGE_FPS, concatenate_clips, square_frames
+from vidtempo.inference.timeline import DEFAULT_HOP_FRACTION, DEFAULT_SWITCH_PENALTY, build_timeline, recorded_window_seconds
 
 HELD_OUT = ("test", "val")
 PENALTIES = tuple(sorted({0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, DEFAULT_SWITCH_PENALTY}))
@@ -116,7 +116,7 @@ def main() -> None:
     if args.clips_dir is None:
         demo = args.demo_dir or Path(tempfile.gettempdir()) / "vidtempo-demo"
         if not (demo / "checkpoints").is_dir():
-            from vidtempo.demo import run_demo
+            from vidtempo.demo.run import run_demo
 
             run_demo(demo)
         args.clips_dir, args.checkpoints = demo / "videos", demo / "checkpoints"
@@ -165,7 +165,7 @@ def rescore(result: dict, penalty: float, names: list[str]) -> list[dict]:
 
 def cost(classifier: VideoClassifier, video: Path, repeats: int = 2) -> None:
     """Frames of the video per second of wall time: plain prediction against the timeline."""
-    from vidtempo.extract.video import count_frames
+    from vidtempo.features.extract.video import count_frames
 
     frames = count_frames(video)
     classifier.classify_file(video)  # warm up

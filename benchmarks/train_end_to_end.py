@@ -66,13 +66,13 @@ PIECES = (
     "vidtempo.checkpoint:CheckpointWriter.write",  # what the training thread spends: the snapshot
     "vidtempo.checkpoint:CheckpointWriter.wait",  # ... and waiting for a write still running
     "vidtempo.checkpoint:load_checkpoint",
-    "vidtempo.trainer:EnhancedTemporalModelTrainer._representation_stats",
-    "vidtempo.trainer:EnhancedTemporalModelTrainer._score_test",
-    "vidtempo.trainer:EnhancedTemporalModelTrainer._score",
-    "vidtempo.ensemble:Ensemble.from_checkpoints",
-    "vidtempo.ensemble_fit:view_probabilities",
-    "vidtempo.ensemble_fit:evaluate_ensemble",
-    "vidtempo.ensemble_fit:write_evaluation_report",
+    "vidtempo.training.trainer:EnhancedTemporalModelTrainer._representation_stats",
+    "vidtempo.training.trainer:EnhancedTemporalModelTrainer._score_test",
+    "vidtempo.training.trainer:EnhancedTemporalModelTrainer._score",
+    "vidtempo.ensemble.ensemble:Ensemble.from_checkpoints",
+    "vidtempo.ensemble.fit:view_probabilities",
+    "vidtempo.ensemble.fit:evaluate_ensemble",
+    "vidtempo.ensemble.fit:write_evaluation_report",
 )
 
 

@@ -1,6 +1,6 @@
 """Training throughput of the seed reference vs vidtempo's trainer (fp32 and bf16), in one run.
 
-Data: a generated feature set (``vidtempo.synthetic``: the class lives only in frame order) with
+Data: a generated feature set (``vidtempo.features.synthetic``: the class lives only in frame order) with
 feature_dim 1280 and 40..73 frames per video (uniform), written as gzip HDF5 like real feature files.
 The seed reference (``seed_reference.py``) reads items from that gzip file one by one through a shared
 h5py handle; vidtempo reads each split into memory once.
@@ -44,8 +44,8 @@ import machine_limits  # noqa: E402
 from seed_reference import train_seed_reference  # noqa: E402
 
 from vidtempo import EnhancedTemporalModelTrainer  # noqa: E402
-from vidtempo.synthetic import write_synthetic_features  # noqa: E402
-from vidtempo.training_run import TrainingRun  # noqa: E402
+from vidtempo.features.synthetic import write_synthetic_features  # noqa: E402
+from vidtempo.training.run import TrainingRun  # noqa: E402
 
 SMALL_MODEL = {"hidden_dim": 128, "num_lstm_layers": 2, "num_attention_heads": 4}
 FEATURE_DIM, MIN_FRAMES, MAX_FRAMES = 1280, 40, 73

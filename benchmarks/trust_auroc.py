@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from vidtempo import Ensemble, EnhancedTemporalModelTrainer
-from vidtempo.store import MULTISCALE_SUFFIX, read_split, split_path
-from vidtempo.synthetic import write_synthetic_features
-from vidtempo.trust import OOD_DISTANCE_RATIO, auroc_correct_vs_wrong, flag
+from vidtempo.features.store import MULTISCALE_SUFFIX, read_split, split_path
+from vidtempo.features.synthetic import write_synthetic_features
+from vidtempo.ensemble.trust import OOD_DISTANCE_RATIO, auroc_correct_vs_wrong, flag
 
 
 def main() -> None:

@@ -9,4 +9,4 @@ from vidtempo import (  # noqa: F401
     TrainingConfig,
     collate_features,
 )
-from vidtempo.data import FeatureDataset  # noqa: F401
+from vidtempo import FeatureDataset  # noqa: F401

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vidtempo.synthetic import write_synthetic_features
+from vidtempo.features.synthetic import write_synthetic_features
 
 # A model small enough to train in seconds on a 2-core CPU; same architecture as the default.
 TINY_MODEL = {"hidden_dim": 32, "num_lstm_layers": 1, "num_attention_heads": 2, "dropout": 0.1}
@@ -39,8 +39,8 @@ def video_model(tmp_path_factory):
     from types import SimpleNamespace
 
     from vidtempo import EnhancedTemporalModelTrainer
-    from vidtempo.demo_data import build_demo_videos
-    from vidtempo.extract import ExtractionSettings, RunOptions, extract_features
+    from vidtempo.demo.videos import build_demo_videos
+    from vidtempo.features.extract import ExtractionSettings, RunOptions, extract_features
 
     root = tmp_path_factory.mktemp("video_model")
     videos = build_demo_videos(root / "videos")

@@ -11,16 +11,16 @@ import torch
 
 from conftest import TINY_MODEL, TINY_TRAINING
 from vidtempo import EnhancedTemporalModelTrainer
-from vidtempo.cli import main
+from vidtempo.cli.commands import main
 from vidtempo.config import ABSENT_SETTINGS_MEANT, TrainingConfig
-from vidtempo.data import make_loader, mix_batch
+from vidtempo.training.data import make_loader, mix_batch
 from vidtempo.errors import ConfigError
-from vidtempo.folds import cross_fit_splits, fold_assignment
-from vidtempo.loss import FocalLoss
-from vidtempo.model import SuperEnhancedTemporalModel
-from vidtempo.store import read_splits
-from vidtempo.synthetic import write_synthetic_features
-from vidtempo.training_run import evaluate_loss
+from vidtempo.ensemble.folds import cross_fit_splits, fold_assignment
+from vidtempo.model.loss import FocalLoss
+from vidtempo.model.temporal import SuperEnhancedTemporalModel
+from vidtempo.features.store import read_splits
+from vidtempo.features.synthetic import write_synthetic_features
+from vidtempo.training.run import evaluate_loss
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidtempo.calibration import (
+from vidtempo.ensemble.calibration import (
     apply_temperature,
     ece_from_bins,
     expected_calibration_error,
@@ -118,7 +118,7 @@ def test_apply_temperature_refuses_non_positive_temperature():
 
 
 def test_separable_or_small_validation_skips_calibration():
-    from vidtempo.calibration import MAX_TEMPERATURE, MIN_TEMPERATURE, fit_calibration
+    from vidtempo.ensemble.calibration import MAX_TEMPERATURE, MIN_TEMPERATURE, fit_calibration
 
     assert MIN_TEMPERATURE >= 0.2 and MAX_TEMPERATURE <= 5.0
     # Members that say 55/45 and are always right: the NLL keeps falling as T -> 0, a fit would make
@@ -134,7 +134,7 @@ def test_separable_or_small_validation_skips_calibration():
 
 
 def test_calibration_is_fitted_when_validation_allows():
-    from vidtempo.calibration import fit_calibration
+    from vidtempo.ensemble.calibration import fit_calibration
 
     logits, labels = calibrated_logits(num_samples=2000, seed=3)
     temperature, skipped = fit_calibration(torch.softmax(3.0 * logits, -1), labels)

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from vidtempo.classify import VideoClassifier, step_frame_matrix
+from vidtempo.inference.classify import VideoClassifier, step_frame_matrix
 from vidtempo.errors import VidtempoError
-from vidtempo.store import read_split, split_path
+from vidtempo.features.store import read_split, split_path
 
 
 @pytest.fixture(scope="module")

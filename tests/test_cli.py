@@ -152,7 +152,7 @@ def test_usage_errors_exit_2(tmp_path, small_features):
 def _options_by_command():
     import argparse
 
-    from vidtempo.cli import build_parser
+    from vidtempo.cli.commands import build_parser
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return {command: {(a.option_strings or [a.dest])[-1]: a for a in parser._actions if a.dest != "help"}
@@ -176,7 +176,7 @@ def test_every_command_that_runs_a_model_has_the_same_device_option():
 
 def test_help_defaults_are_read_from_where_the_defaults_are_defined(monkeypatch):
     from vidtempo.config import TrainingConfig
-    from vidtempo.extract.settings import ExtractionSettings, RunOptions
+    from vidtempo.features.extract.settings import ExtractionSettings, RunOptions
     from vidtempo.serve.settings import ServiceSettings
 
     for cls, name, value in ((TrainingConfig, "num_epochs", 7), (ExtractionSettings, "frames_per_video", 9),
@@ -191,7 +191,7 @@ def test_help_defaults_are_read_from_where_the_defaults_are_defined(monkeypatch)
 
 def test_members_extracted_with_other_settings_are_refused_in_one_line(tmp_path):
     from test_ensemble import _with_feature_settings, write_seed_checkpoint
-    from vidtempo.extract.settings import ExtractionSettings
+    from vidtempo.features.extract.settings import ExtractionSettings
 
     for name, size in (("best_a.pt", 96), ("best_b.pt", 128)):
         write_seed_checkpoint(tmp_path / name, 0)

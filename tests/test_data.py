@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import WeightedRandomSampler
 
 from vidtempo import EnhancedTemporalModelTrainer, collate_features
-from vidtempo.data import augment_sequence, class_weights
+from vidtempo.training.data import augment_sequence, class_weights
 
 
 def test_collate_zero_pads_after_each_length():
@@ -45,7 +45,7 @@ def test_seed_create_dataloaders(small_features):
 
 
 def test_sampler_balances_classes(tmp_path):
-    from vidtempo.data import balanced_sampler
+    from vidtempo.training.data import balanced_sampler
 
     labels = np.array([0] * 80 + [1] * 20)
     sampler = balanced_sampler(labels, 2, torch.Generator().manual_seed(0))

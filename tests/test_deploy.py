@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vidtempo.cli import build_parser
+from vidtempo.cli.commands import build_parser
 from vidtempo.sharding import NUM_SHARDS_VARIABLE, resolve_shard
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"

@@ -18,7 +18,7 @@ def _free_port() -> int:
 def _decide(rank: int, port: int, results) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
-    from vidtempo.distributed import init_distributed
+    from vidtempo.training.distributed import init_distributed
 
     group = init_distributed("cpu")
     # Each process measured something slightly different; rank 0's view must win everywhere.

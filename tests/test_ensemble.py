@@ -58,7 +58,7 @@ def test_probabilities_and_tta(seed_checkpoints):
     members = ensemble.member_probabilities(feats, lengths, tta=True)
     assert members.shape == (2, 4, 4)
     # A video of 2 frames has only the original and reversed views.
-    from vidtempo.ensemble import model_probabilities
+    from vidtempo.ensemble.ensemble import model_probabilities
     single = feats[3:4, :2]
     by_hand = torch.stack([model_probabilities(m, v, torch.tensor([2]), amp_dtype=ensemble.amp_dtype)
                            for m in ensemble.models
@@ -87,7 +87,7 @@ def _with_feature_settings(path, settings):
 
 
 def test_members_carry_their_extraction_settings(seed_checkpoints):
-    from vidtempo.extract.settings import ExtractionSettings
+    from vidtempo.features.extract.settings import ExtractionSettings
 
     folder, _ = seed_checkpoints
     assert Ensemble.from_checkpoints(folder).extraction is None, "the seed's checkpoints record none"
@@ -98,7 +98,7 @@ def test_members_carry_their_extraction_settings(seed_checkpoints):
 
 
 def test_members_with_different_extraction_settings_are_refused_in_one_line(seed_checkpoints):
-    from vidtempo.extract.settings import ExtractionSettings
+    from vidtempo.features.extract.settings import ExtractionSettings
 
     folder, _ = seed_checkpoints
     _with_feature_settings(folder / "best_ensemble_model_1.pt", ExtractionSettings(image_size=96).to_dict())

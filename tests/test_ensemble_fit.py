@@ -11,10 +11,10 @@ import torch
 from conftest import TINY_MODEL, TINY_TRAINING
 from vidtempo import Ensemble, EnhancedTemporalModelTrainer, SuperEnhancedTemporalModel
 from vidtempo.config import TrainingConfig
-from vidtempo.ensemble import EnsembleSettings
-from vidtempo.ensemble_fit import collapse_reason, fit_ensemble_settings, member_weights
-from vidtempo.store import FeatureSplit
-from vidtempo.tta import TTA_VIEWS
+from vidtempo.ensemble.ensemble import EnsembleSettings
+from vidtempo.ensemble.fit import collapse_reason, fit_ensemble_settings, member_weights
+from vidtempo.features.store import FeatureSplit
+from vidtempo.ensemble.tta import TTA_VIEWS
 
 
 def test_member_weights():
@@ -182,7 +182,7 @@ def test_fitted_weights_and_temperature_apply_at_inference(calibration_ensemble)
 @pytest.fixture(scope="module")
 def calibration_ensemble(tmp_path_factory):
     """An ensemble with a validation split big enough to calibrate on, and wrong on some of it."""
-    from vidtempo.synthetic import write_synthetic_features
+    from vidtempo.features.synthetic import write_synthetic_features
 
     folder = tmp_path_factory.mktemp("calibrate")
     write_synthetic_features(folder / "features", videos_per_split={"train": 64, "val": 120, "test": 16},
@@ -195,7 +195,7 @@ def calibration_ensemble(tmp_path_factory):
 
 @pytest.mark.slow
 def test_tta_predictions_get_the_calibration_fitted_on_tta(calibration_ensemble):
-    from vidtempo.calibration import MAX_TEMPERATURE, MIN_TEMPERATURE, apply_temperature, fit_calibration
+    from vidtempo.ensemble.calibration import MAX_TEMPERATURE, MIN_TEMPERATURE, apply_temperature, fit_calibration
 
     ensemble, val = calibration_ensemble
     settings = fit_ensemble_settings(ensemble, val, TrainingConfig(choose_tta_views=False))

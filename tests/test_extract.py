@@ -23,14 +23,14 @@ from extract_fixtures import (
     write_audio_only,
     write_random_bytes,
 )
-from vidtempo.extract import extractor as extractor_module
-from vidtempo.extract.catalog import VideoItem
-from vidtempo.extract.extractor import FeatureExtractor, extract_features
-from vidtempo.extract.multiscale import DEFAULT_SCALES, multiscale_length, multiscale_sequence, scale_indices
-from vidtempo.extract.resume import PartialSplit, partial_dir
-from vidtempo.extract.settings import ExtractionSettings, RunOptions
-from vidtempo.extract.video import decode_clip
-from vidtempo.store import EXTRACTION_ATTRS, read_split, split_path
+from vidtempo.features.extract import extractor as extractor_module
+from vidtempo.features.extract.catalog import VideoItem
+from vidtempo.features.extract.extractor import FeatureExtractor, extract_features
+from vidtempo.features.extract.multiscale import DEFAULT_SCALES, multiscale_length, multiscale_sequence, scale_indices
+from vidtempo.features.extract.resume import PartialSplit, partial_dir
+from vidtempo.features.extract.settings import ExtractionSettings, RunOptions
+from vidtempo.features.extract.video import decode_clip
+from vidtempo.features.store import EXTRACTION_ATTRS, read_split, split_path
 
 SMALL = ["--frames", "8", "--image-size", "64", "--batch-size", "8"]
 
@@ -272,7 +272,7 @@ def test_saved_progress_survives_a_torn_write(tmp_path):
 
 KILL_AT_THIRD_VIDEO = """
 import os, signal, sys
-from vidtempo.extract import cli, extractor
+from vidtempo.features.extract import cli, extractor
 original = extractor.FeatureExtractor.sequence_features
 calls = []
 def dies_during_the_third_video(self, frames):

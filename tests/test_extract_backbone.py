@@ -9,9 +9,9 @@ import torch
 
 from extract_fixtures import CARPHONE, sample
 from vidtempo.errors import VidtempoError
-from vidtempo.extract.backbones import build_backbone, feature_dim
-from vidtempo.extract.efficientnet_lite import EfficientNetLite0, MEAN, STD
-from vidtempo.extract.video import decode_clip
+from vidtempo.features.extract.backbones import build_backbone, feature_dim
+from vidtempo.features.extract.efficientnet_lite import EfficientNetLite0, MEAN, STD
+from vidtempo.features.extract.video import decode_clip
 
 # ImageNet classes for what carphone shows: a man in a suit and tie.
 WINDSOR_TIE, BOW_TIE, SUIT = 906, 457, 834

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vidtempo.errors import VidtempoError
-from vidtempo.extract.settings import ExtractionSettings
+from vidtempo.features.extract.settings import ExtractionSettings
 
 EXAMPLES = [
     ExtractionSettings(),

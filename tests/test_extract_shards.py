@@ -11,14 +11,14 @@ import pytest
 
 from extract_fixtures import (BIKES, BUNNY, CARPHONE, cut_clip, link, run_cli, sample, start_cli,
                               write_random_bytes)
-from vidtempo.cli import main as vidtempo_main
-from vidtempo.extract import shards as shards_module
-from vidtempo.extract.extractor import extract_features
-from vidtempo.extract.resume import partial_dir
-from vidtempo.extract.settings import ExtractionSettings, RunOptions
-from vidtempo.extract.shards import SHARD_ATTRS, merge_shards, shard_path
+from vidtempo.cli.commands import main as vidtempo_main
+from vidtempo.features.extract import shards as shards_module
+from vidtempo.features.extract.extractor import extract_features
+from vidtempo.features.extract.resume import partial_dir
+from vidtempo.features.extract.settings import ExtractionSettings, RunOptions
+from vidtempo.features.extract.shards import SHARD_ATTRS, merge_shards, shard_path
 from vidtempo.sharding import parse_shard, shard_items
-from vidtempo.store import read_split, split_path, write_split
+from vidtempo.features.store import read_split, split_path, write_split
 
 SMALL = ["--frames", "8", "--image-size", "64", "--batch-size", "8", "--workers", "1"]
 SUFFIX = "_multiscale"

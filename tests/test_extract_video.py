@@ -9,7 +9,7 @@ import torch
 
 from extract_fixtures import BIKES, CARPHONE, SAMPLE_FRAMES, cut_clip, sample, write_audio_only, write_random_bytes
 from vidtempo.errors import VidtempoError
-from vidtempo.extract.video import (
+from vidtempo.features.extract.video import (
     VideoDecodeError,
     count_frames,
     decode_clip,

@@ -15,7 +15,7 @@ import torch
 from conftest import TINY_TRAINING
 from vidtempo import EnhancedTemporalModelTrainer, SuperEnhancedTemporalModel
 from vidtempo.runtime import NATIVE_BF16_CAPABILITY, PrecisionPlan
-from vidtempo.synthetic import write_synthetic_features
+from vidtempo.features.synthetic import write_synthetic_features
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

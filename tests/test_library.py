@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from vidtempo.classify import VideoClassifier
+from vidtempo.inference.classify import VideoClassifier
 from vidtempo.errors import VidtempoError
-from vidtempo.library import PredictionWriter, error_row, row_fields
-from vidtempo.timeline import DEFAULT_SWITCH_PENALTY
+from vidtempo.inference.library import PredictionWriter, error_row, row_fields
+from vidtempo.inference.timeline import DEFAULT_SWITCH_PENALTY
 
 CLASSES = ["Animation", "Gaming"]
 
@@ -220,7 +220,7 @@ def test_timeline_with_a_csv_output_is_refused_in_one_line(tmp_path):
 def timeline_library(video_model, tmp_path_factory):
     """A video that changes class halfway (three Animation clips, then three Flat_Content), two single clips
     and a file that is not a video."""
-    from vidtempo.montage import concatenate_clips
+    from vidtempo.demo.montage import concatenate_clips
 
     root = tmp_path_factory.mktemp("timeline_library")
     firsts, seconds = (sorted((video_model.videos / "test" / c).glob("*.mp4"))[:3]
@@ -245,7 +245,7 @@ def timeline_run(video_model, timeline_library, tmp_path_factory):
 
 @pytest.mark.slow
 def test_timeline_rows_have_segments_that_cover_each_video(timeline_run, timeline_library, video_model):
-    from vidtempo.extract.video import video_seconds
+    from vidtempo.features.extract.video import video_seconds
 
     library, long_seconds = timeline_library
     rows = {r["path"]: r for r in _read(timeline_run)}

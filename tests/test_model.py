@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vidtempo import SuperEnhancedTemporalModel
-from vidtempo.model import cast_weights, padding_mask
+from vidtempo.model.temporal import cast_weights, padding_mask
 
 # Names and shapes of the seed system's checkpoints (D = 1280, 4 classes), outside the LSTM.
 SEED_SHAPES = {
@@ -218,7 +218,7 @@ def test_cast_weights_keep_the_layout_of_a_shared_buffer():
 
 def test_the_model_is_built_from_its_config_and_the_seed_signature_builds_the_same():
     from vidtempo.config import ModelConfig
-    from vidtempo.model import TemporalModel
+    from vidtempo.model.temporal import TemporalModel
 
     config = ModelConfig(feature_dim=10, hidden_dim=16, num_classes=4, num_lstm_layers=2, num_attention_heads=4,
                          dropout=0.3)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
-from vidtempo.calibration import apply_temperature, expected_calibration_error, reliability_bins
-from vidtempo.metrics import classification_metrics
-from vidtempo.report import (
+from vidtempo.ensemble.calibration import apply_temperature, expected_calibration_error, reliability_bins
+from vidtempo.ensemble.metrics import classification_metrics
+from vidtempo.ensemble.report import (
     build_report,
     per_class_table,
     plot_confusion_matrix,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import WeightedRandomSampler
 
-from vidtempo.sampling import BalancedBatchSampler
+from vidtempo.training.sampling import BalancedBatchSampler
 
 
 def _sampler(**kwargs):

@@ -190,7 +190,7 @@ def test_web_page_refuses_an_over_limit_file_without_sending_it(server, tmp_path
 
 
 def test_predict_with_a_timeline_returns_segments_and_the_page_draws_them(server, video_model, tmp_path):
-    from vidtempo.montage import concatenate_clips
+    from vidtempo.demo.montage import concatenate_clips
 
     clips = [a_clip(video_model, "Animation"), a_clip(video_model, "Flat_Content")]
     video, bounds = concatenate_clips(clips, tmp_path / "two.mp4")
@@ -208,7 +208,7 @@ def test_predict_with_a_timeline_returns_segments_and_the_page_draws_them(server
 
 
 def test_web_page_draws_the_timeline_only_when_asked(server, video_model, tmp_path):
-    from vidtempo.montage import concatenate_clips
+    from vidtempo.demo.montage import concatenate_clips
 
     clips = [a_clip(video_model, "Animation")] * 2 + [a_clip(video_model, "Flat_Content")] * 2
     video, _ = concatenate_clips(clips, tmp_path / "two.mp4")

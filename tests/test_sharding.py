@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from extract_fixtures import LAUNCHER_VARIABLES
-from vidtempo.cli import main as vidtempo_main
+from vidtempo.cli.commands import main as vidtempo_main
 from vidtempo.errors import VidtempoError
 from vidtempo.sharding import resolve_shard
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from vidtempo.errors import FeatureStoreError
-from vidtempo import store
-from vidtempo.store import SplitWriter, read_split, read_splits, split_path, summarize, write_split
+from vidtempo.features import store
+from vidtempo.features.store import SplitWriter, read_split, read_splits, split_path, summarize, write_split
 
 SEED_MAPPING = {"Animation": 0, "Flat_Content": 1, "Gaming": 2, "Natural_Content": 3}
 
@@ -140,7 +140,7 @@ def test_an_interrupted_stream_leaves_no_file(tmp_path):
 
     killed = subprocess.run([sys.executable, "-c", f"""
 import os, signal, numpy as np
-from vidtempo.store import SplitWriter
+from vidtempo.features.store import SplitWriter
 writer = SplitWriter({str(target)!r}, 1000, 8, 64, {{"a": 0}}, False)
 for i in range(500):
     writer.add(np.ones((8, 64)), 0, str(i))

@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader
 
 from conftest import TINY_MODEL, TINY_TRAINING
 from vidtempo import EnhancedTemporalModelTrainer
-from vidtempo.data import FeatureDataset, collate_features, make_loader
-from vidtempo.store import H5Features, default_max_in_memory_bytes, read_split, read_splits, split_path
+from vidtempo.training.data import FeatureDataset, collate_features, make_loader
+from vidtempo.features.store import H5Features, default_max_in_memory_bytes, read_split, read_splits, split_path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -136,8 +136,8 @@ np.save(path + ".sums.npy", sums)
 _READ = """
 import json, resource, sys
 import numpy as np, torch
-from vidtempo.data import FeatureDataset, collate_features
-from vidtempo.store import read_split
+from vidtempo.training.data import FeatureDataset, collate_features
+from vidtempo.features.store import read_split
 from torch.utils.data import DataLoader
 torch.set_num_threads(1)
 path, limit = sys.argv[1], int(sys.argv[2])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vidtempo.errors import VidtempoError
-from vidtempo.timeline import build_timeline, merge_segments, plan_windows, smooth_labels, window_spans
+from vidtempo.inference.timeline import build_timeline, merge_segments, plan_windows, smooth_labels, window_spans
 
 NAMES = ["A", "B", "C"]
 
@@ -102,8 +102,8 @@ def test_timeline_reports_smoothed_and_raw_segments_and_window_probabilities():
 
 
 def test_selected_frames_are_decoded_and_the_duration_read_from_the_header(tmp_path):
-    from vidtempo.demo_data import write_clip
-    from vidtempo.extract.video import decode_selected, video_seconds
+    from vidtempo.demo.videos import write_clip
+    from vidtempo.features.extract.video import decode_selected, video_seconds
 
     frames = [np.full((64, 64, 3), 8 * i, dtype=np.uint8) for i in range(20)]
     write_clip(tmp_path / "ramp.mp4", frames, fps=25)
@@ -118,14 +118,14 @@ def test_selected_frames_are_decoded_and_the_duration_read_from_the_header(tmp_p
 
 # ------------------------------------------------------------------------------------------- real videos
 def _concatenate(clips, output):
-    from vidtempo.montage import concatenate_clips
+    from vidtempo.demo.montage import concatenate_clips
 
     return concatenate_clips(clips, output)
 
 
 @pytest.mark.slow
 def test_timeline_of_two_classes_finds_the_change(video_model, tmp_path):
-    from vidtempo.classify import VideoClassifier
+    from vidtempo.inference.classify import VideoClassifier
 
     classifier = VideoClassifier.from_checkpoints(video_model.checkpoints)
     firsts, seconds = (sorted((video_model.videos / "test" / c).glob("*.mp4"))[:3]
@@ -156,7 +156,7 @@ def test_timeline_of_two_classes_finds_the_change(video_model, tmp_path):
 
 @pytest.mark.slow
 def test_timeline_gives_the_plain_result_in_the_same_precision(video_model):
-    from vidtempo.classify import VideoClassifier
+    from vidtempo.inference.classify import VideoClassifier
 
     classifier = VideoClassifier.from_checkpoints(video_model.checkpoints, precision="bf16")
     clip = sorted((video_model.videos / "test" / "Animation").glob("*.mp4"))[0]

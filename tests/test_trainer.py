@@ -14,7 +14,7 @@ import torch
 from conftest import TINY_MODEL, TINY_TRAINING
 from vidtempo import Ensemble, EnhancedTemporalModelTrainer
 from vidtempo.checkpoint import RESUME_KEYS, SEED_KEYS, VIDTEMPO_KEYS
-from vidtempo.synthetic import write_synthetic_features
+from vidtempo.features.synthetic import write_synthetic_features
 
 
 def make_trainer(features, output, **training):
@@ -145,9 +145,9 @@ def test_ensemble_members_and_results(small_features, tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["seeds", "cross_fit"])
 def test_assembly_runs_each_member_once_per_split_and_view(small_features, tmp_path, monkeypatch, strategy):
-    from vidtempo.evaluation import evaluate_ensemble
-    from vidtempo.model import TemporalModel
-    from vidtempo.tta import TTA_VIEWS
+    from vidtempo.ensemble.evaluation import evaluate_ensemble
+    from vidtempo.model.temporal import TemporalModel
+    from vidtempo.ensemble.tta import TTA_VIEWS
 
     trainer = make_trainer(small_features, tmp_path / "ckpt", collapse_retries=0, ensemble_strategy=strategy)
     for index in (1, 2):
@@ -182,7 +182,7 @@ def test_a_best_last_epoch_is_written_once_with_what_inference_needs(small_featu
     from vidtempo import checkpoint
 
     if kept == "averaged":  # the epoch keeps the average of the weights
-        monkeypatch.setattr("vidtempo.training_run.scores_better", lambda candidate, incumbent, selection: True)
+        monkeypatch.setattr("vidtempo.training.run.scores_better", lambda candidate, incumbent, selection: True)
     writes = []
     save = checkpoint.save_checkpoint
 
@@ -206,7 +206,7 @@ def test_a_best_last_epoch_is_written_once_with_what_inference_needs(small_featu
 @pytest.mark.slow
 def test_every_improvement_is_on_disk_and_the_end_adds_what_inference_needs(small_features, tmp_path, monkeypatch):
     from vidtempo import checkpoint
-    from vidtempo.training_run import scores_better
+    from vidtempo.training.run import scores_better
 
     writes = []
     save = checkpoint.save_checkpoint
@@ -365,7 +365,7 @@ def test_leftovers_of_an_older_run_do_not_prune_the_new_run(small_features, tmp_
 
 def write_easy_split(path, labels, seed):
     """Features whose class is written in one channel: a tiny model learns them in a few epochs."""
-    from vidtempo.store import write_split
+    from vidtempo.features.store import write_split
 
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
@@ -393,11 +393,11 @@ def test_a_class_missing_from_validation_is_named_once_and_not_retrained(tmp_pat
 
 @pytest.mark.slow
 def test_member_scores_and_trust_centroids_use_the_ensembles_precision(small_features, tmp_path):
-    from vidtempo.data import make_loader
-    from vidtempo.ensemble import model_outputs
-    from vidtempo.trust import representation_stats
+    from vidtempo.training.data import make_loader
+    from vidtempo.ensemble.ensemble import model_outputs
+    from vidtempo.ensemble.trust import representation_stats
 
-    from vidtempo.ensemble import inference_amp_dtype
+    from vidtempo.ensemble.ensemble import inference_amp_dtype
 
     # Train in the other precision than the one inference uses on this machine.
     training_precision = "fp32" if inference_amp_dtype("cpu") is not None else "bf16"
@@ -442,7 +442,7 @@ def test_checkpoints_written_in_the_background_hold_their_own_epoch(small_featur
     import threading
 
     from vidtempo import checkpoint
-    from vidtempo.training_run import TrainingRun
+    from vidtempo.training.run import TrainingRun
 
     at_epoch_end, trained = {}, {epoch: threading.Event() for epoch in range(4)}
     train_epoch, save = TrainingRun.train_epoch, checkpoint.save_checkpoint

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vidtempo.trust import (DEFAULT_UNCERTAIN_BELOW, auroc_correct_vs_wrong, class_distance_ratios,
+from vidtempo.ensemble.trust import (DEFAULT_UNCERTAIN_BELOW, auroc_correct_vs_wrong, class_distance_ratios,
                             fit_uncertain_threshold,
                             flag, representation_stats, trust)
 
@@ -43,7 +43,7 @@ def test_threshold_and_flags():
 
 
 def test_a_flagged_prediction_says_why():
-    from vidtempo.trust import describe
+    from vidtempo.ensemble.trust import describe
 
     member_probs = torch.tensor([[[1.0, 0.0], [0.55, 0.45], [0.9, 0.1]], [[1.0, 0.0], [0.3, 0.7], [0.9, 0.1]]])
     probs = member_probs.mean(0)

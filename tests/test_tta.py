@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vidtempo import Ensemble, SuperEnhancedTemporalModel
-from vidtempo.tta import TTA_VIEWS, average_views, make_views
+from vidtempo.ensemble.tta import TTA_VIEWS, average_views, make_views
 
 
 def _spec_speed_up(length: int) -> np.ndarray | None:
@@ -112,7 +112,7 @@ def test_ensemble_tta_is_the_mean_over_the_applicable_views_of_each_video():
 def test_with_separate_views_a_views_numbers_do_not_depend_on_the_other_views(amp_dtype):
     """Scoring a split runs each view in passes of its own: the original view's numbers are the plain pass's,
     to the bit, and so are any view's within any view set, so plain and TTA scores come from one call."""
-    from vidtempo.ensemble import model_outputs
+    from vidtempo.ensemble.ensemble import model_outputs
 
     torch.manual_seed(0)
     # Wide and long enough that the kernels' sums are blocked: padding to another length changes the roundings.

@@ -24,10 +24,9 @@ import numpy as np
 import torch
 
 from ._version import __version__
-from .config import ModelConfig, make_config
-from .errors import CheckpointError, ConfigError
+from .config import ModelConfig
+from .errors import CheckpointError
 from .files import atomic_write
-from .model import TemporalModel
 
 CHECKPOINT_FORMAT_VERSION = 1
 
@@ -279,18 +278,3 @@ def category_mapping_of(payload: Mapping[str, Any], num_classes: int) -> dict[st
         return dict(mapping)
     names = SEED_CATEGORIES if num_classes == len(SEED_CATEGORIES) else [f"class_{i}" for i in range(num_classes)]
     return {name: i for i, name in enumerate(names)}
-
-
-def model_from_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike) -> TemporalModel:
-    """The model a checkpoint describes, with its weights, in eval mode."""
-    try:
-        config = make_config(ModelConfig, payload.get("model_config") or {})
-    except ConfigError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    model = TemporalModel(config)
-    try:
-        model.load_state_dict(payload["model_state_dict"], strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not match model_config ({first})") from None
-    return model.eval()

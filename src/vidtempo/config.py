@@ -19,7 +19,7 @@ MEMBER_WEIGHTINGS = ("equal", "val_accuracy")
 # What the members of an ensemble learn from: the same train split with different seeds (the seed system),
 # or folds of train + val pooled, each member selecting its epoch on the fold it does not train on.
 ENSEMBLE_STRATEGIES = ("seeds", "cross_fit")
-# Weights a run can keep: its own, or also an exponential moving average of them (see training_run.py).
+# Weights a run can keep: its own, or also an exponential moving average of them (see training/run.py).
 WEIGHT_AVERAGINGS = ("none", "ema")
 
 
@@ -83,7 +83,7 @@ class TrainingConfig:
     choose_tta_views: bool = True  # keep only the TTA views that help on validation
     calibrate: bool = True  # fit a temperature on validation
     bucket_by_length: bool = False  # batches of similar length (less padding), same class-balanced draws
-    max_in_memory_gb: float | None = None  # larger splits stream from the file (None: automatic, see store.py)
+    max_in_memory_gb: float | None = None  # larger splits stream from the file (None: automatic, see features/store.py)
     # Getting more out of few labelled videos (benchmarks/accuracy_real.py measures each).
     ensemble_strategy: str = "cross_fit"  # "seeds": the seed system's (benchmarks/RESULTS.md compares them)
     weight_averaging: str = "none"

@@ -6,14 +6,14 @@ import argparse
 import sys
 from typing import Sequence
 
-from ..cli_options import add_device_option, add_quiet_option, add_suffix_option, default_of, with_default
+from .options import add_device_option, add_quiet_option, add_suffix_option, default_of, with_default
 from ..errors import VidtempoError
 from ..sharding import resolve_shard
-from ..store import MULTISCALE_SUFFIX, SPLITS
-from .backbones import backbone_names
-from .extractor import ExtractionFailed, extract_features
-from .settings import ExtractionSettings, RunOptions
-from .shards import merge_all
+from ..features.store import MULTISCALE_SUFFIX, SPLITS
+from ..features.extract.backbones import backbone_names
+from ..features.extract.extractor import ExtractionFailed, extract_features
+from ..features.extract.settings import ExtractionSettings, RunOptions
+from ..features.extract.shards import merge_all
 
 
 def add_extract_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -95,7 +95,7 @@ def run_merge(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m vidtempo.extract.cli``), same behaviour as ``vidtempo extract``."""
+    """Stand-alone entry point (``python -m vidtempo.cli.extract``), same behaviour as ``vidtempo extract``."""
     parser = add_extract_arguments(argparse.ArgumentParser(prog="vidtempo extract"))
     args = parser.parse_args(argv)
     try:

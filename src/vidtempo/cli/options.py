@@ -9,8 +9,8 @@ import inspect
 from pathlib import Path
 from typing import Any, Callable
 
-from .runtime import DEFAULT_DEVICE
-from .store import MULTISCALE_SUFFIX
+from ..runtime import DEFAULT_DEVICE
+from ..features.store import MULTISCALE_SUFFIX
 
 
 def default_of(owner: type | Callable[..., Any], name: str) -> Any:
@@ -35,7 +35,7 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_precision_option(parser: argparse.ArgumentParser) -> None:
-    from .ensemble import INFERENCE_PRECISION, INFERENCE_PRECISIONS
+    from ..ensemble.ensemble import INFERENCE_PRECISION, INFERENCE_PRECISIONS
 
     parser.add_argument(
         "--precision", default=INFERENCE_PRECISION, choices=INFERENCE_PRECISIONS,

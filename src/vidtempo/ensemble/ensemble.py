@@ -12,17 +12,17 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from .checkpoint import category_mapping_of, load_checkpoint, model_from_checkpoint
-from .errors import CheckpointError, ConfigError, VidtempoError
-from .files import write_json
-from .model import TemporalModel
-from .runtime import autocast, resolve_device, resolve_precision
-from .store import MEDIAN_SECONDS_ATTR, FeatureSplit, class_names
+from ..checkpoint import category_mapping_of, load_checkpoint
+from ..errors import CheckpointError, ConfigError, VidtempoError
+from ..files import write_json
+from ..model.temporal import TemporalModel, model_from_checkpoint
+from ..runtime import autocast, resolve_device, resolve_precision
+from ..features.store import MEDIAN_SECONDS_ATTR, FeatureSplit, class_names
 from .trust import DEFAULT_UNCERTAIN_BELOW, class_distance_ratios, trust
 from .tta import TTA_VIEWS, average_member_views, average_views, make_views
 
 if TYPE_CHECKING:
-    from .extract.settings import ExtractionSettings
+    from ..features.extract.settings import ExtractionSettings
 
 # Rows per forward pass at inference: bounds memory for long inputs and many TTA views.
 INFERENCE_BATCH_ROWS = 64
@@ -444,8 +444,8 @@ def _extraction_settings(payload: Mapping[str, Any], path: Path) -> ExtractionSe
     """How a member's training features were made from videos: None when they were not (the seed's files,
     generated features) or by a backbone this version does not know."""
     # Imported here: extraction brings PyAV and the backbones, which only classifying video files needs.
-    from .extract.backbones import BACKBONES
-    from .extract.settings import ExtractionSettings
+    from ..features.extract.backbones import BACKBONES
+    from ..features.extract.settings import ExtractionSettings
 
     recorded = payload.get("feature_settings") or {}
     if recorded.get("backbone") not in BACKBONES:

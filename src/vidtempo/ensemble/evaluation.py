@@ -14,7 +14,7 @@ import torch
 from .calibration import expected_calibration_error, reliability_bins
 from .ensemble import Ensemble
 from .metrics import classification_metrics
-from .store import FeatureSplit
+from ..features.store import FeatureSplit
 from .tta import average_member_views
 
 

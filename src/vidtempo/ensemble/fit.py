@@ -23,15 +23,15 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from . import checkpoint
+from .. import checkpoint
 from .calibration import apply_temperature, fit_calibration
-from .config import TrainingConfig
+from ..config import TrainingConfig
 from .ensemble import Ensemble, EnsembleSettings
-from .errors import ConfigError
+from ..errors import ConfigError
 from .evaluation import evaluate_ensemble, write_evaluation_report
-from .files import write_json
+from ..files import write_json
 from .folds import cross_fit_splits, cross_fits
-from .store import FeatureSplit
+from ..features.store import FeatureSplit
 from .trust import fit_uncertain_threshold
 from .tta import TTA_VIEWS, average_member_views
 

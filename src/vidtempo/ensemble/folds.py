@@ -1,7 +1,7 @@
 """Cross-fitting (``ensemble_strategy="cross_fit"``): the train and validation splits are pooled and cut into
 k stratified folds, k being the number of members. Member i trains on the other folds and selects its epoch
 on fold i, so every labelled video is seen by all members but one, and has an out-of-fold prediction from
-that one, on which the ensemble's settings are fitted (ensemble_fit.py).
+that one, on which the ensemble's settings are fitted (fit.py).
 
 The folds are a function of the pooled labels, k and the ensemble's seed only, so the members (trained in
 one process, in several, or one at a time with ``--member``) and the assembly all cut the same folds.
@@ -17,8 +17,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-from .errors import ConfigError
-from .store import FeatureSplit
+from ..errors import ConfigError
+from ..features.store import FeatureSplit
 
 
 class RowsView:

@@ -29,7 +29,7 @@ from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix  # noqa
 from sklearn.metrics import precision_recall_fscore_support  # noqa: E402
 
 from .calibration import ece_from_bins  # noqa: E402
-from .files import atomic_write, write_text  # noqa: E402
+from ..files import atomic_write, write_text  # noqa: E402
 
 REPORT_NAME = "report.md"
 CONFUSION_MATRIX_PNG = "confusion_matrix.png"

@@ -43,8 +43,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import h5py
 import numpy as np
 
-from .errors import FeatureStoreError
-from .files import temp_path
+from ..errors import FeatureStoreError
+from ..files import temp_path
 
 SPLITS = ("train", "val", "test")
 MULTISCALE_SUFFIX = "_multiscale"

@@ -18,10 +18,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from .errors import VidtempoError
+from ..errors import VidtempoError
 
 if TYPE_CHECKING:
-    from .extract.catalog import VideoItem
+    from ..features.extract.catalog import VideoItem
 
 PROBABILITY_PREFIX = "prob_"
 OUTPUT_FORMATS = (".csv", ".jsonl")
@@ -68,9 +68,9 @@ def error_row(path: str, error: str, class_names: Sequence[str], timeline: bool 
 def library_items(videos_dir: str | os.PathLike, shard: tuple[int, int] | None = None) -> list["VideoItem"]:
     """Every video file under ``videos_dir``, sorted by its path relative to it (forward slashes, the
     ``video_id``), or shard ``shard = (i, n)`` (1-based) of them as extraction shards."""
-    from .extract.catalog import VideoItem
-    from .extract.video import is_video_file
-    from .sharding import shard_items
+    from ..features.extract.catalog import VideoItem
+    from ..features.extract.video import is_video_file
+    from ..sharding import shard_items
 
     root = Path(videos_dir)
     if not root.is_dir():

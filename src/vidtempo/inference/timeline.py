@@ -37,11 +37,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
 
-from .errors import VidtempoError
+from ..errors import VidtempoError
 
 if TYPE_CHECKING:
-    from .classify import VideoClassifier
-    from .extract.video import DecodedClip
+    from .predictor import VideoPredictor
+    from ..features.extract.video import DecodedClip
 
 # Default hop: this share of the window.
 DEFAULT_HOP_FRACTION = 0.25
@@ -81,7 +81,7 @@ def plan_windows(total_frames: int, frame_rate: float, window_seconds: float, ho
         raise VidtempoError("the video has no frames")
     window_frames = max(1, int(round(window_seconds * frame_rate)))
     if total_frames <= window_frames:
-        from .extract.video import uniform_indices
+        from ..features.extract.video import uniform_indices
 
         grid = np.asarray(uniform_indices(total_frames, frames_per_window), dtype=np.int64)
         return WindowPlan(grid, np.arange(len(grid))[None, :], total_frames, frame_rate)
@@ -166,15 +166,15 @@ def build_timeline(probs: np.ndarray, bounds: np.ndarray, duration: float, class
     }
 
 
-def recorded_window_seconds(classifier: "VideoClassifier") -> float | None:
+def recorded_window_seconds(classifier: "VideoPredictor") -> float | None:
     """The median duration of the training videos, as recorded at extraction; None for older features."""
-    from .store import MEDIAN_SECONDS_ATTR
+    from ..features.store import MEDIAN_SECONDS_ATTR
 
     recorded = [float(s) for s in (m.get(MEDIAN_SECONDS_ATTR) for m in classifier.ensemble.metadata) if s]
     return recorded[0] if recorded else None
 
 
-def default_window_seconds(classifier: "VideoClassifier") -> float:
+def default_window_seconds(classifier: "VideoPredictor") -> float:
     """The median duration of the training videos, as recorded at extraction."""
     recorded = recorded_window_seconds(classifier)
     if recorded is None:
@@ -194,7 +194,7 @@ class TimelineOptions:
     hop_seconds: float | None = None
     switch_penalty: float = DEFAULT_SWITCH_PENALTY
 
-    def resolved(self, classifier: "VideoClassifier") -> "TimelineOptions":
+    def resolved(self, classifier: "VideoPredictor") -> "TimelineOptions":
         """These options with the defaults that depend on the checkpoints filled in; bad values refused."""
         window = self.window_seconds if self.window_seconds is not None else default_window_seconds(classifier)
         hop = self.hop_seconds if self.hop_seconds is not None else window * DEFAULT_HOP_FRACTION
@@ -220,7 +220,7 @@ def decode_timeline_frames(path: str | os.PathLike, window_seconds: float, hop_s
                            frames_per_video: int, image_size: int) -> TimelineFrames:
     """Decode what a timeline of ``path`` needs (see TimelineFrames). Raises VideoDecodeError. Decoder
     worker processes run it too, so it takes plain values."""
-    from .extract.video import VideoDecodeError, decode_selected, uniform_indices
+    from ..features.extract.video import VideoDecodeError, decode_selected, uniform_indices
 
     plans: dict[str, Any] = {}
 
@@ -238,7 +238,7 @@ def decode_timeline_frames(path: str | os.PathLike, window_seconds: float, hop_s
     return TimelineFrames(clip, plans["plan"], plans["whole"], window_seconds, hop_seconds)
 
 
-def classify_timeline(classifier: "VideoClassifier", path: str | os.PathLike, window_seconds: float | None = None,
+def classify_timeline(classifier: "VideoPredictor", path: str | os.PathLike, window_seconds: float | None = None,
                       hop_seconds: float | None = None,
                       switch_penalty: float = DEFAULT_SWITCH_PENALTY, thumbnails: bool = False) -> dict[str, Any]:
     """The whole-video result of ``classifier`` with a ``timeline`` added (see module docstring). The video
@@ -254,11 +254,11 @@ def classify_timeline(classifier: "VideoClassifier", path: str | os.PathLike, wi
                            {"decode_s": time.perf_counter() - start})
 
 
-def timeline_result(classifier: "VideoClassifier", path: Path, frames: TimelineFrames, switch_penalty: float,
+def timeline_result(classifier: "VideoPredictor", path: Path, frames: TimelineFrames, switch_penalty: float,
                     thumbnails: bool = False, timings: dict[str, float] | None = None) -> dict[str, Any]:
     """``classify_timeline``'s result from the decoded ``frames``: the whole-video result from the frames a
     plain prediction samples, the windows' probabilities from the grid, every frame embedded once."""
-    from .classify import PreparedVideo, _thumbnails, step_frame_matrix
+    from .predictor import PreparedVideo, step_frame_matrix, thumbnails as frame_thumbnails
 
     clip, plan, whole = frames.clip, frames.plan, frames.whole
     settings = classifier.settings
@@ -271,9 +271,9 @@ def timeline_result(classifier: "VideoClassifier", path: Path, frames: TimelineF
         frame_times=[round(i / plan.frame_rate, 3) for i in whole],
         step_frames=step_frame_matrix(len(whole), settings.scales),
         timings={**(timings or {}), "cnn_s": time.perf_counter() - start},
-        thumbnails=_thumbnails(clip.frames[whole_rows]) if thumbnails else None,
+        thumbnails=frame_thumbnails(clip.frames[whole_rows]) if thumbnails else None,
     )
-    result = classifier._classify_prepared([video])[0]
+    result = classifier.classify_prepared([video])[0]
     grid_rows = np.asarray([position[i] for i in plan.grid.tolist()])
     windows_start = time.perf_counter()
     probs = window_probabilities(classifier, frame_features[grid_rows], plan.rows)
@@ -286,7 +286,7 @@ def timeline_result(classifier: "VideoClassifier", path: Path, frames: TimelineF
     return result
 
 
-def window_probabilities(classifier: "VideoClassifier", grid_features: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def window_probabilities(classifier: "VideoPredictor", grid_features: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``[N, C]`` ensemble probabilities of each window, from the embedded grid frames ``[G, D]``."""
     settings = classifier.settings
     out = []
@@ -302,7 +302,7 @@ def window_probabilities(classifier: "VideoClassifier", grid_features: np.ndarra
 def _sequence(frame_features: np.ndarray, settings: Any) -> np.ndarray:
     """A window's stored-style sequence from its frames' CNN features (as FeatureExtractor.sequence_features)."""
     if settings.multi_scale:
-        from .extract.multiscale import multiscale_sequence
+        from ..features.extract.multiscale import multiscale_sequence
 
         frame_features = multiscale_sequence(frame_features, settings.scales)
     return np.ascontiguousarray(frame_features, dtype=np.float32)
@@ -315,7 +315,7 @@ def plot_timeline(result: dict[str, Any], output: str | os.PathLike) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .files import atomic_write
+    from ..files import atomic_write
 
     timeline = result["timeline"]
     names = list(result["probabilities"])
@@ -374,7 +374,7 @@ def check_timeline_args(args: Any) -> None:
         raise VidtempoError(f"--switch-penalty must be 0 or more, got {args.switch_penalty}")
 
 
-def run_timeline(classifier: "VideoClassifier", args: Any) -> int:
+def run_timeline(classifier: "VideoPredictor", args: Any) -> int:
     """``predict --timeline``: one result per video with its timeline; 2 when any video failed."""
     import json
     import sys

@@ -10,12 +10,15 @@ not depend on how much padding a batch carries.
 from __future__ import annotations
 
 import dataclasses
+import os
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from .config import ModelConfig
+from ..config import ModelConfig, make_config
+from ..errors import CheckpointError, ConfigError
 
 
 def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -213,3 +216,18 @@ class SuperEnhancedTemporalModel(TemporalModel):
     @classmethod
     def from_config(cls, config: ModelConfig) -> "SuperEnhancedTemporalModel":
         return cls(**dataclasses.asdict(config))
+
+
+def model_from_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike) -> TemporalModel:
+    """The model a checkpoint describes, with its weights, in eval mode."""
+    try:
+        config = make_config(ModelConfig, payload.get("model_config") or {})
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    model = TemporalModel(config)
+    try:
+        model.load_state_dict(payload["model_state_dict"], strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not match model_config ({first})") from None
+    return model.eval()

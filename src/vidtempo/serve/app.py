@@ -26,10 +26,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from .. import __version__
-from ..classify import VideoClassifier
+from .._version import __version__
+from ..inference.classify import VideoClassifier
 from ..errors import VidtempoError
-from ..timeline import recorded_window_seconds
+from ..inference.timeline import recorded_window_seconds
 from .fetch import FetchError, check_url, download
 from .guards import MULTIPART_ALLOWANCE, ApiKey, BodySizeLimit, DrainBeforeEarlyAnswer
 from .jobs import DiskBudget, Full, HeldVideo, Job, JobTable

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from .sampling import BalancedBatchSampler
-from .store import FeatureSplit
+from ..features.store import FeatureSplit
 
 # Augmentation of the seed system (train split only, sequences longer than MIN_AUGMENT_FRAMES).
 MIN_AUGMENT_FRAMES = 8

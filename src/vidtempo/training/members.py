@@ -6,18 +6,16 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import checkpoint
-from .ensemble_fit import collapse_reason
-from .files import write_json
-from .folds import cross_fits
-
-if TYPE_CHECKING:
-    from .trainer import EnhancedTemporalModelTrainer
+from .. import checkpoint
+from ..ensemble.fit import collapse_reason
+from ..files import write_json
+from ..ensemble.folds import cross_fits
+from .single import SingleModelTrainer
 
 
-def train_member(trainer: "EnhancedTemporalModelTrainer", index: int, num_models: int, resume: bool,
+def train_member(trainer: SingleModelTrainer, index: int, num_models: int, resume: bool,
                  run_args: dict[str, Any]) -> dict[str, Any]:
     """See ``EnhancedTemporalModelTrainer.train_member``; ``run_args`` go to ``train_single_model``."""
     name = checkpoint.member_name(index)

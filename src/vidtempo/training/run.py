@@ -22,7 +22,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch.optim import AdamW
@@ -30,17 +30,16 @@ from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from . import checkpoint
-from .config import ModelConfig, TrainingConfig, make_config
+from .. import checkpoint
+from ..config import ModelConfig, TrainingConfig, make_config
 from .data import mix_batch
-from .errors import CheckpointError
-from .loss import FocalLoss
-from .metrics import classification_metrics
-from .model import TemporalModel
-from .runtime import PrecisionPlan, autocast, seed_everything
+from .session import TrainingSession
+from ..errors import CheckpointError
+from ..model.loss import FocalLoss
+from ..ensemble.metrics import classification_metrics
+from ..model.temporal import TemporalModel
+from ..runtime import PrecisionPlan, autocast, seed_everything
 
-if TYPE_CHECKING:
-    from .trainer import EnhancedTemporalModelTrainer
 
 
 @dataclass
@@ -114,17 +113,17 @@ def scores_better(candidate: Mapping[str, Any], incumbent: Mapping[str, Any], se
 class TrainingRun:
     """The model, loss, optimiser and schedule of one run, and the loop that trains them."""
 
-    def __init__(self, trainer: "EnhancedTemporalModelTrainer", cfg: TrainingConfig, model_config: ModelConfig,
+    def __init__(self, session: TrainingSession, cfg: TrainingConfig, model_config: ModelConfig,
                  model_name: str, loaders) -> None:
-        self.trainer, self.cfg, self.model_config, self.model_name = trainer, cfg, model_config, model_name
+        self.session, self.cfg, self.model_config, self.model_name = session, cfg, model_config, model_name
         self.train_loader, self.val_loader, self.test_loader = loaders
-        self.device, self.dist = trainer.device, trainer.dist
+        self.device, self.dist = session.device, session.dist
         self.precision = PrecisionPlan.for_device(cfg.precision, self.device)
         self.precision.apply_float32_math()
         self.amp_dtype = self.precision.amp_dtype
         seed_everything(cfg.seed)
         self.model = TemporalModel(model_config).to(self.device)
-        self.criterion = FocalLoss(trainer.class_weights, gamma=cfg.focal_gamma,
+        self.criterion = FocalLoss(session.class_weights, gamma=cfg.focal_gamma,
                                    smoothing=cfg.label_smoothing).to(self.device)
         self.optimizer = AdamW(self.model.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.999),
                                weight_decay=cfg.weight_decay)
@@ -161,7 +160,7 @@ class TrainingRun:
 
     @property
     def output_dir(self) -> Path:
-        return self.trainer.output_dir
+        return self.session.output_dir
 
     @property
     def best_path(self) -> Path:
@@ -173,7 +172,7 @@ class TrainingRun:
         if saved_config and make_config(ModelConfig, saved_config) != self.model_config:
             raise CheckpointError(
                 f"{path}: its model_config differs from this run's {dataclasses.asdict(self.model_config)}")
-        if payload.get("category_mapping") not in (None, self.trainer.category_mapping):
+        if payload.get("category_mapping") not in (None, self.session.category_mapping):
             raise CheckpointError(f"{path}: its categories differ from the feature files'")
         checkpoint.check_resumable(payload, path)
         self.model.load_state_dict(payload.get("training_state_dict", payload["model_state_dict"]))
@@ -209,7 +208,7 @@ class TrainingRun:
             self._warn_about_other_runs()
         first_epoch, started = progress.next_epoch, time.perf_counter()
         for epoch in range(first_epoch, cfg.num_epochs):
-            self.trainer.seed_epoch(cfg.seed, epoch)
+            self.session.seed_epoch(cfg.seed, epoch)
             epoch_start = time.perf_counter()
             train_metrics = self.train_epoch(epoch)
             val_metrics = self._validate()
@@ -230,7 +229,7 @@ class TrainingRun:
             mean_seconds = (time.perf_counter() - started) / (epoch + 1 - first_epoch)
             self._log_epoch(epoch, record, mean_seconds)
             if progress.patience_counter >= cfg.patience:
-                self.trainer.log(f"{self.model_name}: no validation improvement for {cfg.patience} epochs; "
+                self.session.log(f"{self.model_name}: no validation improvement for {cfg.patience} epochs; "
                                  "stopping early")
                 return True
         return False
@@ -238,11 +237,11 @@ class TrainingRun:
     def _validate(self) -> dict[str, Any]:
         """Validation metrics of the weights this epoch keeps (see ``kept_model``)."""
         val_metrics = evaluate_loss(self.model, self.val_loader, self.criterion, self.amp_dtype,
-                                    self.trainer.class_names)
+                                    self.session.class_names)
         self.keeps_averaged = False
         if self.averaged is not None:
             averaged = evaluate_loss(self.averaged.module, self.val_loader, self.criterion, self.amp_dtype,
-                                     self.trainer.class_names)
+                                     self.session.class_names)
             (self.keeps_averaged,) = self.dist.broadcast_decisions(
                 scores_better(averaged, val_metrics, self.cfg.selection))
             if self.keeps_averaged:
@@ -255,7 +254,7 @@ class TrainingRun:
         num_batches = len(loader)
         total_loss, correct, seen = 0.0, 0, 0
         bar = tqdm(loader, desc=f"{self.model_name} epoch {epoch + 1}", leave=False,
-                   disable=self.trainer.quiet or not self.dist.is_main, unit="batch", dynamic_ncols=True)
+                   disable=self.session.quiet or not self.dist.is_main, unit="batch", dynamic_ncols=True)
         for step, (features, targets, lengths) in enumerate(bar):
             features, targets = features.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             mixed = mix_batch(features, targets, lengths, self.cfg.mixup_alpha, self.cfg.cutmix_alpha)
@@ -311,7 +310,7 @@ class TrainingRun:
         background (see ``checkpoint.CheckpointWriter``); ``then`` runs once it is written."""
         if not self.dist.is_main:
             return
-        trainer = self.trainer
+        session = self.session
         extra = dict(self.precision.checkpoint_entries())
         if self.averaged is not None:
             extra["averaged_state_dict"] = self.averaged.state_dict()
@@ -321,8 +320,8 @@ class TrainingRun:
         self.writer.write(checkpoint.build_checkpoint(
             epoch=epoch, model=self.kept_model, optimizer=self.optimizer, scheduler=self.scheduler,
             progress=self.progress.checkpoint_fields(), val_metrics=val_metrics, train_metrics=train_metrics,
-            model_config=self.model_config, training_config=self.cfg, category_mapping=trainer.category_mapping,
-            feature_settings=trainer.splits["train"].extraction_settings(), model_name=self.model_name,
+            model_config=self.model_config, training_config=self.cfg, category_mapping=session.category_mapping,
+            feature_settings=session.splits["train"].extraction_settings(), model_name=self.model_name,
             extra={**extra, **(more or {})}), path, then=then)
 
     def save_unsaved_best(self, more: Mapping[str, Any]) -> None:
@@ -332,7 +331,7 @@ class TrainingRun:
 
     def _log_epoch(self, epoch: int, r: EpochRecord, mean_seconds: float) -> None:
         eta = format_duration(mean_seconds * (self.cfg.num_epochs - epoch - 1))
-        self.trainer.log(
+        self.session.log(
             f"{self.model_name} epoch {epoch + 1}/{self.cfg.num_epochs} | train loss {r.train_loss:.4f} "
             f"acc {r.train_acc:.2f}% | val loss {r.val_loss:.4f} acc {r.val_acc:.2f}% f1 {r.val_f1:.2f}% | "
             f"lr {r.lr:.2e} | {r.epoch_time:.1f}s | ETA {eta}"

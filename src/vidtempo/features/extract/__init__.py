@@ -5,7 +5,7 @@ from .extractor import ExtractionFailed, FeatureExtractor, extract_features
 from .report import ExtractionReport, SplitReport
 from .multiscale import DEFAULT_SCALES, multiscale_length, multiscale_sequence, scale_indices
 from .settings import ExtractionSettings, RunOptions
-from ..sharding import parse_shard
+from ...sharding import parse_shard
 from .shards import merge_shards, shard_path
 from .video import VideoDecodeError, decode_clip, load_video_frames, uniform_indices
 

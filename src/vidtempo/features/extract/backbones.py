@@ -16,7 +16,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from ..errors import VidtempoError
+from ...errors import VidtempoError
 from . import efficientnet_lite
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import VidtempoError
+from ...errors import VidtempoError
 from ..store import SPLITS
 from .video import VIDEO_EXTENSIONS, is_video_file
 

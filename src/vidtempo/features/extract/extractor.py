@@ -21,10 +21,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..errors import VidtempoError
-from ..files import write_json
-from ..runtime import resolve_device
-from ..sharding import shard_items
+from ...errors import VidtempoError
+from ...files import write_json
+from ...runtime import resolve_device
+from ...sharding import shard_items
 from ..store import MEDIAN_SECONDS_ATTR, SplitWriter, median_seconds, parse_category_mapping, split_path
 from .backbones import FrozenBackbone, build_backbone, feature_dim
 from .catalog import VideoItem, scan_videos

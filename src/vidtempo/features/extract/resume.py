@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..files import write_text
+from ...files import write_text
 from .catalog import VideoItem
 
 FLOAT_BYTES = 4

@@ -7,9 +7,9 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
-from ..errors import VidtempoError
-from .._version import __version__
-from ..runtime import DEFAULT_DEVICE
+from ...errors import VidtempoError
+from ..._version import __version__
+from ...runtime import DEFAULT_DEVICE
 from ..store import EXTRACTION_ATTRS, MULTISCALE_SUFFIX, attr_value
 from .backbones import BACKBONES, DEFAULT_BACKBONE
 from .multiscale import DEFAULT_SCALES

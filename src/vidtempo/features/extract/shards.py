@@ -25,8 +25,8 @@ from typing import Any, Sequence
 import h5py
 import numpy as np
 
-from ..errors import VidtempoError
-from ..files import write_json
+from ...errors import VidtempoError
+from ...files import write_json
 from ..store import (EXTRACTION_ATTRS, MEDIAN_SECONDS_ATTR, SPLITS, SplitWriter, attr_value, median_seconds,
                      parse_category_mapping, split_path)
 

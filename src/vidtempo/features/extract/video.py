@@ -16,7 +16,7 @@ import av
 import numpy as np
 import torch
 
-from ..errors import VidtempoError
+from ...errors import VidtempoError
 from .settings import ExtractionSettings
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")

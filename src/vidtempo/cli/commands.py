@@ -14,8 +14,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import __version__
-from .cli_options import (
+from .._version import __version__
+from .options import (
     add_checkpoints_option,
     add_device_option,
     add_precision_option,
@@ -26,11 +26,11 @@ from .cli_options import (
     default_of,
     with_default,
 )
-from .config import ENSEMBLE_STRATEGIES, PRECISIONS, WEIGHT_AVERAGINGS, TrainingConfig
-from .errors import VidtempoError
-from .serve.settings import API_KEY_ENV, ServiceSettings
-from .sharding import resolve_shard
-from .timeline import TimelineOptions, add_timeline_options, check_timeline_args, run_timeline
+from ..config import ENSEMBLE_STRATEGIES, PRECISIONS, WEIGHT_AVERAGINGS, TrainingConfig
+from ..errors import VidtempoError
+from ..serve.settings import API_KEY_ENV, ServiceSettings
+from ..sharding import resolve_shard
+from ..inference.timeline import TimelineOptions, add_timeline_options, check_timeline_args, run_timeline
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------------------------- extract
 def _add_extract(sub) -> None:
     try:
-        from .extract.cli import add_extract_arguments, run_extract
+        from .extract import add_extract_arguments, run_extract
     except ImportError:  # extraction needs PyAV and the backbone weights package
         return
     p = sub.add_parser("extract", help="decode videos and write per-frame CNN features to the feature store")
@@ -75,7 +75,7 @@ def _add_extract(sub) -> None:
 
 def _add_merge(sub) -> None:
     try:
-        from .extract.cli import add_merge_arguments, run_merge
+        from .extract import add_merge_arguments, run_merge
     except ImportError:  # lives with extraction, which needs PyAV and the backbone weights package
         return
     p = sub.add_parser("merge-features", help="merge the shard files of 'extract --shard I/N' into split files")
@@ -85,7 +85,7 @@ def _add_merge(sub) -> None:
 
 # ----------------------------------------------------------------------------------------------- train
 def _add_train(sub) -> None:
-    from .trainer import EnhancedTemporalModelTrainer
+    from ..training.trainer import EnhancedTemporalModelTrainer
 
     p = sub.add_parser("train", help="train one model or an ensemble on a feature folder")
     p.add_argument("--features-dir", required=True, type=Path, help="folder with {split}_features{suffix}.h5")
@@ -131,10 +131,10 @@ def _add_train(sub) -> None:
 
 
 def _run_train(args) -> int:
-    from .checkpoint import load_checkpoint
-    from .config import load_config_file
-    from .store import detect_suffix
-    from .trainer import EnhancedTemporalModelTrainer
+    from ..checkpoint import load_checkpoint
+    from ..config import load_config_file
+    from ..features.store import detect_suffix
+    from ..training.trainer import EnhancedTemporalModelTrainer
 
     if args.num_models < 1:
         raise VidtempoError(f"--num-models must be at least 1, got {args.num_models}")
@@ -201,10 +201,10 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from .files import write_json
-    from .ensemble import Ensemble
-    from .evaluation import evaluate_ensemble, write_evaluation_report
-    from .store import detect_suffix, read_split, split_path
+    from ..files import write_json
+    from ..ensemble.ensemble import Ensemble
+    from ..ensemble.evaluation import evaluate_ensemble, write_evaluation_report
+    from ..features.store import detect_suffix, read_split, split_path
 
     suffix = detect_suffix(args.features_dir) if args.suffix is None else args.suffix
     split = read_split(split_path(args.features_dir, args.split, suffix))
@@ -273,7 +273,7 @@ def _add_predict(sub) -> None:
 
 
 def _run_predict(args) -> int:
-    from .classify import VideoClassifier
+    from ..inference.classify import VideoClassifier
 
     check_timeline_args(args)
     if args.videos_dir is not None and args.videos:
@@ -285,7 +285,7 @@ def _run_predict(args) -> int:
         raise VidtempoError("predict: --output and --shard go with --videos-dir")
     if args.videos_dir is not None and args.output is None:
         raise VidtempoError("predict: --videos-dir needs --output FILE.csv or FILE.jsonl")
-    from .library import check_output_path
+    from ..inference.library import check_output_path
 
     if args.output is not None:
         check_output_path(args.output, args.timeline)
@@ -317,7 +317,7 @@ def _run_predict(args) -> int:
 def _predict_library(classifier, args, shard: tuple[int, int] | None) -> int:
     from tqdm import tqdm
 
-    from .library import PredictionWriter, library_items
+    from ..inference.library import PredictionWriter, library_items
 
     # Checked before the output is opened: checkpoints without a recorded window need --window-seconds.
     timeline = TimelineOptions(args.window_seconds, args.hop_seconds, args.switch_penalty).resolved(classifier) \
@@ -372,11 +372,11 @@ def _run_serve(args) -> int:
     try:
         import uvicorn
 
-        from .serve.app import create_app
-        from .serve.observe import log_config
+        from ..serve.app import create_app
+        from ..serve.observe import log_config
     except ImportError as exc:
         raise VidtempoError(f"serving needs the serve extra: pip install 'vidtempo[serve]' ({exc})") from None
-    from .classify import VideoClassifier
+    from ..inference.classify import VideoClassifier
 
     settings = ServiceSettings(
         max_upload_mb=args.max_upload_mb, allow_private_urls=args.allow_private_urls, url_timeout_s=args.url_timeout,
@@ -400,7 +400,7 @@ def _add_inspect(sub) -> None:
 
 
 def _run_inspect(args) -> int:
-    from .store import read_split, summarize
+    from ..features.store import read_split, summarize
 
     summary = summarize(read_split(args.file))
     if args.json:
@@ -427,7 +427,7 @@ def _run_inspect(args) -> int:
 # ------------------------------------------------------------------------------------------------ demo
 def _add_demo(sub) -> None:
     try:
-        from .demo import run_demo
+        from ..demo.run import run_demo
     except ImportError:  # the demo extracts features, which needs PyAV and the backbone weights package
         return
     p = sub.add_parser("demo", help="run the pipeline offline on a built-in default data set")
@@ -442,7 +442,7 @@ def _add_demo(sub) -> None:
 
 
 def _run_demo(args) -> int:
-    from .demo import run_demo
+    from ..demo.run import run_demo
 
     run_demo(args.output_dir, epochs=args.epochs, num_models=args.num_models, quiet=args.quiet)
     return 0
