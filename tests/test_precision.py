@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import TINY_MODEL, TINY_TRAINING
-from test_cli import assert_refused, vidtempo
+from helpers import assert_refused, vidtempo
 from vidtempo.checkpoint import load_checkpoint, save_checkpoint
 from vidtempo.config import TrainingConfig
 from vidtempo.errors import ConfigError

@@ -85,7 +85,7 @@ class VideoPredictor:
             frame_times=[round(i / clip.frame_rate, 3) if clip.frame_rate else 0.0 for i in clip.indices],
             step_frames=step_frame_matrix(len(clip.indices), self.settings.scales),
             timings={"decode_s": decoded - start, "cnn_s": embedded - decoded},
-            thumbnails=thumbnails(clip.frames) if thumbnails else None,
+            thumbnails=frame_thumbnails(clip.frames) if thumbnails else None,
         )
 
     def embed(self, frames: torch.Tensor) -> np.ndarray:
@@ -153,7 +153,7 @@ def step_frame_matrix(num_frames: int, scales: Sequence[float]) -> np.ndarray:
     return matrix / matrix.sum(axis=1, keepdims=True)
 
 
-def thumbnails(frames: torch.Tensor) -> list[str]:
+def frame_thumbnails(frames: torch.Tensor) -> list[str]:
     from PIL import Image
 
     urls = []

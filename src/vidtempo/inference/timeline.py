@@ -258,7 +258,7 @@ def timeline_result(classifier: "VideoPredictor", path: Path, frames: TimelineFr
                     thumbnails: bool = False, timings: dict[str, float] | None = None) -> dict[str, Any]:
     """``classify_timeline``'s result from the decoded ``frames``: the whole-video result from the frames a
     plain prediction samples, the windows' probabilities from the grid, every frame embedded once."""
-    from .predictor import PreparedVideo, step_frame_matrix, thumbnails as frame_thumbnails
+    from .predictor import PreparedVideo, frame_thumbnails, step_frame_matrix
 
     clip, plan, whole = frames.clip, frames.plan, frames.whole
     settings = classifier.settings

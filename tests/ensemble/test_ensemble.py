@@ -6,25 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import SEED_MODEL_CONFIG, _with_feature_settings, write_seed_checkpoint
 from vidtempo import Ensemble, SuperEnhancedTemporalModel
 from vidtempo.errors import CheckpointError
-
-SEED_MODEL_CONFIG = {"feature_dim": 12, "hidden_dim": 16, "num_classes": 4, "num_lstm_layers": 2,
-                     "num_attention_heads": 4, "dropout": 0.4, "bidirectional": True}
-
-
-def write_seed_checkpoint(path, seed):
-    """A checkpoint with only the keys the seed system's trainer saves."""
-    torch.manual_seed(seed)
-    model = SuperEnhancedTemporalModel(**SEED_MODEL_CONFIG)
-    torch.save({
-        "epoch": 40, "model_state_dict": model.state_dict(), "optimizer_state_dict": {},
-        "metrics": {"accuracy": np.float64(91.9)}, "train_metrics": {}, "history": {}, "best_val_acc": 91.9,
-        "best_epoch": 40, "patience_counter": 0, "model_config": SEED_MODEL_CONFIG,
-        "training_config": {"learning_rate": 0.001, "batch_size": 48, "num_epochs": 150, "patience": 25},
-    }, path)
-    return model
-
 
 @pytest.fixture
 def seed_checkpoints(tmp_path):
@@ -77,13 +61,6 @@ def test_mismatched_members_are_refused(tmp_path):
     empty.mkdir()
     with pytest.raises(CheckpointError, match="no best_"):
         Ensemble.from_checkpoints(empty)
-
-
-def _with_feature_settings(path, settings):
-    from vidtempo.checkpoint import load_checkpoint
-
-    payload = load_checkpoint(path)
-    torch.save({**payload, "feature_settings": settings}, path)
 
 
 def test_members_carry_their_extraction_settings(seed_checkpoints):

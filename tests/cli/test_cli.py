@@ -12,23 +12,9 @@ import pytest
 
 from conftest import TINY_MODEL, TINY_TRAINING
 from test_checkpoint import write_malicious_checkpoint
-from test_store import _damage
+from helpers import _damage, assert_refused, vidtempo
 
 pytestmark = pytest.mark.slow  # each test runs the command line in a new process, most of them train
-
-
-def vidtempo(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "vidtempo", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
-
-
-def assert_refused(result, *needles):
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("vidtempo: error:"), result.stderr
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +176,7 @@ def test_help_defaults_are_read_from_where_the_defaults_are_defined(monkeypatch)
 
 
 def test_members_extracted_with_other_settings_are_refused_in_one_line(tmp_path):
-    from test_ensemble import _with_feature_settings, write_seed_checkpoint
+    from helpers import _with_feature_settings, write_seed_checkpoint
     from vidtempo.features.extract.settings import ExtractionSettings
 
     for name, size in (("best_a.pt", 96), ("best_b.pt", 128)):

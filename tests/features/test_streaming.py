@@ -19,7 +19,7 @@ from vidtempo import EnhancedTemporalModelTrainer
 from vidtempo.training.data import FeatureDataset, collate_features, make_loader
 from vidtempo.features.store import H5Features, default_max_in_memory_bytes, read_split, read_splits, split_path
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @pytest.fixture(scope="module")

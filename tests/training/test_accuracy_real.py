@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy_real.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "accuracy_real.py"
 
 
 def load_script():

@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
+from helpers import _damage
 from vidtempo.errors import FeatureStoreError
 from vidtempo.features import store
 from vidtempo.features.store import SplitWriter, read_split, read_splits, split_path, summarize, write_split
@@ -149,34 +150,6 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not target.exists()
     assert all(p.name.startswith(".") for p in tmp_path.iterdir()), "only a hidden temporary may remain"
-
-
-def _damage(path, what):
-    with h5py.File(path, "r+") as f:
-        if what == "nan":
-            f["features"][1, 0, 0] = np.nan
-        elif what == "inf":
-            f["features"][2, 0, 3] = np.inf
-        elif what == "label":
-            labels = f["labels"][()]
-            labels[0] = 7
-            f["labels"][...] = labels
-        elif what == "zero_frames":
-            nf = f["num_frames"][()]
-            nf[0] = 0
-            f["num_frames"][...] = nf
-        elif what == "too_many_frames":
-            nf = f["num_frames"][()]
-            nf[0] = f["features"].shape[1] + 1
-            f["num_frames"][...] = nf
-        elif what == "no_mapping":
-            del f.attrs["category_mapping"]
-        elif what == "bad_mapping":
-            f.attrs["category_mapping"] = "{not json"
-        elif what == "gap_mapping":
-            f.attrs["category_mapping"] = json.dumps({"a": 0, "b": 2, "c": 3, "d": 4})
-        elif what == "no_labels":
-            del f["labels"]
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from serve_helpers import Server, a_clip, browser_page, upload, wait_for_job  # 
 
 pytestmark = pytest.mark.slow
 
-ARTIFACTS = Path(os.environ.get("VIDTEMPO_TEST_ARTIFACTS", Path(__file__).parent / "artifacts"))
+ARTIFACTS = Path(os.environ.get("VIDTEMPO_TEST_ARTIFACTS", Path(__file__).parents[1] / "artifacts"))
 
 
 @pytest.fixture(scope="module")

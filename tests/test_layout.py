@@ -1,0 +1,185 @@
+"""The package's layout: its folders are the pipeline, and imports point one way, down it."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import vidtempo
+from vidtempo._deprecated import MOVED_INTO_PACKAGE, MOVED_MODULES
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "vidtempo"
+
+# Each stage may import the stages listed for it (and itself). "base" is the modules directly in the package
+# (configuration, checkpoints, runtime, files, errors, sharding): every stage uses them, they use no stage.
+STAGES_BELOW = {
+    "base": set(),
+    "features": {"base"},
+    "model": {"base"},
+    "ensemble": {"base", "features", "model"},
+    "training": {"base", "features", "model", "ensemble"},
+    "inference": {"base", "features", "model", "ensemble", "training"},
+    "demo": {"base", "features", "model", "ensemble", "training", "inference"},
+    "serve": {"base", "features", "model", "ensemble", "inference"},
+    "cli": {"base", "features", "model", "ensemble", "training", "inference", "demo", "serve"},
+}
+# The package's own __init__ (the public API) and __main__ sit on top of everything.
+TOP = {"vidtempo", "vidtempo.__main__"}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+
+
+def imported_modules(name: str) -> set[str]:
+    """The package's modules that ``name`` imports anywhere in its file (type-only and deferred imports
+    included), with the packages an import runs on the way (``a.b.c`` runs ``a.b``'s ``__init__``)."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            candidates = [f"{target}.{alias.name}" for alias in node.names] + [target]
+        elif isinstance(node, ast.Import):
+            candidates = [alias.name for alias in node.names]
+        else:
+            continue
+        for candidate in candidates:
+            if candidate in MODULES:
+                found.add(candidate)
+                break
+    with_parents = set(found)
+    for module in found:
+        parts = module.split(".")
+        with_parents.update(".".join(parts[:i]) for i in range(2, len(parts)))  # not the top package: the API
+    return with_parents - {name}
+
+
+GRAPH = {name: imported_modules(name) for name in MODULES}
+
+
+def stage(name: str) -> str:
+    parts = name.split(".")
+    return "base" if len(parts) == 2 and not (PACKAGE / parts[1]).is_dir() else parts[1]
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    """No cycle, direct or through others (depth-first search; a module met again on the path closes one)."""
+    state: dict[str, str] = {}
+    cycles = []
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = "open"
+        for target in sorted(GRAPH[name]):
+            if state.get(target) == "open":
+                cycles.append(path[path.index(target):] + [name, target] if target in path else [name, target])
+            elif target not in state:
+                visit(target, path + [name])
+        state[name] = "done"
+
+    for name in sorted(GRAPH):
+        if name not in state:
+            visit(name, [])
+    assert not cycles, "\n".join(" -> ".join(cycle) for cycle in cycles)
+
+
+def test_imports_point_down_the_pipeline():
+    broken = [f"{name} ({stage(name)}) imports {target} ({stage(target)})"
+              for name, targets in sorted(GRAPH.items()) if name not in TOP
+              for target in sorted(targets)
+              if target not in TOP | {"vidtempo._deprecated"} and stage(target) != stage(name)
+              and stage(target) not in STAGES_BELOW[stage(name)]]
+    broken += [f"{name} imports the package's public API (vidtempo): import the module it needs"
+               for name, targets in sorted(GRAPH.items()) if name not in TOP and "vidtempo" in targets]
+    assert not broken, "\n".join(broken)
+
+
+def test_every_subpackage_is_a_stage_with_a_docstring():
+    subpackages = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
+    assert sorted(set(STAGES_BELOW) - {"base"}) == subpackages
+    for name in subpackages:
+        docstring = ast.get_docstring(ast.parse((PACKAGE / name / "__init__.py").read_text()))
+        assert docstring and len(docstring) > 80, f"vidtempo.{name}: say what the stage does and exports"
+
+
+def test_at_most_ten_modules_beside_the_stages():
+    modules = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(modules) <= 10, modules
+
+
+def test_no_function_is_longer_than_sixty_lines():
+    long = [f"{module}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for module, path in sorted(MODULES.items())
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60]
+    assert not long, "\n".join(long)
+
+
+def test_the_public_api_is_where_it_was():
+    for name in vidtempo.__all__:
+        assert getattr(vidtempo, name) is not None
+    import model_train_new
+
+    for name in ("EnhancedTemporalModelTrainer", "SuperEnhancedTemporalModel", "FocalLoss", "collate_features",
+                 "FeatureDataset", "Ensemble", "ModelConfig", "TrainingConfig"):
+        assert getattr(model_train_new, name) is getattr(vidtempo, name)
+
+
+@pytest.mark.parametrize("old", sorted(MOVED_MODULES))
+def test_an_old_module_path_imports_with_a_warning_naming_the_new_one(old):
+    """In a fresh interpreter, so that the first import (the one that warns) is this one."""
+    new = MOVED_MODULES[old]
+    code = ("import importlib, warnings\n"
+            "with warnings.catch_warnings(record=True) as caught:\n"
+            "    warnings.simplefilter('always')\n"
+            f"    old = importlib.import_module({old!r})\n"
+            f"assert old is importlib.import_module({new!r}), old\n"
+            "print('|'.join(str(w.message) for w in caught if w.category is DeprecationWarning))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"{old} is deprecated" in result.stdout and new in result.stdout, result.stdout
+
+
+def test_old_module_paths_alias_the_moved_module_in_process():
+    for old, new in MOVED_MODULES.items():
+        with pytest.warns(DeprecationWarning, match=re.escape(new)):
+            sys.modules.pop(old, None)
+            module = importlib.import_module(old)
+        assert module is importlib.import_module(new)
+
+
+@pytest.mark.parametrize("package", sorted(MOVED_INTO_PACKAGE))
+def test_a_module_that_became_a_package_keeps_its_names_with_a_warning(package):
+    source = importlib.import_module(MOVED_INTO_PACKAGE[package])
+    exported = set(importlib.import_module(package).__all__)
+    public = [name for name in vars(source) if not name.startswith("_") and name not in exported
+              and getattr(getattr(source, name), "__module__", None) == source.__name__]
+    assert public, f"{source.__name__} defines no other names"
+    for name in public:
+        with pytest.warns(DeprecationWarning, match=re.escape(f"import it from {source.__name__}")):
+            assert getattr(importlib.import_module(package), name) is getattr(source, name)
+    with pytest.raises(AttributeError):
+        getattr(importlib.import_module(package), "no_such_name")
+
+
+def test_the_readme_table_names_folders_that_exist():
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    named = {match for row in rows for match in re.findall(r"`(src/vidtempo/[\w/.]*)`", row)}
+    assert {f"src/vidtempo/{name}/" for name in set(STAGES_BELOW) - {"base"}} <= named
+    for path in named:
+        assert (ROOT / path).exists(), path
