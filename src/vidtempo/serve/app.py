@@ -233,6 +233,13 @@ def _add_guards(app: FastAPI, service: Service) -> None:
 
 
 def _add_routes(app: FastAPI, service: Service) -> None:
+    _add_info_routes(app, service)
+    _add_predict_routes(app, service)
+    _add_job_routes(app, service)
+
+
+def _add_info_routes(app: FastAPI, service: Service) -> None:
+    """The web page, health, metrics and categories."""
     classifier, settings = service.classifier, service.settings
     page = files("vidtempo.serve").joinpath("page.html").read_text(encoding="utf-8")
 
@@ -254,6 +261,10 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     async def categories() -> dict[str, Any]:
         return {"categories": classifier.categories}
 
+
+def _add_predict_routes(app: FastAPI, service: Service) -> None:
+    """Classify an upload or a URL and answer with the result."""
+
     @app.post("/predict")
     async def predict(file: UploadFile = File(...), thumbnails: bool = Query(False),
                       timeline: bool = Query(False)) -> dict[str, Any]:
@@ -265,6 +276,10 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         """Download a video (http or https) and classify it."""
         return await service.classify(await service.fetch(service.claim_url(body.url)), body.thumbnails,
                                       timeline=body.timeline)
+
+
+def _add_job_routes(app: FastAPI, service: Service) -> None:
+    """Classify in the background: create a job, poll it."""
 
     @app.post("/jobs", status_code=202)
     async def create_job(file: UploadFile = File(...), thumbnails: bool = Query(False),

@@ -163,6 +163,28 @@ def merge_shards(
     failure lists into ``{split}_failures{suffix}.json``; returns the merged file. Raises VidtempoError, naming
     the file, for missing shards, shards that disagree, or a video in two shards."""
     folder = Path(features_dir)
+    count, present = _complete_shard_run(folder, split, suffix)
+    shards = [_read_shard(present[index], index, count) for index in range(1, count + 1)]
+    _check_shards_agree(shards)
+    rows = _rows_in_merged_order(shards)
+    failures = _merge_failures(folder, split, suffix, count)
+    failures_file = folder / f"{split}_failures{suffix}.json"
+    if not rows:
+        raise VidtempoError(f"{split}: none of its videos could be decoded (listed in {failures_file})")
+    target = _write_merged(split_path(folder, split, suffix), shards, rows, _merged_extraction_attrs(shards))
+    if failures:
+        write_json({"split": split, "failed": failures}, failures_file)
+    elif failures_file.exists():
+        failures_file.unlink()  # from an earlier run; nothing failed this time
+    if delete_shards:
+        for index in range(1, count + 1):
+            shard_path(folder, split, suffix, index, count).unlink(missing_ok=True)
+            shard_failures_path(folder, split, suffix, index, count).unlink(missing_ok=True)
+    return target
+
+
+def _complete_shard_run(folder: Path, split: str, suffix: str) -> tuple[int, dict[int, Path]]:
+    """``(N, {index: path})`` of the one shard run of ``split`` in ``folder``, every shard 1..N present."""
     by_count = find_shards(folder).get((split, suffix), {})
     if not by_count:
         raise VidtempoError(f"{folder / f'{split}_features{suffix}.shard-I-of-N.h5'}: no shard files found")
@@ -179,8 +201,12 @@ def merge_shards(
     extra = sorted(i for i in present if i > count)
     if extra:
         raise VidtempoError(f"{present[extra[0]]}: shard number {extra[0]} is beyond {count} shards")
+    return count, present
 
-    shards = [_read_shard(present[index], index, count) for index in range(1, count + 1)]
+
+def _check_shards_agree(shards: list[_Shard]) -> None:
+    """Same categories, feature dimension and extraction settings in every shard, and together the whole
+    video list the shards were cut from."""
     first = shards[0]
     reference = _settings_of(first)
     total = 0
@@ -212,6 +238,10 @@ def merge_shards(
     if None not in split_videos and total != int(next(iter(split_videos))):
         raise VidtempoError(f"{shards[-1].path}: the shards hold {total} of the split's {next(iter(split_videos))} videos")
 
+
+def _rows_in_merged_order(shards: list[_Shard]) -> list[tuple[str, _Shard, int]]:
+    """``(video_id, shard, row in the shard)`` of every video, sorted by video_id as an unsharded run orders
+    them (the catalog sorts each split); a video in two shards is refused."""
     owner: dict[str, Path] = {}
     rows: list[tuple[str, _Shard, int]] = []
     for shard in shards:
@@ -220,26 +250,17 @@ def merge_shards(
                 raise VidtempoError(f"{shard.path}: video {video_id} is also in {owner[video_id]}")
             owner[video_id] = shard.path
             rows.append((video_id, shard, row))
+    rows.sort(key=lambda r: r[0])
+    return rows
 
-    failures = _merge_failures(folder, split, suffix, count)
-    failures_file = folder / f"{split}_failures{suffix}.json"
-    if not rows:
-        raise VidtempoError(f"{split}: none of its videos could be decoded (listed in {failures_file})")
-    rows.sort(key=lambda r: r[0])  # the unsharded order: the catalog sorts each split by video_id
-    extra_attrs = {k: first.attrs[k] for k in EXTRACTION_ATTRS if k in first.attrs and k != MEDIAN_SECONDS_ATTR}
+
+def _merged_extraction_attrs(shards: list[_Shard]) -> dict[str, Any]:
+    """The first shard's extraction attributes, with the median video duration taken over all shards."""
+    first = shards[0]
+    attrs = {k: first.attrs[k] for k in EXTRACTION_ATTRS if k in first.attrs and k != MEDIAN_SECONDS_ATTR}
     if all(s.seconds is not None for s in shards) and any(np.isfinite(s.seconds).any() for s in shards):
-        extra_attrs[MEDIAN_SECONDS_ATTR] = median_seconds(np.concatenate([s.seconds for s in shards]))
-    target = _write_merged(split_path(folder, split, suffix), shards, rows, extra_attrs)
-    if failures:
-        payload = {"split": split, "failed": failures}
-        write_json(payload, failures_file)
-    elif failures_file.exists():
-        failures_file.unlink()  # from an earlier run; nothing failed this time
-    if delete_shards:
-        for index in range(1, count + 1):
-            shard_path(folder, split, suffix, index, count).unlink(missing_ok=True)
-            shard_failures_path(folder, split, suffix, index, count).unlink(missing_ok=True)
-    return target
+        attrs[MEDIAN_SECONDS_ATTR] = median_seconds(np.concatenate([s.seconds for s in shards]))
+    return attrs
 
 
 def _write_merged(path: Path, shards: list[_Shard], rows: list[tuple[str, _Shard, int]],
