@@ -66,9 +66,9 @@ PIECES = (
     "vidtempo.checkpoint:CheckpointWriter.write",  # what the training thread spends: the snapshot
     "vidtempo.checkpoint:CheckpointWriter.wait",  # ... and waiting for a write still running
     "vidtempo.checkpoint:load_checkpoint",
-    "vidtempo.training.trainer:EnhancedTemporalModelTrainer._representation_stats",
-    "vidtempo.training.trainer:EnhancedTemporalModelTrainer._score_test",
-    "vidtempo.training.trainer:EnhancedTemporalModelTrainer._score",
+    "vidtempo.training.single:SingleModelTrainer._representation_stats",
+    "vidtempo.training.single:SingleModelTrainer._score_test",
+    "vidtempo.training.single:SingleModelTrainer._score",
     "vidtempo.ensemble.ensemble:Ensemble.from_checkpoints",
     "vidtempo.ensemble.fit:view_probabilities",
     "vidtempo.ensemble.fit:evaluate_ensemble",

@@ -272,7 +272,8 @@ def test_saved_progress_survives_a_torn_write(tmp_path):
 
 KILL_AT_THIRD_VIDEO = """
 import os, signal, sys
-from vidtempo.features.extract import cli, extractor
+from vidtempo.cli import extract as cli
+from vidtempo.features.extract import extractor
 original = extractor.FeatureExtractor.sequence_features
 calls = []
 def dies_during_the_third_video(self, frames):
