@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("--rows", default="seed,fp32,bf16", help="comma list of seed, fp32, bf16")
     parser.add_argument("--seed", type=int, default=42, help="training seed of the vidtempo rows")
     parser.add_argument("--data-dir", default=None, help="reuse/keep the synthetic files here")
-    parser.add_argument("--no-limits", action="store_true", help="skip the matmul measurement (% limit column)")
+    parser.add_argument("--no-limits", action="store_true", help="skip the matmul measurement (%% limit column)")
     parser.add_argument("--json", default=None, help="also write the raw numbers here")
     args = parser.parse_args()
     acc = args.accuracy
