@@ -12,7 +12,7 @@ from ..sharding import resolve_shard
 from ..features.store import MULTISCALE_SUFFIX, SPLITS
 from ..features.extract.backbones import backbone_names
 from ..features.extract.extractor import ExtractionFailed, extract_features
-from ..features.extract.settings import ExtractionSettings, RunOptions
+from ..features.extract.settings import SAMPLING_MODES, ExtractionSettings, RunOptions
 from ..features.extract.shards import merge_all
 
 
@@ -29,6 +29,13 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--weights", default=None, metavar="FILE", help="offline weights file for the backbone")
     parser.add_argument("--no-multi-scale", dest="multi_scale", action="store_false",
                         help=f"store plain sequences (files without the {MULTISCALE_SUFFIX} suffix)")
+    parser.add_argument("--sampling", choices=SAMPLING_MODES, default=default_of(ExtractionSettings, "sampling"),
+                        help=with_default("how sampled frames are found: exact (decode up to each), keyframe (the "
+                                          "keyframe before each), auto (whole short videos; keyframes near their "
+                                          "targets in long ones)", ExtractionSettings, "sampling"))
+    parser.add_argument("--max-decode-seconds", type=float, default=default_of(RunOptions, "max_decode_seconds"),
+                        help=with_default("a video still decoding after this long fails", RunOptions,
+                                          "max_decode_seconds"))
     parser.add_argument("--batch-size", type=int, default=default_of(RunOptions, "batch_size"),
                         help=with_default("frames per CNN batch", RunOptions, "batch_size"))
     parser.add_argument("--workers", type=int, default=None,
@@ -58,6 +65,7 @@ def run_extract(args: argparse.Namespace) -> int:
         frames_per_video=args.frames,
         multi_scale=args.multi_scale,
         weights=args.weights,
+        sampling=args.sampling,
     )
     options = RunOptions(
         batch_size=args.batch_size,
@@ -66,6 +74,7 @@ def run_extract(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         strict=args.strict,
         quiet=args.quiet,
+        max_decode_seconds=args.max_decode_seconds,
     )
     try:
         extract_features(args.videos_dir, args.output_dir, settings, options, splits, shard=shard)

@@ -60,7 +60,11 @@ def median_seconds(seconds: np.ndarray) -> float:
     """The median of the known (finite, positive) video durations: the timeline's default window."""
     known = seconds[np.isfinite(seconds) & (seconds > 0)]
     return float(np.median(known))
-EXTRACTION_ATTRS = ("backbone", "image_size", "frames_per_video", "scales", "vidtempo_version", MEDIAN_SECONDS_ATTR)
+
+
+# The extraction settings a feature file records (ExtractionSettings.file_attrs); "sampling" absent: exact.
+EXTRACTION_ATTRS = ("backbone", "image_size", "frames_per_video", "scales", "sampling", "vidtempo_version",
+                    MEDIAN_SECONDS_ATTR)
 # Rows checked for finite values at a time, so validating a large file needs bounded memory.
 _VALIDATION_ROWS = 256
 _VALIDATION_BYTES = 64 * 2**20

@@ -9,6 +9,7 @@ from typing import Any, Callable, Sequence
 from torch.utils.data import Dataset
 
 from .catalog import VideoItem
+from .settings import ExtractionSettings
 from .video import VideoDecodeError, decode_clip
 
 
@@ -18,12 +19,12 @@ class DecodeVideos(Dataset):
     ``decode`` (a picklable function of the path that raises VideoDecodeError) decodes something else in
     place of the sampled frames, for instance a timeline's frames."""
 
-    def __init__(self, items: Sequence[VideoItem], frames_per_video: int, image_size: int,
-                 decode: Callable[[Path], Any] | None = None):
+    def __init__(self, items: Sequence[VideoItem], settings: ExtractionSettings,
+                 decode: Callable[[Path], Any] | None = None, max_decode_seconds: float | None = None):
         self.items = list(items)
-        self.frames_per_video = frames_per_video
-        self.image_size = image_size
+        self.settings = settings
         self.decode = decode
+        self.max_decode_seconds = max_decode_seconds
 
     def __len__(self) -> int:
         return len(self.items)
@@ -33,7 +34,10 @@ class DecodeVideos(Dataset):
         try:
             if self.decode is not None:
                 return index, self.decode(path), None
-            return index, decode_clip(path, self.frames_per_video, self.image_size).frames, None
+            settings = self.settings
+            clip = decode_clip(path, settings.frames_per_video, settings.image_size, settings.sampling,
+                               self.max_decode_seconds)
+            return index, clip.frames, None
         except VideoDecodeError as exc:
             return index, None, str(exc).removeprefix(f"{path}: ")
         except Exception as exc:  # a decoder crash on one file must not end the run

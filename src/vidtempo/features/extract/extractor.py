@@ -69,8 +69,10 @@ class FeatureExtractor:
         batch_size: int = RunOptions.batch_size,
         workers: int | None = None,
         backbone: FrozenBackbone | None = None,
+        max_decode_seconds: float | None = RunOptions.max_decode_seconds,
     ):
         self.settings = settings or ExtractionSettings()
+        self.max_decode_seconds = max_decode_seconds
         self.device = resolve_device(device)
         if batch_size < 1:
             raise VidtempoError(f"--batch-size must be at least 1, got {batch_size}")
@@ -115,7 +117,8 @@ class FeatureExtractor:
 
     def decode(self, path: str | os.PathLike) -> DecodedClip:
         """The sampled frames of one video file. Raises VideoDecodeError (a VidtempoError)."""
-        return decode_clip(path, self.settings.frames_per_video, self.settings.image_size)
+        return decode_clip(path, self.settings.frames_per_video, self.settings.image_size, self.settings.sampling,
+                           self.max_decode_seconds)
 
     def extract_video(self, path: str | os.PathLike) -> np.ndarray:
         """Features of one video file, exactly as a split extraction would store them. Raises
@@ -129,7 +132,7 @@ class FeatureExtractor:
         decoded by worker processes ahead of the caller, which runs the CNN on the previous video meanwhile.
         With ``decode`` (see DecodeVideos), what it returns takes the frames' place."""
         loader = DataLoader(
-            DecodeVideos(items, self.settings.frames_per_video, self.settings.image_size, decode),
+            DecodeVideos(items, self.settings, decode, self.max_decode_seconds),
             batch_size=None,  # one video per item; the CNN batches frames itself
             shuffle=False,
             num_workers=self.workers,
@@ -296,7 +299,8 @@ def extract_features(
     settings = settings or ExtractionSettings()
     options = options or RunOptions()
     catalog = scan_videos(videos_dir, splits)
-    extractor = FeatureExtractor(settings, device=options.device, batch_size=options.batch_size, workers=options.workers)
+    extractor = FeatureExtractor(settings, device=options.device, batch_size=options.batch_size, workers=options.workers,
+                                 max_decode_seconds=options.max_decode_seconds)
     _ = extractor.backbone  # load it now: a missing torchvision or weights file is reported before anything else
     output_dir = Path(output_dir)
     report = ExtractionReport()

@@ -16,6 +16,11 @@ from .multiscale import DEFAULT_SCALES
 
 # EfficientNet and ResNet halve the image five times; below this there is nothing left to pool.
 MIN_IMAGE_SIZE = 32
+# How the sampled frames are found in a video (see video.py). New extractions use ``auto``; features and
+# checkpoints that record no sampling were made by ``exact``, the only mode of earlier versions.
+SAMPLING_MODES = ("exact", "keyframe", "auto")
+DEFAULT_SAMPLING = "auto"
+UNRECORDED_SAMPLING = "exact"
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,7 @@ class ExtractionSettings:
     scales: tuple[float, ...] = DEFAULT_SCALES
     # An offline weights file (torchvision backbones, or another copy of efficientnet_lite0's).
     weights: str | None = None
+    sampling: str = DEFAULT_SAMPLING
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -37,6 +43,8 @@ class ExtractionSettings:
             raise VidtempoError(f"--image-size must be at least {MIN_IMAGE_SIZE}, got {self.image_size}")
         if int(self.frames_per_video) < 1:
             raise VidtempoError(f"--frames must be at least 1, got {self.frames_per_video}")
+        if self.sampling not in SAMPLING_MODES:
+            raise VidtempoError(f"--sampling must be one of {', '.join(SAMPLING_MODES)}, got {self.sampling!r}")
         scales = tuple(float(s) for s in self.scales) if self.multi_scale else (1.0,)
         if not scales or any(s <= 0 for s in scales):
             raise VidtempoError(f"scales must be positive, got {list(self.scales)}")
@@ -69,7 +77,8 @@ class ExtractionSettings:
         """Names of the settings an existing file's attributes disagree with (empty: same, or unknown)."""
         mine = self.to_dict()
         differing = []
-        for key in ("backbone", "image_size", "frames_per_video", "scales", "multi_scale"):
+        attrs = {"sampling": UNRECORDED_SAMPLING, **attrs} if "backbone" in attrs else attrs
+        for key in ("backbone", "image_size", "frames_per_video", "scales", "multi_scale", "sampling"):
             if key not in attrs:
                 continue
             theirs = attr_value(attrs[key])
@@ -105,6 +114,7 @@ class ExtractionSettings:
             kwargs["scales"] = tuple(scales)
         if values.get("weights"):
             kwargs["weights"] = str(values["weights"])
+        kwargs["sampling"] = str(values.get("sampling", UNRECORDED_SAMPLING))
         return cls(**kwargs)
 
 
@@ -118,8 +128,12 @@ class RunOptions:
     overwrite: bool = False
     strict: bool = False
     quiet: bool = False
+    # A video still decoding after this long fails (an error row, the run goes on); None: no limit.
+    max_decode_seconds: float | None = 600.0
 
     def __post_init__(self) -> None:
+        if self.max_decode_seconds is not None and not self.max_decode_seconds > 0:
+            raise VidtempoError(f"--max-decode-seconds must be positive, got {self.max_decode_seconds}")
         if self.batch_size < 1:
             raise VidtempoError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.workers is not None and self.workers < 0:

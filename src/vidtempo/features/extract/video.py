@@ -1,5 +1,21 @@
 """Decoding a video and sampling frames uniformly over it, with PyAV.
 
+How the sampled frames are found (``ExtractionSettings.sampling``, stored with the features):
+
+- ``exact``: the frames at ``uniform_indices`` of the decoding order, decoded from the start up to the last
+  one. Exact, and its cost grows with the video's length (the only mode of earlier versions).
+- ``keyframe``: for each uniform target time, the keyframe at or before it, found by seeking; only keyframes
+  are decoded. A video with fewer keyframes than targets yields fewer (distinct) frames.
+- ``auto``: a video of at most ``AUTO_WHOLE_FRAMES_PER_TARGET`` frames per target is decoded as ``exact``
+  does (a short clip decodes faster whole than by seeking); a longer one seeks to the keyframe before each
+  target and keeps it when it lies within half a target spacing of the target, else decodes on from it to the
+  first frame within that distance. Each frame it keeps is closer to its own target than to any other, and
+  the cost follows the number of targets and the keyframe interval, not the video's length.
+
+The number of frames and the frame rate come from the container's index and header; packets are counted
+(a demuxing pass over the whole file) only where the index states no frame count or one that disagrees
+with the stream's duration.
+
 A sampled frame is resized so its shorter side is ``round(S * 1.15)`` and centre-cropped to ``S x S``.
 Frames travel as uint8 ``[T, 3, S, S]`` (a quarter of the bytes of float32 between decoder processes);
 ``to_float`` turns them into 0..1 floats, and the backbone normalises with its own mean and std.
@@ -7,7 +23,9 @@ Frames travel as uint8 ``[T, 3, S, S]`` (a quarter of the bytes of float32 betwe
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,11 +35,17 @@ import numpy as np
 import torch
 
 from ...errors import VidtempoError
-from .settings import ExtractionSettings
+from .settings import SAMPLING_MODES, ExtractionSettings
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 # The seed's preprocessing: resize the shorter side to S * 1.15, then centre-crop S x S.
 RESIZE_RATIO = 1.15
+# ``auto`` sampling decodes a video whole when it has at most this many frames per sampled frame: below it,
+# seeking (which decodes from a keyframe each time) costs more than decoding every frame. Measured with
+# benchmarks/decode_cost.py (benchmarks/RESULTS.md).
+AUTO_WHOLE_FRAMES_PER_TARGET = 8
+# The container's frame count is trusted when it agrees with duration x rate to within this share.
+FRAME_COUNT_TOLERANCE = 0.01
 
 
 class VideoDecodeError(VidtempoError):
@@ -73,31 +97,58 @@ def count_frames(path: str | os.PathLike) -> int:
         return _count_packets(container, _video_stream(container, path))
 
 
-def decode_clip(path: str | os.PathLike, num_frames: int, image_size: int) -> DecodedClip:
-    """Decode ``path`` and return up to ``num_frames`` uniformly spread frames, opening the file once.
-    Raises VideoDecodeError."""
-    return decode_selected(path, lambda total, _rate: uniform_indices(total, num_frames), image_size)
+def decode_clip(path: str | os.PathLike, num_frames: int, image_size: int, sampling: str = "exact",
+                max_seconds: float | None = None) -> DecodedClip:
+    """Decode ``path`` and return up to ``num_frames`` uniformly spread frames, found as ``sampling`` says
+    (see the module docstring), opening the file once. A decode still running after ``max_seconds`` is
+    stopped. Raises VideoDecodeError."""
+    if sampling not in SAMPLING_MODES:
+        raise VidtempoError(f"sampling must be one of {', '.join(SAMPLING_MODES)}, got {sampling!r}")
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    if sampling == "exact":
+        return decode_selected(path, lambda total, _rate: uniform_indices(total, num_frames), image_size, deadline)
+    try:
+        with _open(path) as container:
+            stream = _video_stream(container, path)
+            rate = _frame_rate(stream)
+            total = _frame_count(container, stream, rate)
+            targets = uniform_indices(total, num_frames)
+            sparse = None
+            if sampling == "keyframe" or len(targets) and total > AUTO_WHOLE_FRAMES_PER_TARGET * len(targets):
+                sparse = _decode_near_targets(container, stream, targets, total, rate, image_size,
+                                              keyframes_only=sampling == "keyframe", deadline=deadline)
+    except VideoDecodeError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, RuntimeError, EOFError) as exc:
+        raise VideoDecodeError(f"{path}: cannot decode ({_reason(exc)})") from None
+    if sparse is None or not sparse[0]:
+        # Short, or the index cannot be sought in (no time stamps, seeks that land nowhere): decode whole.
+        return decode_selected(path, lambda count, _rate: uniform_indices(count, num_frames), image_size, deadline)
+    frames, indices = sparse
+    stacked = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
+    return DecodedClip(frames=stacked, indices=indices, total_frames=total, frame_rate=rate)
 
 
 FrameSelector = Callable[[int, "float | None"], list[int]]
 
 
-def decode_selected(path: str | os.PathLike, select: FrameSelector, image_size: int) -> DecodedClip:
-    """Decode the frames ``select(total_frames, frame_rate)`` names (sorted, 0-based), opening the file once.
-    Raises VideoDecodeError."""
+def decode_selected(path: str | os.PathLike, select: FrameSelector, image_size: int,
+                    deadline: float | None = None) -> DecodedClip:
+    """Decode the frames ``select(total_frames, frame_rate)`` names (sorted, 0-based), opening the file once,
+    from the start up to the last one. Stops with VideoDecodeError when ``time.monotonic()`` passes
+    ``deadline``. Raises VideoDecodeError."""
     try:
         with _open(path) as container:
             stream = _video_stream(container, path)
-            rate = stream.average_rate or stream.guessed_rate
-            rate = float(rate) if rate else None
-            total = _count_packets(container, stream)
+            rate = _frame_rate(stream)
+            total = _frame_count(container, stream, rate)
             indices = select(total, rate)
-            frames, decoded = _decode_at(container, stream, indices, image_size)
+            frames, decoded = _decode_at(container, stream, indices, image_size, deadline)
             if len(frames) < len(indices):
-                # The stream promised more frames than the decoder delivered (a damaged tail): select again
-                # over the frames that really exist, so the spread stays as intended.
+                # The stream promised more frames than the decoder delivered (a damaged tail, or an index
+                # that overstates): select again over the frames that really exist, so the spread stays.
                 indices = select(decoded, rate)
-                frames, _ = _decode_at(container, stream, indices, image_size)
+                frames, _ = _decode_at(container, stream, indices, image_size, deadline)
                 total = decoded
     except VideoDecodeError:
         raise
@@ -144,7 +195,8 @@ def _count_packets(container: av.container.InputContainer, stream: av.VideoStrea
 
 
 def _decode_at(
-    container: av.container.InputContainer, stream: av.VideoStream, indices: list[int], image_size: int
+    container: av.container.InputContainer, stream: av.VideoStream, indices: list[int], image_size: int,
+    deadline: float | None = None,
 ) -> tuple[list[np.ndarray], int]:
     """Decode from the start up to the last wanted frame, converting only the wanted ones.
     Returns (frames, number of frames decoded)."""
@@ -159,7 +211,69 @@ def _decode_at(
         decoded += 1
         if decoded > last:
             break
+        _check_deadline(deadline, container)
     return frames, decoded
+
+
+def _decode_near_targets(
+    container: av.container.InputContainer, stream: av.VideoStream, targets: list[int], total: int,
+    rate: float | None, image_size: int, keyframes_only: bool, deadline: float | None,
+) -> tuple[list[np.ndarray], list[int]] | None:
+    """For each target frame, seek to the keyframe at or before it and keep it (``keyframes_only``), or keep
+    the first frame from there within half a target spacing of the target. None when the stream cannot be
+    sought in by time stamps (no rate or time base, frames without time stamps)."""
+    if not rate or not stream.time_base or len(targets) < 2:
+        return None
+    time_base = float(stream.time_base)
+    start = stream.start_time or 0
+    tolerance = math.inf if keyframes_only else (targets[-1] - targets[0]) / (len(targets) - 1) / 2
+
+    def index_of(frame: av.VideoFrame) -> int | None:
+        return None if frame.pts is None else int(round((frame.pts - start) * time_base * rate))
+
+    frames: list[np.ndarray] = []
+    indices: list[int] = []
+    for target in targets:
+        container.seek(start + int(target / rate / time_base), stream=stream, backward=True, any_frame=False)
+        for frame in container.decode(stream):
+            _check_deadline(deadline, container)
+            index = index_of(frame)
+            if index is None:
+                return None
+            if index > target + tolerance:
+                break  # the seek overshot: no frame near this target
+            if indices and index <= indices[-1]:
+                if keyframes_only:
+                    break  # the previous target's keyframe again
+                continue  # frames before the last one kept
+            if keyframes_only or index >= target - tolerance:
+                frames.append(prepare_frame(frame, image_size))
+                indices.append(min(index, total - 1))
+                break
+    return frames, indices
+
+
+def _check_deadline(deadline: float | None, container: av.container.InputContainer) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise VideoDecodeError(f"{container.name}: decoding took longer than the limit (--max-decode-seconds)")
+
+
+def _frame_rate(stream: av.VideoStream) -> float | None:
+    rate = stream.average_rate or stream.guessed_rate
+    return float(rate) if rate else None
+
+
+def _frame_count(container: av.container.InputContainer, stream: av.VideoStream, rate: float | None) -> int:
+    """Frames in ``stream``: the container's count where it agrees with the stream's duration x rate, else
+    counted by demuxing packets (exact, and far cheaper than decoding; the count is missing or wrong for many
+    mkv/webm files)."""
+    declared = stream.frames or 0
+    seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+    if declared > 0 and rate and seconds and abs(declared - seconds * rate) <= max(1.0, FRAME_COUNT_TOLERANCE * declared):
+        return declared
+    count = _count_packets(container, stream)
+    container.seek(0)
+    return count
 
 
 def _open(path: str | os.PathLike) -> av.container.InputContainer:

