@@ -139,6 +139,7 @@ def test_the_public_api_is_where_it_was():
         assert getattr(model_train_new, name) is getattr(vidtempo, name)
 
 
+@pytest.mark.slow
 def test_each_old_module_path_imports_with_a_warning_naming_the_new_one():
     """In a fresh interpreter, where each old path's first import (the one that warns) happens here."""
     code = ("import importlib, json, sys, warnings\n"

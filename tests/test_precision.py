@@ -148,6 +148,7 @@ def test_scaler_state_round_trips_through_a_checkpoint(tmp_path):
     assert fresh.scaler.get_scale() == 65536.0
 
 
+@pytest.mark.slow  # a command line in a new process
 def test_a_gpu_only_precision_on_the_cpu_is_one_line(small_features, tmp_path):
     (tmp_path / "model.json").write_text(json.dumps(TINY_MODEL))
     (tmp_path / "training.json").write_text(json.dumps(TINY_TRAINING))

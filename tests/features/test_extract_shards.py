@@ -172,6 +172,7 @@ def test_a_shard_of_a_merged_split_is_not_redone(sharded, videos):
     [{"SLURM_ARRAY_TASK_ID": str(i), "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "2"} for i in (1, 2)],
     [{"RANK": str(i), "WORLD_SIZE": "2", "LOCAL_RANK": str(i)} for i in (0, 1)],
 ], ids=["slurm-array", "torchrun"])
+@pytest.mark.slow
 def test_shard_auto_processes_merge_into_the_unsharded_extraction(launcher, videos, unsharded, tmp_path, capsys):
     processes = [start_cli("--videos-dir", videos, "--output-dir", tmp_path, *SMALL, "--splits", "train,val",
                            "--shard", "auto", launcher=env) for env in launcher]

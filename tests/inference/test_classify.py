@@ -65,6 +65,7 @@ def test_a_video_is_opened_once_per_classification(classifier, video_model, monk
     assert result["frames"][-1]["time_s"] == pytest.approx(15 / 25)
 
 
+@pytest.mark.slow
 def test_every_view_of_every_video_in_one_pass_per_member(classifier, video_model, monkeypatch):
     clips = sorted((video_model.videos / "test" / "Animation").glob("*.mp4"))[:3]
     calls = []

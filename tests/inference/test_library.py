@@ -164,6 +164,7 @@ def test_bf16_and_fp32_predict_the_same_classes(library, video_model):
     assert predicted["bf16"] == predicted["fp32"]
 
 
+@pytest.mark.slow  # a command line in a new process
 def test_predict_usage_errors_are_one_line(tmp_path):
     for args in (["--videos-dir", str(tmp_path)], [str(tmp_path / "a.mp4"), "--videos-dir", str(tmp_path)]):
         result = subprocess.run([sys.executable, "-m", "vidtempo", "predict", *args, "--checkpoints", str(tmp_path)],
@@ -207,6 +208,7 @@ def test_timeline_writer_refuses_csv_and_a_file_of_plain_rows(tmp_path):
         PredictionWriter(plain, CLASSES, timeline=True)
 
 
+@pytest.mark.slow  # a command line in a new process
 def test_timeline_with_a_csv_output_is_refused_in_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "vidtempo", "predict", "--videos-dir", str(tmp_path),
                              "--checkpoints", str(tmp_path / "none"), "--output", str(tmp_path / "preds.csv"),

@@ -172,6 +172,7 @@ def test_timeline_gives_the_plain_result_in_the_same_precision(video_model):
     (["--timeline", "--switch-penalty", "-1"], "--switch-penalty must be 0 or more"),
     (["--plot", "t.png"], "--plot needs --timeline"),
 ])
+@pytest.mark.slow  # a command line in a new process
 def test_bad_timeline_options_are_refused_in_one_line(tmp_path, flags, message):
     run = subprocess.run([sys.executable, "-m", "vidtempo", "predict", "clip.mp4", "--checkpoints",
                           str(tmp_path / "none"), *flags], capture_output=True, text=True, env=os.environ, cwd=tmp_path)
