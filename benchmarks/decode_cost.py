@@ -15,6 +15,14 @@ the same encoding, and the cosine similarity of the video's mean CNN feature to 
     python benchmarks/decode_cost.py                # the goal set: 10 s and 3 min at 720p, 10 s and 10 min at 1080p
     python benchmarks/decode_cost.py --set full     # adds 1 and 30 min, keyframes every 2 and 10 s, x265, VP9,
                                                     # a variable frame rate, open GOPs
+
+``--agreement DEMO_DIR`` measures what the modes cost in predictions instead: the demo's held-out clips
+(``vidtempo demo --output-dir DEMO_DIR`` first) as they are, and joined into long videos of one class each
+(``--montages`` per class, 10 to 40 clips each, H.264 with a keyframe every 4 s), classified by the demo's
+ensemble with each sampling mode; it prints how often each mode's class agrees with ``exact``'s and with
+the true class, and the decode seconds per video.
+
+    python benchmarks/decode_cost.py --agreement /tmp/vidtempo-demo
 """
 
 from __future__ import annotations
@@ -171,7 +179,11 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(SAMPLING_MODES))
     parser.add_argument("--repeats", type=int, default=2, help="decode runs per video and mode (the fastest counts)")
     parser.add_argument("--max-seconds", type=int, default=None, help="leave out videos longer than this")
+    parser.add_argument("--agreement", type=Path, metavar="DEMO_DIR", help="measure predictions instead (see above)")
+    parser.add_argument("--montages", type=int, default=10, help="with --agreement: long videos per class")
     args = parser.parse_args()
+    if args.agreement:
+        return agreement(args.agreement, args.montages, [m for m in args.modes.split(",") if m])
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     modes = [m for m in args.modes.split(",") if m]
     media = [m for m in (goal_set() if args.set == "goal" else full_set())
@@ -207,6 +219,68 @@ def print_table(paths: dict, modes: list[str], results: dict) -> None:
             similarity = f"{cosine(r['mean_feature'], exact['mean_feature']):.4f}" if exact else "-"
             print(f"| {m.name} | {path.stat().st_size / 2**20:.1f} | {mode} | {r['frames']} | {r['decode_s']:.2f} | "
                   f"{r['cnn_s']:.2f} | {total:.2f} | {ratio} | {similarity} |")
+
+
+def montage_videos(demo_dir: Path, per_class: int, folder: Path) -> list[tuple[Path, str]]:
+    """``per_class`` long videos of each class from the demo's held-out clips, H.264, a keyframe every 4 s."""
+    from vidtempo.demo.montage import square_frames
+
+    rng = np.random.default_rng(0)
+    videos = []
+    classes = sorted(p.name for p in (demo_dir / "videos" / "test").iterdir() if p.is_dir())
+    for name in classes:
+        clips = sorted((demo_dir / "videos" / "test" / name).glob("*.mp4")) + sorted(
+            (demo_dir / "videos" / "val" / name).glob("*.mp4"))
+        for i in range(per_class):
+            target = folder / f"{name}-{i}.mp4"
+            if not target.is_file():
+                chosen = rng.choice(len(clips), size=int(rng.integers(10, 41)), replace=True)
+                frames = [f for c in chosen for f in square_frames(clips[c])]
+                write_h264(frames, target, gop=4 * FPS)
+            videos.append((target, name))
+    return videos
+
+
+def write_h264(frames: list[np.ndarray], target: Path, gop: int) -> None:
+    tmp = target.with_name(f".{target.name}.tmp")
+    with av.open(str(tmp), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "veryfast", "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=3"}
+        for array in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    tmp.replace(target)
+
+
+def agreement(demo_dir: Path, per_class: int, modes: list[str]) -> None:
+    import dataclasses
+
+    from vidtempo.ensemble import Ensemble
+    from vidtempo.inference import VideoClassifier
+
+    ensemble = Ensemble.from_checkpoints(demo_dir / "checkpoints")
+    clips = [(p, p.parent.name) for p in sorted((demo_dir / "videos" / "test").glob("*/*.mp4"))]
+    montages = montage_videos(demo_dir, per_class, demo_dir / "montages")
+    print(f"machine: {machine()}; {len(clips)} held-out clips, {len(montages)} long videos "
+          f"({ensemble.extraction.frames_per_video} frames sampled per video)")
+    print("\n| videos | mode | agrees with exact | accuracy | decode s per video |")
+    print("| --- | --- | --- | --- | --- |")
+    for label, videos in (("held-out clips", clips), ("long videos of one class", montages)):
+        predicted, seconds = {}, {}
+        for mode in modes:
+            settings = dataclasses.replace(ensemble.extraction, sampling=mode)
+            classifier = VideoClassifier(ensemble, FeatureExtractor(settings, workers=0))
+            results = classifier.classify([path for path, _ in videos])
+            predicted[mode] = [r["predicted_class"] for r in results]
+            seconds[mode] = float(np.mean([r["timings_s"]["decode_s"] for r in results]))
+        for mode in modes:
+            same = np.mean([a == b for a, b in zip(predicted[mode], predicted.get("exact", predicted[mode]))])
+            correct = np.mean([p == truth for p, (_, truth) in zip(predicted[mode], videos)])
+            print(f"| {label} ({len(videos)}) | {mode} | {100 * same:.1f}% | {100 * correct:.1f}% | {seconds[mode]:.3f} |")
 
 
 if __name__ == "__main__":

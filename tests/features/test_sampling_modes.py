@@ -190,3 +190,17 @@ def test_members_sampled_differently_do_not_form_an_ensemble(tmp_path):
         _with_feature_settings(path, {**settings.file_attrs(), "multi_scale": True})
     with pytest.raises(CheckpointError, match="sampling"):
         Ensemble.from_checkpoints(tmp_path)
+
+
+@pytest.mark.parametrize("which", ["long_video", "sparse_keyframes_video"])
+@pytest.mark.parametrize("mode", ["keyframe", "auto"])
+def test_the_choice_from_keyframe_positions_is_what_seeking_finds(request, which, mode):
+    """The timeline decodes in one pass and picks the plain prediction's frames from the keyframes' positions."""
+    path = request.getfixturevalue(which)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        facts = video.StreamFacts(400, float(stream.average_rate), container, stream)
+        keyframes = facts.keyframes()
+    assert keyframes[:3] == ([0, 25, 50] if which == "long_video" else [0, 100, 200])
+    chosen = video.sparse_choice(uniform_indices(400, 8), keyframes, 400, mode == "keyframe")
+    assert chosen == decode_clip(path, 8, IMAGE_SIZE, mode).indices

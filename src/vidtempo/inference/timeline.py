@@ -217,14 +217,17 @@ class TimelineFrames:
 
 
 def decode_timeline_frames(path: str | os.PathLike, window_seconds: float, hop_seconds: float,
-                           frames_per_video: int, image_size: int) -> TimelineFrames:
-    """Decode what a timeline of ``path`` needs (see TimelineFrames). Raises VideoDecodeError. Decoder
-    worker processes run it too, so it takes plain values."""
-    from ..features.extract.video import VideoDecodeError, decode_selected, uniform_indices
+                           frames_per_video: int, image_size: int, sampling: str = "exact") -> TimelineFrames:
+    """Decode what a timeline of ``path`` needs (see TimelineFrames), in one pass; the whole-video sample is
+    the one ``sampling`` takes in a plain prediction. Raises VideoDecodeError. Decoder worker processes run
+    it too, so it takes plain values."""
+    from ..features.extract.video import (VideoDecodeError, decode_selected, sparse_choice, sparse_sampling_applies,
+                                          uniform_indices)
 
     plans: dict[str, Any] = {}
 
-    def select(total: int, rate: float | None) -> list[int]:
+    def select(facts) -> list[int]:
+        total, rate = facts.total_frames, facts.frame_rate
         if not rate:
             raise VideoDecodeError(f"{path}: the video states no frame rate, so windows cannot be placed in time")
         try:
@@ -232,6 +235,8 @@ def decode_timeline_frames(path: str | os.PathLike, window_seconds: float, hop_s
         except VidtempoError as exc:
             raise VideoDecodeError(f"{path}: {exc}") from None
         plans["whole"] = uniform_indices(total, frames_per_video)
+        if sparse_sampling_applies(sampling, total, len(plans["whole"])):
+            plans["whole"] = sparse_choice(plans["whole"], facts.keyframes(), total, sampling == "keyframe")
         return sorted(set(plans["plan"].grid.tolist()) | set(plans["whole"]))
 
     clip = decode_selected(path, select, image_size)
@@ -248,8 +253,9 @@ def classify_timeline(classifier: "VideoPredictor", path: str | os.PathLike, win
         raise VidtempoError(f"{path}: file not found")
     options = TimelineOptions(window_seconds, hop_seconds, switch_penalty).resolved(classifier)
     start = time.perf_counter()
-    frames = decode_timeline_frames(path, options.window_seconds, options.hop_seconds,
-                                    classifier.settings.frames_per_video, classifier.settings.image_size)
+    settings = classifier.settings
+    frames = decode_timeline_frames(path, options.window_seconds, options.hop_seconds, settings.frames_per_video,
+                                    settings.image_size, settings.sampling)
     return timeline_result(classifier, path, frames, switch_penalty, thumbnails,
                            {"decode_s": time.perf_counter() - start})
 

@@ -7,10 +7,11 @@ How the sampled frames are found (``ExtractionSettings.sampling``, stored with t
 - ``keyframe``: for each uniform target time, the keyframe at or before it, found by seeking; only keyframes
   are decoded. A video with fewer keyframes than targets yields fewer (distinct) frames.
 - ``auto``: a video of at most ``AUTO_WHOLE_FRAMES_PER_TARGET`` frames per target is decoded as ``exact``
-  does (a short clip decodes faster whole than by seeking); a longer one seeks to the keyframe before each
-  target and keeps it when it lies within half a target spacing of the target, else decodes on from it to the
-  first frame within that distance. Each frame it keeps is closer to its own target than to any other, and
-  the cost follows the number of targets and the keyframe interval, not the video's length.
+  does (a short clip decodes faster whole than by seeking). In a longer one each target has a reach of half
+  the spacing between targets either side: a keyframe within the reach is kept (one seek, one frame decoded),
+  else the decoder runs on from the keyframe before the reach to its first frame. Each frame kept is closer
+  to its own target than to any other, and the cost follows the number of targets and the keyframe
+  interval, not the video's length.
 
 The number of frames and the frame rate come from the container's index and header; packets are counted
 (a demuxing pass over the whole file) only where the index states no frame count or one that disagrees
@@ -105,51 +106,86 @@ def decode_clip(path: str | os.PathLike, num_frames: int, image_size: int, sampl
     if sampling not in SAMPLING_MODES:
         raise VidtempoError(f"sampling must be one of {', '.join(SAMPLING_MODES)}, got {sampling!r}")
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
-    if sampling == "exact":
-        return decode_selected(path, lambda total, _rate: uniform_indices(total, num_frames), image_size, deadline)
-    try:
-        with _open(path) as container:
-            stream = _video_stream(container, path)
-            rate = _frame_rate(stream)
-            total = _frame_count(container, stream, rate)
-            targets = uniform_indices(total, num_frames)
-            sparse = None
-            if sampling == "keyframe" or len(targets) and total > AUTO_WHOLE_FRAMES_PER_TARGET * len(targets):
-                sparse = _decode_near_targets(container, stream, targets, total, rate, image_size,
-                                              keyframes_only=sampling == "keyframe", deadline=deadline)
-    except VideoDecodeError:
-        raise
-    except (av.FFmpegError, OSError, ValueError, RuntimeError, EOFError) as exc:
-        raise VideoDecodeError(f"{path}: cannot decode ({_reason(exc)})") from None
-    if sparse is None or not sparse[0]:
-        # Short, or the index cannot be sought in (no time stamps, seeks that land nowhere): decode whole.
-        return decode_selected(path, lambda count, _rate: uniform_indices(count, num_frames), image_size, deadline)
-    frames, indices = sparse
-    stacked = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
-    return DecodedClip(frames=stacked, indices=indices, total_frames=total, frame_rate=rate)
+
+    def uniform(facts: StreamFacts) -> list[int]:
+        return uniform_indices(facts.total_frames, num_frames)
+
+    def near_targets(container, stream, facts: StreamFacts):
+        targets = uniform(facts)
+        if not sparse_sampling_applies(sampling, facts.total_frames, len(targets)):
+            return None
+        return _decode_near_targets(container, stream, targets, facts.total_frames, facts.frame_rate, image_size,
+                                    keyframes_only=sampling == "keyframe", deadline=deadline)
+
+    return decode_selected(path, uniform, image_size, deadline, near_targets if sampling != "exact" else None)
 
 
-FrameSelector = Callable[[int, "float | None"], list[int]]
+def sparse_sampling_applies(sampling: str, total_frames: int, num_targets: int) -> bool:
+    """Whether ``sampling`` seeks to its targets in a video of ``total_frames`` (else it decodes whole)."""
+    if sampling == "exact" or num_targets < 2:
+        return False
+    return sampling == "keyframe" or total_frames > AUTO_WHOLE_FRAMES_PER_TARGET * num_targets
+
+
+def sparse_choice(targets: list[int], keyframes: list[int], total_frames: int, keyframes_only: bool) -> list[int]:
+    """The frames ``_decode_near_targets`` keeps, from the keyframes' positions: what seeking to each target
+    finds, for a caller that decodes the video in one pass anyway (the timeline)."""
+    tolerance = math.inf if keyframes_only else (targets[-1] - targets[0]) / (len(targets) - 1) / 2
+    chosen: list[int] = []
+    for target in targets:
+        reach = target if keyframes_only else min(target + tolerance, total_frames - 1)
+        before = [k for k in keyframes if k <= reach]
+        start = before[-1] if before else 0
+        last = chosen[-1] if chosen else -1
+        if keyframes_only:
+            index = start if start > last else None
+        else:
+            index = max(start, last + 1, math.ceil(target - tolerance))
+        if index is not None and index <= max(reach, target) and index < total_frames:
+            chosen.append(index)
+    return chosen
+
+
+@dataclass
+class StreamFacts:
+    """What the container says of its first video stream, and its keyframes' positions on demand (a
+    demuxing pass over the file, no decoding)."""
+
+    total_frames: int
+    frame_rate: float | None
+    container: av.container.InputContainer
+    stream: av.VideoStream
+
+    def keyframes(self) -> list[int]:
+        if not self.frame_rate or not self.stream.time_base:
+            return []
+        start, scale = self.stream.start_time or 0, float(self.stream.time_base) * self.frame_rate
+        found = [int(round((packet.pts - start) * scale)) for packet in self.container.demux(self.stream)
+                 if packet.is_keyframe and packet.pts is not None]
+        self.container.seek(0)
+        return sorted(found)
+
+
+FrameSelector = Callable[[StreamFacts], list[int]]
+SeekingDecoder = Callable[..., "tuple[list[np.ndarray], list[int]] | None"]
 
 
 def decode_selected(path: str | os.PathLike, select: FrameSelector, image_size: int,
-                    deadline: float | None = None) -> DecodedClip:
-    """Decode the frames ``select(total_frames, frame_rate)`` names (sorted, 0-based), opening the file once,
-    from the start up to the last one. Stops with VideoDecodeError when ``time.monotonic()`` passes
+                    deadline: float | None = None, seek: SeekingDecoder | None = None) -> DecodedClip:
+    """Decode the frames ``select(facts)`` names (sorted, 0-based), opening the file once, from the start up
+    to the last one; or first try ``seek(container, stream, facts)``, which returns frames and their
+    indices, or None to decode from the start. Stops with VideoDecodeError when ``time.monotonic()`` passes
     ``deadline``. Raises VideoDecodeError."""
     try:
         with _open(path) as container:
             stream = _video_stream(container, path)
             rate = _frame_rate(stream)
-            total = _frame_count(container, stream, rate)
-            indices = select(total, rate)
-            frames, decoded = _decode_at(container, stream, indices, image_size, deadline)
-            if len(frames) < len(indices):
-                # The stream promised more frames than the decoder delivered (a damaged tail, or an index
-                # that overstates): select again over the frames that really exist, so the spread stays.
-                indices = select(decoded, rate)
-                frames, _ = _decode_at(container, stream, indices, image_size, deadline)
-                total = decoded
+            facts = StreamFacts(_frame_count(container, stream, rate), rate, container, stream)
+            found = seek(container, stream, facts) if seek is not None else None
+            if found and found[0]:
+                frames, indices = found
+            else:
+                frames, indices = _decode_from_start(container, stream, facts, select, image_size, deadline)
     except VideoDecodeError:
         raise
     except (av.FFmpegError, OSError, ValueError, RuntimeError, EOFError) as exc:
@@ -157,7 +193,21 @@ def decode_selected(path: str | os.PathLike, select: FrameSelector, image_size: 
     if not frames:
         raise VideoDecodeError(f"{path}: no decodable video frames")
     stacked = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
-    return DecodedClip(frames=stacked, indices=indices[: len(frames)], total_frames=total, frame_rate=rate)
+    return DecodedClip(frames=stacked, indices=indices[: len(frames)], total_frames=facts.total_frames,
+                       frame_rate=rate)
+
+
+def _decode_from_start(container, stream, facts: StreamFacts, select: FrameSelector, image_size: int,
+                       deadline: float | None) -> tuple[list[np.ndarray], list[int]]:
+    indices = select(facts)
+    frames, decoded = _decode_at(container, stream, indices, image_size, deadline)
+    if len(frames) < len(indices):
+        # The stream promised more frames than the decoder delivered (a damaged tail, or an index that
+        # overstates): select again over the frames that really exist, so the spread stays as intended.
+        facts.total_frames = decoded
+        indices = select(facts)
+        frames, _ = _decode_at(container, stream, indices, image_size, deadline)
+    return frames, indices
 
 
 def video_seconds(path: str | os.PathLike) -> float | None:
@@ -219,9 +269,10 @@ def _decode_near_targets(
     container: av.container.InputContainer, stream: av.VideoStream, targets: list[int], total: int,
     rate: float | None, image_size: int, keyframes_only: bool, deadline: float | None,
 ) -> tuple[list[np.ndarray], list[int]] | None:
-    """For each target frame, seek to the keyframe at or before it and keep it (``keyframes_only``), or keep
-    the first frame from there within half a target spacing of the target. None when the stream cannot be
-    sought in by time stamps (no rate or time base, frames without time stamps)."""
+    """For each target frame: with ``keyframes_only``, the keyframe at or before it; else, with a reach of
+    half a target spacing either side, the last keyframe before the reach ends when it lies within the reach,
+    else the first frame after that keyframe that does. Frames are kept once each, in order. None when the
+    stream cannot be sought in by time stamps (no rate or time base, frames without time stamps)."""
     if not rate or not stream.time_base or len(targets) < 2:
         return None
     time_base = float(stream.time_base)
@@ -234,13 +285,14 @@ def _decode_near_targets(
     frames: list[np.ndarray] = []
     indices: list[int] = []
     for target in targets:
-        container.seek(start + int(target / rate / time_base), stream=stream, backward=True, any_frame=False)
+        reach = target if keyframes_only else min(target + tolerance, total - 1)
+        container.seek(start + int(reach / rate / time_base), stream=stream, backward=True, any_frame=False)
         for frame in container.decode(stream):
             _check_deadline(deadline, container)
             index = index_of(frame)
             if index is None:
                 return None
-            if index > target + tolerance:
+            if index > max(reach, target):
                 break  # the seek overshot: no frame near this target
             if indices and index <= indices[-1]:
                 if keyframes_only:
