@@ -19,6 +19,7 @@ from .options import (
     add_checkpoints_option,
     add_device_option,
     add_precision_option,
+    add_runtime_option,
     add_quiet_option,
     add_suffix_option,
     add_tta_option,
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_serve(sub)
     _add_inspect(sub)
+    _add_export(sub)
     _add_demo(sub)
     return parser
 
@@ -267,6 +269,7 @@ def _add_predict(sub) -> None:
                    "(with VIDTEMPO_NUM_SHARDS) or torchrun")
     add_device_option(p)
     add_precision_option(p)
+    add_runtime_option(p)
     add_quiet_option(p, help="no progress bar (the closing summary line stays)")
     add_timeline_options(p)
     p.set_defaults(run=_run_predict)
@@ -291,7 +294,7 @@ def _run_predict(args) -> int:
         check_output_path(args.output, args.timeline)
     shard = resolve_shard(args.shard) if args.shard else None
     classifier = VideoClassifier.from_checkpoints(checkpoint_source(args.checkpoints), device=args.device, tta=args.tta,
-                                                  precision=args.precision)
+                                                  precision=args.precision, runtime=args.runtime)
     if args.videos_dir is not None:
         return _predict_library(classifier, args, shard)
     if args.timeline:
@@ -365,6 +368,7 @@ def _add_serve(sub) -> None:
     add_tta_option(p, help="average each prediction over test-time augmentation views")
     add_device_option(p)
     add_precision_option(p)
+    add_runtime_option(p)
     p.set_defaults(run=_run_serve)
 
 
@@ -384,10 +388,29 @@ def _run_serve(args) -> int:
         max_connections=args.max_connections, api_key=args.api_key or os.environ.get(API_KEY_ENV),
         shutdown_timeout_s=args.shutdown_timeout)
     classifier = VideoClassifier.from_checkpoints(checkpoint_source(args.checkpoints), device=args.device, tta=args.tta,
-                                                  precision=args.precision)
+                                                  precision=args.precision, runtime=args.runtime)
     uvicorn.run(create_app(classifier, settings), host=args.host, port=args.port, log_config=log_config(),
                 access_log=False, limit_concurrency=settings.max_connections,
                 timeout_graceful_shutdown=settings.shutdown_timeout_s)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- export
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="write an ensemble as ONNX graphs with a manifest, to run without vidtempo")
+    add_checkpoints_option(p)
+    p.add_argument("--output", type=Path, required=True, help="the model folder to write (backbone.onnx, "
+                   "ensemble.onnx, model.json)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    p.set_defaults(run=_run_export)
+
+
+def _run_export(args) -> int:
+    from ..inference.export import export_model
+
+    folder = export_model(checkpoint_source(args.checkpoints), args.output, opset=args.opset, overwrite=args.overwrite)
+    print(f"vidtempo: exported {folder}")
     return 0
 
 

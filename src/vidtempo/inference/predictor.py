@@ -56,9 +56,25 @@ class VideoPredictor:
 
     @classmethod
     def from_checkpoints(cls, checkpoints: Any, device: str = "cpu", tta: bool = False,
-                         precision: str = INFERENCE_PRECISION) -> "VideoPredictor":
-        """``precision`` (auto, fp32, bf16) is the CNN's and the ensemble's; auto is what the hardware is fast at."""
-        return cls(Ensemble.from_checkpoints(checkpoints, device=device, precision=precision), tta=tta)
+                         precision: str = INFERENCE_PRECISION, runtime: str = "torch") -> "VideoPredictor":
+        """``precision`` (auto, fp32, bf16) is the CNN's and the ensemble's with PyTorch; auto is what the
+        hardware is fast at. ``runtime`` (torch, onnx, auto; see onnx_model.resolve_runtime): ``onnx`` runs an
+        exported folder, or the export of ``checkpoints`` kept beside them, with ONNX Runtime in float32."""
+        from .onnx_model import OnnxEnsemble, exported_folder, resolve_runtime
+
+        chosen = resolve_runtime(runtime, checkpoints, device)
+        if chosen == "torch":
+            return cls(Ensemble.from_checkpoints(checkpoints, device=device, precision=precision), tta=tta)
+        if tta:
+            raise VidtempoError("the ONNX runtime runs plain predictions: TTA needs --runtime torch")
+        ensemble = OnnxEnsemble(exported_folder(checkpoints))
+        if ensemble.extraction is None:
+            ensemble.backbone()  # says why this model cannot classify video files
+        return cls(ensemble, FeatureExtractor(ensemble.extraction, device="cpu", backbone=ensemble.backbone()), tta=tta)
+
+    @property
+    def runtime(self) -> str:
+        return "torch" if isinstance(self.ensemble, Ensemble) else "onnx"
 
     @property
     def categories(self) -> list[str]:

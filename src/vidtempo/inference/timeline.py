@@ -226,8 +226,7 @@ def decode_timeline_frames(path: str | os.PathLike, window_seconds: float, hop_s
 
     plans: dict[str, Any] = {}
 
-    def select(facts) -> list[int]:
-        total, rate = facts.total_frames, facts.frame_rate
+    def select(total: int, rate: float | None, keyframes) -> list[int]:
         if not rate:
             raise VideoDecodeError(f"{path}: the video states no frame rate, so windows cannot be placed in time")
         try:
@@ -236,10 +235,10 @@ def decode_timeline_frames(path: str | os.PathLike, window_seconds: float, hop_s
             raise VideoDecodeError(f"{path}: {exc}") from None
         plans["whole"] = uniform_indices(total, frames_per_video)
         if sparse_sampling_applies(sampling, total, len(plans["whole"])):
-            plans["whole"] = sparse_choice(plans["whole"], facts.keyframes(), total, sampling == "keyframe")
+            plans["whole"] = sparse_choice(plans["whole"], keyframes(), total, sampling == "keyframe")
         return sorted(set(plans["plan"].grid.tolist()) | set(plans["whole"]))
 
-    clip = decode_selected(path, select, image_size)
+    clip = decode_selected(path, select, image_size, keyframes=True)
     return TimelineFrames(clip, plans["plan"], plans["whole"], window_seconds, hop_seconds)
 
 

@@ -107,11 +107,11 @@ def decode_clip(path: str | os.PathLike, num_frames: int, image_size: int, sampl
         raise VidtempoError(f"sampling must be one of {', '.join(SAMPLING_MODES)}, got {sampling!r}")
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
 
-    def uniform(facts: StreamFacts) -> list[int]:
-        return uniform_indices(facts.total_frames, num_frames)
+    def uniform(total: int, _rate: float | None) -> list[int]:
+        return uniform_indices(total, num_frames)
 
     def near_targets(container, stream, facts: StreamFacts):
-        targets = uniform(facts)
+        targets = uniform(facts.total_frames, facts.frame_rate)
         if not sparse_sampling_applies(sampling, facts.total_frames, len(targets)):
             return None
         return _decode_near_targets(container, stream, targets, facts.total_frames, facts.frame_rate, image_size,
@@ -166,16 +166,18 @@ class StreamFacts:
         return sorted(found)
 
 
-FrameSelector = Callable[[StreamFacts], list[int]]
+FrameSelector = Callable[..., list[int]]
 SeekingDecoder = Callable[..., "tuple[list[np.ndarray], list[int]] | None"]
 
 
 def decode_selected(path: str | os.PathLike, select: FrameSelector, image_size: int,
-                    deadline: float | None = None, seek: SeekingDecoder | None = None) -> DecodedClip:
-    """Decode the frames ``select(facts)`` names (sorted, 0-based), opening the file once, from the start up
-    to the last one; or first try ``seek(container, stream, facts)``, which returns frames and their
-    indices, or None to decode from the start. Stops with VideoDecodeError when ``time.monotonic()`` passes
-    ``deadline``. Raises VideoDecodeError."""
+                    deadline: float | None = None, seek: SeekingDecoder | None = None,
+                    keyframes: bool = False) -> DecodedClip:
+    """Decode the frames ``select(total_frames, frame_rate)`` names (sorted, 0-based), opening the file once,
+    from the start up to the last one; with ``keyframes``, ``select`` gets a third argument, a function that
+    returns the keyframes' positions (``StreamFacts.keyframes``). ``seek(container, stream, facts)`` is tried
+    first when given: it returns frames and their indices, or None to decode from the start. Stops with
+    VideoDecodeError when ``time.monotonic()`` passes ``deadline``. Raises VideoDecodeError."""
     try:
         with _open(path) as container:
             stream = _video_stream(container, path)
@@ -185,7 +187,7 @@ def decode_selected(path: str | os.PathLike, select: FrameSelector, image_size: 
             if found and found[0]:
                 frames, indices = found
             else:
-                frames, indices = _decode_from_start(container, stream, facts, select, image_size, deadline)
+                frames, indices = _decode_from_start(container, stream, facts, select, image_size, deadline, keyframes)
     except VideoDecodeError:
         raise
     except (av.FFmpegError, OSError, ValueError, RuntimeError, EOFError) as exc:
@@ -198,14 +200,17 @@ def decode_selected(path: str | os.PathLike, select: FrameSelector, image_size: 
 
 
 def _decode_from_start(container, stream, facts: StreamFacts, select: FrameSelector, image_size: int,
-                       deadline: float | None) -> tuple[list[np.ndarray], list[int]]:
-    indices = select(facts)
+                       deadline: float | None, keyframes: bool) -> tuple[list[np.ndarray], list[int]]:
+    def selected() -> list[int]:
+        return select(facts.total_frames, facts.frame_rate, *([facts.keyframes] if keyframes else []))
+
+    indices = selected()
     frames, decoded = _decode_at(container, stream, indices, image_size, deadline)
     if len(frames) < len(indices):
         # The stream promised more frames than the decoder delivered (a damaged tail, or an index that
         # overstates): select again over the frames that really exist, so the spread stays as intended.
         facts.total_frames = decoded
-        indices = select(facts)
+        indices = selected()
         frames, _ = _decode_at(container, stream, indices, image_size, deadline)
     return frames, indices
 
