@@ -226,6 +226,7 @@ def montage_videos(demo_dir: Path, per_class: int, folder: Path) -> list[tuple[P
     from vidtempo.demo.montage import square_frames
 
     rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
     videos = []
     classes = sorted(p.name for p in (demo_dir / "videos" / "test").iterdir() if p.is_dir())
     for name in classes:

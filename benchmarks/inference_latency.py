@@ -95,7 +95,8 @@ def latency_table(models, settings, videos, repeats: int, view_counts=(1, 4), on
     if ("onnx", 1) in cnn_ensemble:
         runtime = cnn_ensemble["onnx", 1]
         print(f"1 view: CNN + ensemble per video {runtime:.3f} s with ONNX Runtime (fp32): "
-              f"{cnn_ensemble['auto', 1] / runtime:.2f}x torch auto, {cnn_ensemble['fp32', 1] / runtime:.2f}x torch fp32; "
+              f"{cnn_ensemble['auto', 1] / runtime:.2f}x torch auto, "
+              f"{cnn_ensemble['fp32', 1] / runtime:.2f}x torch fp32; "
               f"same predicted classes as torch fp32: {classes['onnx/1'] == classes['fp32/1']}")
 
 

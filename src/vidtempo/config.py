@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
@@ -147,18 +149,65 @@ def make_config(cls: type[C], value: C | Mapping[str, Any] | None = None, **over
     unknown = sorted(set(base) - known)
     if unknown:
         raise ConfigError(f"{cls.__name__}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    check_types(cls, base)
     return cls(**base)
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a JSON config file given on the command line."""
-    path = Path(path)
+# The prefix of a config's fields in messages, as the checkpoints and the README name them.
+_CONFIG_NAMES = {"ModelConfig": "model_config", "TrainingConfig": "training_config"}
+
+
+def check_types(cls: type, values: Mapping[str, Any]) -> None:
+    """Refuse a value of the wrong type for a field of ``cls`` (a bool is not a number, a string not a
+    number), naming the field and the type it takes."""
+    hints = typing.get_type_hints(cls)
+    prefix = _CONFIG_NAMES.get(cls.__name__, cls.__name__)
+    for name, value in values.items():
+        expected = hints.get(name)
+        if expected is not None and not _has_type(value, expected):
+            raise ConfigError(f"{prefix}.{name} must be {_type_words(expected)}, got {json.dumps(value, default=str)}")
+
+
+def _has_type(value: Any, expected: Any) -> bool:
+    options = typing.get_args(expected) if typing.get_origin(expected) in (typing.Union, types.UnionType) else (expected,)
+    for option in options:
+        if option is type(None) and value is None:
+            return True
+        if option is bool and isinstance(value, bool):
+            return True
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        if option is str and isinstance(value, str):
+            return True
+        if typing.get_origin(option) in (list, tuple) and isinstance(value, (list, tuple)):
+            return True
+    return False
+
+
+def _type_words(expected: Any) -> str:
+    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    options = typing.get_args(expected) if typing.get_origin(expected) in (typing.Union, types.UnionType) else (expected,)
+    return " or ".join(words.get(option, "a list") for option in options)
+
+
+def load_config_file(path: str | Path, cls: type | None = None, flag: str = "the config") -> dict[str, Any]:
+    """Read a config given on the command line: a JSON file, or an inline JSON object (``{...}``). With
+    ``cls``, its keys and value types are checked, and an error names the file (or the flag) and the field."""
+    inline = str(path).lstrip().startswith("{")
+    where = flag if inline else str(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(str(path) if inline else Path(path).read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: not a readable JSON file ({exc})") from None
+        raise ConfigError(f"{where}: not readable as JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object of settings")
+        raise ConfigError(f"{where}: expected a JSON object of settings")
+    if cls is not None:
+        try:
+            make_config(cls, data)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     return data

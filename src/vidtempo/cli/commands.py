@@ -39,13 +39,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.formatwarning = lambda message, category, *rest: f"vidtempo: warning: {message}\n"
     try:
-        return int(args.run(args) or 0)
+        status = int(args.run(args) or 0)
+        sys.stdout.flush()  # a reader that went away shows here, not at the interpreter's exit
+        return status
     except VidtempoError as exc:
         print(f"vidtempo: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vidtempo: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (``| head``): stop quietly, as a shell tool does, with
+        # SIGPIPE's status. Output still buffered goes to /dev/null so that the exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,8 +125,8 @@ def _add_train(sub) -> None:
     p.add_argument("--cutmix-alpha", type=float, help=with_default("cutmix over time (0: off)", TrainingConfig,
                                                                     "cutmix_alpha"))
     add_device_option(p)
-    p.add_argument("--model-config", type=Path, help="JSON file of model settings")
-    p.add_argument("--training-config", type=Path, help="JSON file of training settings")
+    p.add_argument("--model-config", help="model settings: a JSON file, or an inline JSON object")
+    p.add_argument("--training-config", help="training settings: a JSON file, or an inline JSON object")
     p.add_argument("--resume", metavar="auto|CKPT.pt",
                    help="continue the run saved in this checkpoint; 'auto': continue an interrupted ensemble "
                         "(finished members kept, the interrupted one from its latest periodic checkpoint)")
@@ -134,14 +141,21 @@ def _add_train(sub) -> None:
 
 def _run_train(args) -> int:
     from ..checkpoint import load_checkpoint
-    from ..config import load_config_file
+    from ..config import ModelConfig, load_config_file
     from ..features.store import detect_suffix
     from ..training.trainer import EnhancedTemporalModelTrainer
 
     if args.num_models < 1:
         raise VidtempoError(f"--num-models must be at least 1, got {args.num_models}")
-    model_config = load_config_file(args.model_config) if args.model_config else None
-    training_config = load_config_file(args.training_config) if args.training_config else {}
+    for flag, value, least in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
+                               ("--workers", args.workers, 0)):
+        if value is not None and value < least:
+            raise VidtempoError(f"{flag} must be {'a positive integer' if least else '0 or more'}, got {value}")
+    if args.lr is not None and not args.lr > 0:
+        raise VidtempoError(f"--lr must be a positive number, got {args.lr}")
+    model_config = load_config_file(args.model_config, ModelConfig, "--model-config") if args.model_config else None
+    training_config = (load_config_file(args.training_config, TrainingConfig, "--training-config")
+                       if args.training_config else {})
     for key, value in (("num_workers", args.workers), ("seed", args.seed), ("precision", args.precision),
                        ("ensemble_strategy", args.ensemble_strategy), ("weight_averaging", args.weight_averaging),
                        ("mixup_alpha", args.mixup_alpha), ("cutmix_alpha", args.cutmix_alpha)):
@@ -293,6 +307,13 @@ def _run_predict(args) -> int:
     if args.output is not None:
         check_output_path(args.output, args.timeline)
     shard = resolve_shard(args.shard) if args.shard else None
+    if args.videos_dir is not None:
+        from ..features.extract.video import VIDEO_EXTENSIONS
+        from ..inference.library import library_items
+
+        args.library_items = library_items(args.videos_dir, shard)  # the folder is walked once, before models load
+        if shard is None and not args.library_items:
+            raise VidtempoError(f"{args.videos_dir}: no video files found ({', '.join(VIDEO_EXTENSIONS)})")
     classifier = VideoClassifier.from_checkpoints(checkpoint_source(args.checkpoints), device=args.device, tta=args.tta,
                                                   precision=args.precision, runtime=args.runtime)
     if args.videos_dir is not None:
@@ -320,12 +341,12 @@ def _run_predict(args) -> int:
 def _predict_library(classifier, args, shard: tuple[int, int] | None) -> int:
     from tqdm import tqdm
 
-    from ..inference.library import PredictionWriter, library_items
+    from ..inference.library import PredictionWriter
 
     # Checked before the output is opened: checkpoints without a recorded window need --window-seconds.
     timeline = TimelineOptions(args.window_seconds, args.hop_seconds, args.switch_penalty).resolved(classifier) \
         if args.timeline else False
-    todo = library_items(args.videos_dir, shard)  # the folder is walked once
+    todo = args.library_items
     with PredictionWriter(args.output, classifier.categories, timeline=args.timeline) as writer:
         pending = sum(item.video_id not in writer.done for item in todo)
         errors = 0
@@ -382,6 +403,7 @@ def _run_serve(args) -> int:
         raise VidtempoError(f"serving needs the serve extra: pip install 'vidtempo[serve]' ({exc})") from None
     from ..inference.classify import VideoClassifier
 
+    check_port_free(args.host, args.port)
     settings = ServiceSettings(
         max_upload_mb=args.max_upload_mb, allow_private_urls=args.allow_private_urls, url_timeout_s=args.url_timeout,
         max_downloads=args.max_downloads, max_jobs=args.max_jobs, max_disk_mb=args.max_disk_mb,
@@ -393,6 +415,25 @@ def _run_serve(args) -> int:
                 access_log=False, limit_concurrency=settings.max_connections,
                 timeout_graceful_shutdown=settings.shutdown_timeout_s)
     return 0
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port that cannot be listened on, before any model is loaded."""
+    import socket
+
+    if not 0 <= port <= 65535:
+        raise VidtempoError(f"--port must be between 0 and 65535, got {port}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise VidtempoError(f"--host {host}: not an address to listen on ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise VidtempoError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror})") from None
 
 
 # --------------------------------------------------------------------------------------------- export
@@ -467,6 +508,9 @@ def _add_demo(sub) -> None:
 def _run_demo(args) -> int:
     from ..demo.run import run_demo
 
+    for flag, value in (("--epochs", args.epochs), ("--num-models", args.num_models)):
+        if value < 1:
+            raise VidtempoError(f"{flag} must be a positive integer, got {value}")
     run_demo(args.output_dir, epochs=args.epochs, num_models=args.num_models, quiet=args.quiet)
     return 0
 

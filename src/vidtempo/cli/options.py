@@ -48,8 +48,8 @@ def add_runtime_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runtime", default="torch", choices=("auto", "torch", "onnx"),
         help="torch: PyTorch; onnx: ONNX Runtime (float32), on a folder from 'vidtempo export' or on checkpoints "
-             "(exported once into CHECKPOINTS/.onnx/); auto: ONNX Runtime on a CPU where it is installed, else "
-             "PyTorch (default %(default)s)")
+             "(exported once into CHECKPOINTS/.onnx/); auto: PyTorch where it runs in bf16 (GPUs, CPUs with bf16 "
+             "hardware), else ONNX Runtime when installed (default %(default)s)")
 
 
 def add_quiet_option(parser: argparse.ArgumentParser, help: str = "no progress bars or progress lines") -> None:

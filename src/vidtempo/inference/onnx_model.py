@@ -39,8 +39,9 @@ def onnx_runtime_installed() -> bool:
 
 
 def resolve_runtime(runtime: str, checkpoints: Any, device: str) -> str:
-    """``torch`` or ``onnx``. ``auto`` runs an exported folder with ONNX Runtime, and checkpoints with it
-    too on a CPU where it is installed (faster there, benchmarks/RESULTS.md), else with PyTorch."""
+    """``torch`` or ``onnx``. ``auto`` runs an exported folder with ONNX Runtime; checkpoints with PyTorch
+    where it runs inference in bf16 (a GPU, or a CPU that multiplies bf16 in hardware: there PyTorch was the
+    faster, benchmarks/RESULTS.md), else with ONNX Runtime when it is installed (1.28x PyTorch's float32)."""
     if runtime not in RUNTIMES:
         raise VidtempoError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if is_exported_model(checkpoints):
@@ -48,8 +49,11 @@ def resolve_runtime(runtime: str, checkpoints: Any, device: str) -> str:
             raise VidtempoError(f"{checkpoints}: an exported ONNX model runs with --runtime onnx (or auto)")
         return "onnx"
     if runtime == "auto":
-        return "onnx" if onnx_runtime_installed() and device in ("cpu", "auto") and not torch.cuda.is_available() \
-            else "torch"
+        from ..ensemble.ensemble import inference_amp_dtype
+        from ..runtime import resolve_device
+
+        fast_in_torch = inference_amp_dtype(resolve_device(device)) is not None
+        return "torch" if fast_in_torch or not onnx_runtime_installed() else "onnx"
     if runtime == "onnx" and not onnx_runtime_installed():
         raise VidtempoError("--runtime onnx needs the onnx extra: pip install 'vidtempo[onnx]'")
     return runtime

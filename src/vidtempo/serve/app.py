@@ -249,7 +249,8 @@ def _add_info_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__, "runtime": classifier.runtime, "members": len(classifier.ensemble),
+        return {"status": "ok", "version": __version__, "runtime": classifier.runtime,
+                "members": len(classifier.ensemble),
                 "categories": classifier.categories, "tta": classifier.tta, "loaded_at": service.loaded_at,
                 "max_upload_mb": settings.max_upload_mb, "api_key_required": settings.api_key is not None}
 

@@ -326,7 +326,8 @@ def _frame_count(container: av.container.InputContainer, stream: av.VideoStream,
     mkv/webm files)."""
     declared = stream.frames or 0
     seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
-    if declared > 0 and rate and seconds and abs(declared - seconds * rate) <= max(1.0, FRAME_COUNT_TOLERANCE * declared):
+    agrees = rate and seconds and abs(declared - seconds * rate) <= max(1.0, FRAME_COUNT_TOLERANCE * declared)
+    if declared > 0 and agrees:
         return declared
     count = _count_packets(container, stream)
     container.seek(0)
