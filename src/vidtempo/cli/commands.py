@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidtempo", description="Sort videos by content type.")
     parser.add_argument("--version", action="version", version=f"vidtempo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_split(sub)
     _add_extract(sub)
     _add_merge(sub)
     _add_train(sub)
@@ -69,6 +70,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_demo(sub)
     return parser
+
+
+# ----------------------------------------------------------------------------------------------- split
+def _add_split(sub) -> None:
+    p = sub.add_parser("split", help="make train/val/test folders from one folder of videos per class")
+    p.add_argument("--videos-dir", required=True, type=Path, help="ALL/{Category}/**/*.mp4")
+    p.add_argument("--output-dir", required=True, type=Path, help="new folder for {train,val,test}/{Category}/")
+    p.add_argument("--val", type=float, default=0.15, help="share of each class for validation (default %(default)s)")
+    p.add_argument("--test", type=float, default=0.15, help="share of each class for testing (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="the shuffle's seed (default %(default)s)")
+    p.add_argument("--copy", action="store_true", help="copy the files (default: symbolic links to them)")
+    p.set_defaults(run=_run_split)
+
+
+def _run_split(args) -> int:
+    from ..features.video_splits import split_videos
+
+    counts = split_videos(args.videos_dir, args.output_dir, val=args.val, test=args.test, seed=args.seed,
+                          copy=args.copy)
+    for split, per_class in counts.items():
+        print(f"{split}: " + ", ".join(f"{category} {n}" for category, n in per_class.items()))
+    return 0
 
 
 # --------------------------------------------------------------------------------------------- extract
