@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import vidtempo
-from vidtempo._deprecated import MOVED_INTO_PACKAGE, MOVED_MODULES
+from vidtempo._imports import MOVED_INTO_PACKAGE, MOVED_MODULES
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "vidtempo"
@@ -50,6 +50,13 @@ def imported_modules(name: str) -> set[str]:
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_LAZY" for t in node.targets):
+            # Names a package exports on first use (_imports.lazy_exports): {name: relative module}.
+            for relative in set(ast.literal_eval(node.value).values()):
+                level = len(relative) - len(relative.lstrip("."))
+                base = package.split(".")[: len(package.split(".")) - level + 1]
+                found.add(".".join(base + [relative.lstrip(".")]))
+            continue
         if isinstance(node, ast.ImportFrom):
             base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
             target = ".".join(base + ([node.module] if node.module else []))
@@ -101,7 +108,7 @@ def test_imports_point_down_the_pipeline():
     broken = [f"{name} ({stage(name)}) imports {target} ({stage(target)})"
               for name, targets in sorted(GRAPH.items()) if name not in TOP
               for target in sorted(targets)
-              if target not in TOP | {"vidtempo._deprecated"} and stage(target) != stage(name)
+              if target not in TOP | {"vidtempo._imports"} and stage(target) != stage(name)
               and stage(target) not in STAGES_BELOW[stage(name)]]
     broken += [f"{name} imports the package's public API (vidtempo): import the module it needs"
                for name, targets in sorted(GRAPH.items()) if name not in TOP and "vidtempo" in targets]
@@ -129,6 +136,30 @@ def test_no_function_is_longer_than_sixty_lines():
     assert not long, "\n".join(long)
 
 
+@pytest.mark.slow  # a fresh interpreter per command
+def test_help_of_every_command_loads_no_torch():
+    """``--help`` answers at once: nothing heavy is imported until a command runs."""
+    from vidtempo.cli.commands import build_parser
+
+    commands = list(build_parser()._subparsers._group_actions[0].choices)
+    assert {"extract", "train", "predict", "serve", "export", "split", "demo"} <= set(commands)
+    for argv in [["--help"], ["--version"]] + [[command, "--help"] for command in commands]:
+        code = ("import runpy, sys\n"
+                f"sys.argv = ['vidtempo', *{argv!r}]\n"
+                "try:\n    runpy.run_module('vidtempo', run_name='__main__')\nexcept SystemExit as exc:\n"
+                "    assert exc.code in (0, None), exc.code\n"
+                "print(sorted(m for m in ('torch', 'torch._dynamo', 'onnxruntime') if m in sys.modules))\n")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().splitlines()[-1] == "[]", (argv, result.stdout[-200:])
+
+
+def test_importing_the_package_loads_no_torch():
+    code = "import sys, vidtempo; print('torch' in sys.modules); vidtempo.Ensemble; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["False", "True"], result.stderr
+
+
 def test_the_public_api_is_where_it_was():
     for name in vidtempo.__all__:
         assert getattr(vidtempo, name) is not None
@@ -143,7 +174,7 @@ def test_the_public_api_is_where_it_was():
 def test_each_old_module_path_imports_with_a_warning_naming_the_new_one():
     """In a fresh interpreter, where each old path's first import (the one that warns) happens here."""
     code = ("import importlib, json, sys, warnings\n"
-            "from vidtempo._deprecated import MOVED_MODULES\n"
+            "from vidtempo._imports import MOVED_MODULES\n"
             "seen = {}\n"
             "for old, new in MOVED_MODULES.items():\n"
             "    with warnings.catch_warnings(record=True) as caught:\n"

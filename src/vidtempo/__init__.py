@@ -6,15 +6,25 @@ store and extraction) -> ``model`` -> ``ensemble`` -> ``training`` -> ``inferenc
 ``sharding``) are shared by every stage and import none of them.
 """
 
-from . import _deprecated
+from . import _imports
 from ._version import __version__
-from .config import ModelConfig, TrainingConfig
-from .ensemble import Ensemble
-from .errors import VidtempoError
-from .model import FocalLoss, SuperEnhancedTemporalModel, TemporalModel
-from .training import EnhancedTemporalModelTrainer, FeatureDataset, collate_features
 
-_deprecated.install()
+_imports.install()
+
+# The public API, imported on first use (``vidtempo --help`` and ``import vidtempo`` load no torch).
+_LAZY = {
+    "ModelConfig": ".config",
+    "TrainingConfig": ".config",
+    "VidtempoError": ".errors",
+    "Ensemble": ".ensemble",
+    "FocalLoss": ".model",
+    "SuperEnhancedTemporalModel": ".model",
+    "TemporalModel": ".model",
+    "EnhancedTemporalModelTrainer": ".training",
+    "FeatureDataset": ".training",
+    "collate_features": ".training",
+}
+__getattr__ = _imports.lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "EnhancedTemporalModelTrainer",
@@ -29,3 +39,7 @@ __all__ = [
     "VidtempoError",
     "__version__",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -15,6 +15,16 @@ from .errors import ConfigError
 
 # How a run computes; see runtime.choose_precision for what each means and what auto picks.
 PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
+# The device a command runs on unless told: CUDA when a GPU is present, else the CPU (runtime.resolve_device).
+DEFAULT_DEVICE = "auto"
+# The precision inference runs in unless told otherwise: what the hardware is fast at (runtime.choose_precision).
+# Members' test scores, trust centroids and the ensemble's calibration are computed in it too, so that the
+# numbers a member records are the ones it serves.
+INFERENCE_PRECISION = "auto"
+# The precisions inference may be asked for (fp16 and tf32 are training choices for CUDA).
+INFERENCE_PRECISIONS = ("auto", "fp32", "bf16")
+# Members of an ensemble unless told otherwise (the seed API's train_ensemble and ``vidtempo train``).
+DEFAULT_NUM_MODELS = 3
 # How the best epoch is chosen: the seed's strict accuracy rule, or accuracy with ties broken by loss.
 SELECTIONS = ("accuracy_then_loss", "accuracy")
 MEMBER_WEIGHTINGS = ("equal", "val_accuracy")

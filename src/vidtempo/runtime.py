@@ -9,11 +9,10 @@ import warnings
 import numpy as np
 import torch
 
-from .config import PRECISIONS
+from .config import DEFAULT_DEVICE, PRECISIONS
 from .errors import ConfigError
 
 # Where commands and the extractor run unless told otherwise: "auto" is CUDA when a GPU is present, else the CPU.
-DEFAULT_DEVICE = "auto"
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -4,7 +4,7 @@
 share; ``extract`` is ``vidtempo extract``. Exports ``main``.
 """
 
-from .._deprecated import old_module_names
+from .._imports import old_module_names
 from .commands import main
 
 __all__ = ["main"]

@@ -27,7 +27,7 @@ from .options import (
     default_of,
     with_default,
 )
-from ..config import ENSEMBLE_STRATEGIES, PRECISIONS, WEIGHT_AVERAGINGS, TrainingConfig
+from ..config import DEFAULT_NUM_MODELS, ENSEMBLE_STRATEGIES, PRECISIONS, WEIGHT_AVERAGINGS, TrainingConfig
 from ..errors import VidtempoError
 from ..serve.settings import API_KEY_ENV, ServiceSettings
 from ..sharding import resolve_shard
@@ -117,16 +117,13 @@ def _add_merge(sub) -> None:
 
 # ----------------------------------------------------------------------------------------------- train
 def _add_train(sub) -> None:
-    from ..training.trainer import EnhancedTemporalModelTrainer
-
     p = sub.add_parser("train", help="train one model or an ensemble on a feature folder")
     p.add_argument("--features-dir", required=True, type=Path, help="folder with {split}_features{suffix}.h5")
     p.add_argument("--output-dir", required=True, type=Path, help="where checkpoints go")
     p.add_argument("--results-dir", type=Path, help="where results JSON goes (default: OUTPUT_DIR/results)")
     add_suffix_option(p)
-    train_ensemble = EnhancedTemporalModelTrainer.train_ensemble
-    p.add_argument("--num-models", type=int, default=default_of(train_ensemble, "num_models"),
-                   help=with_default("ensemble members", train_ensemble, "num_models"))
+    p.add_argument("--num-models", type=int, default=DEFAULT_NUM_MODELS,
+                   help=f"ensemble members (default {DEFAULT_NUM_MODELS})")
     # Left unset unless given, so the values of --training-config stand.
     p.add_argument("--epochs", type=int, help=with_default("maximum epochs", TrainingConfig, "num_epochs"))
     p.add_argument("--batch-size", type=int, help=with_default("batch size", TrainingConfig, "batch_size"))

@@ -10,10 +10,8 @@ from .options import add_device_option, add_quiet_option, add_suffix_option, def
 from ..errors import VidtempoError
 from ..sharding import resolve_shard
 from ..features.store import MULTISCALE_SUFFIX, SPLITS
-from ..features.extract.backbones import backbone_names
-from ..features.extract.extractor import ExtractionFailed, extract_features
+from ..features.extract.backbone_table import backbone_names
 from ..features.extract.settings import SAMPLING_MODES, ExtractionSettings, RunOptions
-from ..features.extract.shards import merge_all
 
 
 def add_extract_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -57,6 +55,8 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 
 def run_extract(args: argparse.Namespace) -> int:
     """Run the command. VidtempoError (bad input) propagates for the caller to report with exit status 2."""
+    from ..features.extract.extractor import ExtractionFailed, extract_features
+
     splits = [s.strip() for s in args.splits.split(",") if s.strip()] if args.splits else None
     shard = resolve_shard(args.shard) if getattr(args, "shard", None) is not None else None
     settings = ExtractionSettings(
@@ -95,6 +95,8 @@ def add_merge_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 def run_merge(args: argparse.Namespace) -> int:
     """``vidtempo merge-features``. VidtempoError (missing or disagreeing shards) propagates: exit status 2."""
+    from ..features.extract.shards import merge_all
+
     splits = [s.strip() for s in args.splits.split(",") if s.strip()] if args.splits else None
     merged = merge_all(args.features_dir, splits, args.suffix, delete_shards=args.delete_shards)
     if not args.quiet:

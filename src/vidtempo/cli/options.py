@@ -9,7 +9,7 @@ import inspect
 from pathlib import Path
 from typing import Any, Callable
 
-from ..runtime import DEFAULT_DEVICE
+from ..config import DEFAULT_DEVICE, INFERENCE_PRECISION, INFERENCE_PRECISIONS
 from ..features.store import MULTISCALE_SUFFIX
 
 
@@ -35,8 +35,6 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_precision_option(parser: argparse.ArgumentParser) -> None:
-    from ..ensemble.ensemble import INFERENCE_PRECISION, INFERENCE_PRECISIONS
-
     parser.add_argument(
         "--precision", default=INFERENCE_PRECISION, choices=INFERENCE_PRECISIONS,
         help="precision of the CNN and the ensemble: auto is bf16 where the hardware multiplies it fast (a GPU "

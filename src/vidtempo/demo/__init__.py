@@ -5,7 +5,7 @@
 predict on them (``vidtempo demo``). Exports ``run_demo``.
 """
 
-from .._deprecated import old_module_names
+from .._imports import old_module_names
 from .run import run_demo
 
 __all__ = ["run_demo"]

@@ -14,13 +14,7 @@ import time
 from pathlib import Path
 
 from ..files import write_json
-from ..inference.classify import VideoClassifier
 from .videos import build_demo_videos
-from ..ensemble.ensemble import Ensemble
-from ..ensemble.evaluation import evaluate_ensemble, write_evaluation_report
-from ..features.extract import ExtractionSettings, RunOptions, extract_features
-from ..features.store import read_split, split_path
-from ..training.trainer import EnhancedTemporalModelTrainer
 
 # Small settings so the whole run takes minutes on a laptop CPU; the defaults are the seed's full size.
 DEMO_EXTRACTION = {"frames_per_video": 16, "image_size": 160}
@@ -30,6 +24,14 @@ DEMO_TRAINING = {"learning_rate": 1e-3, "batch_size": 16, "patience": 15, "check
 
 
 def run_demo(output_dir: str | os.PathLike, epochs: int = 40, num_models: int = 3, quiet: bool = False) -> dict:
+    # Imported here: the command line reads this module's defaults without loading torch.
+    from ..ensemble.ensemble import Ensemble
+    from ..ensemble.evaluation import evaluate_ensemble, write_evaluation_report
+    from ..features.extract import ExtractionSettings, RunOptions, extract_features
+    from ..features.store import read_split, split_path
+    from ..inference.classify import VideoClassifier
+    from ..training.trainer import EnhancedTemporalModelTrainer
+
     started = time.perf_counter()
     output_dir = Path(output_dir)
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))

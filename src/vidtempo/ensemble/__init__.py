@@ -7,7 +7,7 @@ on held-out data); ``evaluation``, ``metrics`` and ``report`` score a feature sp
 Knows nothing of how members are trained.
 """
 
-from .._deprecated import old_module_names
+from .._imports import old_module_names
 from .ensemble import Ensemble, EnsembleSettings
 
 __all__ = ["Ensemble", "EnsembleSettings"]

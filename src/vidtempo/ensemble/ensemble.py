@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import category_mapping_of, load_checkpoint
+from ..config import INFERENCE_PRECISION, INFERENCE_PRECISIONS
 from ..errors import CheckpointError, ConfigError, VidtempoError
 from ..files import write_json
 from ..model.temporal import TemporalModel, model_from_checkpoint
@@ -29,12 +30,6 @@ INFERENCE_BATCH_ROWS = 64
 # Written beside the members' checkpoints: which files form the ensemble and what was fitted for it.
 MANIFEST_NAME = "ensemble.json"
 MANIFEST_FORMAT_VERSION = 1
-# The precision inference runs in unless told otherwise: what the hardware is fast at (runtime.choose_precision).
-# Members' test scores, trust centroids and the ensemble's calibration are computed in it too, so that the
-# numbers a member records are the ones it serves.
-INFERENCE_PRECISION = "auto"
-# The precisions inference may be asked for (fp16 and tf32 are training choices for CUDA).
-INFERENCE_PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def inference_amp_dtype(device: str | torch.device, precision: str = INFERENCE_PRECISION) -> torch.dtype | None:
@@ -444,11 +439,11 @@ def _extraction_settings(payload: Mapping[str, Any], path: Path) -> ExtractionSe
     """How a member's training features were made from videos: None when they were not (the seed's files,
     generated features) or by a backbone this version does not know."""
     # Imported here: extraction brings PyAV and the backbones, which only classifying video files needs.
-    from ..features.extract.backbones import BACKBONES
+    from ..features.extract.backbone_table import BACKBONE_SPECS
     from ..features.extract.settings import ExtractionSettings
 
     recorded = payload.get("feature_settings") or {}
-    if recorded.get("backbone") not in BACKBONES:
+    if recorded.get("backbone") not in BACKBONE_SPECS:
         return None
     try:
         return ExtractionSettings.from_dict(recorded)

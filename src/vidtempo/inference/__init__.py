@@ -5,7 +5,10 @@ results; ``classify`` (``VideoClassifier``) classifies files and whole libraries
 stretches over time; ``library`` lists a library's videos and writes its prediction rows.
 """
 
-from .classify import VideoClassifier
-from .predictor import PreparedVideo, VideoPredictor
+from .._imports import lazy_exports
+
+# Imported on first use: classifying brings torch; the timeline's options do not need it.
+_LAZY = {"VideoClassifier": ".classify", "PreparedVideo": ".predictor", "VideoPredictor": ".predictor"}
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 __all__ = ["PreparedVideo", "VideoClassifier", "VideoPredictor"]

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import torch
 
 from ..errors import VidtempoError
 
@@ -293,6 +292,8 @@ def timeline_result(classifier: "VideoPredictor", path: Path, frames: TimelineFr
 
 def window_probabilities(classifier: "VideoPredictor", grid_features: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``[N, C]`` ensemble probabilities of each window, from the embedded grid frames ``[G, D]``."""
+    import torch
+
     settings = classifier.settings
     out = []
     for first in range(0, len(rows), WINDOW_BATCH):

@@ -5,7 +5,7 @@ classifier; the seed's ``SuperEnhancedTemporalModel`` under its own name) and bu
 checkpoint; ``loss`` holds ``FocalLoss``. Knows nothing of training or inference.
 """
 
-from .._deprecated import old_module_names
+from .._imports import old_module_names
 from .loss import FocalLoss
 from .temporal import SuperEnhancedTemporalModel, TemporalModel, model_from_checkpoint
 

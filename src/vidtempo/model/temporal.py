@@ -10,6 +10,7 @@ not depend on how much padding a batch carries.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Mapping
 
@@ -116,18 +117,12 @@ class TemporalModel(nn.Module):
                 return self._lstm_packed(h, lengths)
             return self._lstm_padded(h, lengths.to(h.device)).masked_fill(pad.unsqueeze(-1), 0.0)
 
-    @torch.compiler.disable  # cuDNN runs the LSTM either way; tracing its weight buffer gains nothing
     def _lstm_packed(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The LSTM on packed sequences in ``h``'s dtype (cuDNN on a GPU); zeros past each length."""
-        lstm = self.lstm
-        packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
-        states = lstm.num_layers * (2 if lstm.bidirectional else 1)
-        zeros = h.new_zeros(states, int(packed.batch_sizes[0]), lstm.hidden_size)
-        weights = cast_weights(lstm._flat_weights, h.dtype)
-        data = torch.lstm(packed.data, packed.batch_sizes, (zeros, zeros), weights, lstm.bias, lstm.num_layers,
-                          lstm.dropout, self.training, lstm.bidirectional)[0]
-        out = PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
-        return pad_packed_sequence(out, batch_first=True, total_length=h.shape[1])[0]
+        """The LSTM on packed sequences in ``h``'s dtype (cuDNN on a GPU); zeros past each length. Kept out of
+        torch.compile's graphs: cuDNN runs the LSTM either way, and tracing its weight buffer gains nothing.
+        (Disabled on first use rather than by a decorator, which would import torch._dynamo, over a second,
+        into every process that imports the model.)"""
+        return _compile_disabled(_packed_lstm)(self, h, lengths)
 
     def _lstm_padded(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The LSTM on the right-padded batch, one layer and direction at a time: the same weights and the
@@ -163,6 +158,24 @@ class TemporalModel(nn.Module):
         """Logits [B, C] for features [B, T, D] with valid lengths [B] (None: every step is valid)."""
         pooled, _ = self.encode(x, lengths)
         return self.classifier(pooled)
+
+
+@functools.cache
+def _compile_disabled(function):
+    return torch.compiler.disable(function)
+
+
+def _packed_lstm(self: TemporalModel, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """See ``TemporalModel._lstm_packed``."""
+    lstm = self.lstm
+    packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+    states = lstm.num_layers * (2 if lstm.bidirectional else 1)
+    zeros = h.new_zeros(states, int(packed.batch_sizes[0]), lstm.hidden_size)
+    weights = cast_weights(lstm._flat_weights, h.dtype)
+    data = torch.lstm(packed.data, packed.batch_sizes, (zeros, zeros), weights, lstm.bias, lstm.num_layers,
+                      lstm.dropout, self.training, lstm.bidirectional)[0]
+    out = PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+    return pad_packed_sequence(out, batch_first=True, total_length=h.shape[1])[0]
 
 
 def _light_dropout(config: ModelConfig) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..config import DEFAULT_NUM_MODELS
 from ..ensemble.ensemble import Ensemble
 from ..ensemble.fit import assemble_ensemble
 from ..errors import ConfigError
@@ -23,7 +24,7 @@ class EnhancedTemporalModelTrainer(SingleModelTrainer):
 
     def train_ensemble(
         self,
-        num_models: int = 3,
+        num_models: int = DEFAULT_NUM_MODELS,
         num_epochs: int | None = None,
         batch_size: int | None = None,
         learning_rate: float | None = None,

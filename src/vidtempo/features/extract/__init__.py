@@ -1,13 +1,32 @@
 """Stage 1: decode videos, sample frames, run a frozen CNN, store per-frame features (SPEC section 3)."""
 
-from .backbones import FrozenBackbone, backbone_names, build_backbone
-from .extractor import ExtractionFailed, FeatureExtractor, extract_features
-from .report import ExtractionReport, SplitReport
-from .multiscale import DEFAULT_SCALES, multiscale_length, multiscale_sequence, scale_indices
-from .settings import ExtractionSettings, RunOptions
-from ...sharding import parse_shard
-from .shards import merge_shards, shard_path
-from .video import VideoDecodeError, decode_clip, load_video_frames, uniform_indices
+from ..._imports import lazy_exports
+
+# Imported on first use: extraction brings PyAV, torch and the backbones.
+_LAZY = {
+    "FrozenBackbone": ".backbones",
+    "backbone_names": ".backbones",
+    "build_backbone": ".backbones",
+    "ExtractionFailed": ".extractor",
+    "FeatureExtractor": ".extractor",
+    "extract_features": ".extractor",
+    "ExtractionReport": ".report",
+    "SplitReport": ".report",
+    "DEFAULT_SCALES": ".multiscale",
+    "multiscale_length": ".multiscale",
+    "multiscale_sequence": ".multiscale",
+    "scale_indices": ".multiscale",
+    "ExtractionSettings": ".settings",
+    "RunOptions": ".settings",
+    "parse_shard": "...sharding",
+    "merge_shards": ".shards",
+    "shard_path": ".shards",
+    "VideoDecodeError": ".video",
+    "decode_clip": ".video",
+    "load_video_frames": ".video",
+    "uniform_indices": ".video",
+}
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "DEFAULT_SCALES",

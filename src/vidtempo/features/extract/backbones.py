@@ -18,10 +18,10 @@ from torch import nn
 
 from ...errors import VidtempoError
 from . import efficientnet_lite
+from .backbone_table import BACKBONE_SPECS, DEFAULT_BACKBONE, backbone_names, backbone_spec, feature_dim  # noqa: F401
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
 class FrozenBackbone(nn.Module):
@@ -160,20 +160,11 @@ def _torchvision_builder(name: str, feature_dim: int, head_attr: str) -> Callabl
 
 
 BACKBONES: dict[str, BackboneEntry] = {
-    "efficientnet_lite0": BackboneEntry(1280, _build_efficientnet_lite0, needs_torchvision=False),
-    "efficientnet_v2_s": BackboneEntry(1280, _torchvision_builder("efficientnet_v2_s", 1280, "classifier"), True),
-    "efficientnet_v2_m": BackboneEntry(1280, _torchvision_builder("efficientnet_v2_m", 1280, "classifier"), True),
-    "resnet50": BackboneEntry(2048, _torchvision_builder("resnet50", 2048, "fc"), True),
-    "resnet101": BackboneEntry(2048, _torchvision_builder("resnet101", 2048, "fc"), True),
+    name: BackboneEntry(spec.feature_dim,
+                        _torchvision_builder(name, spec.feature_dim, spec.head_attr) if spec.needs_torchvision
+                        else _build_efficientnet_lite0, spec.needs_torchvision)
+    for name, spec in BACKBONE_SPECS.items()
 }
-
-
-def backbone_names() -> list[str]:
-    return list(BACKBONES)
-
-
-def feature_dim(name: str) -> int:
-    return _entry(name).feature_dim
 
 
 def build_backbone(
@@ -189,7 +180,5 @@ def build_backbone(
 
 
 def _entry(name: str) -> BackboneEntry:
-    try:
-        return BACKBONES[name]
-    except KeyError:
-        raise VidtempoError(f"unknown backbone '{name}' (choose from {', '.join(BACKBONES)})") from None
+    backbone_spec(name)  # an unknown name is refused there
+    return BACKBONES[name]

@@ -10,12 +10,11 @@ from __future__ import annotations
 from typing import Sequence, TypeVar
 
 import numpy as np
-import torch
 
 DEFAULT_SCALES = (1.0, 0.85, 1.15)
 MIN_SCALED_LENGTH = 5
 
-Array = TypeVar("Array", np.ndarray, torch.Tensor)
+Array = TypeVar("Array", np.ndarray, "torch.Tensor")
 
 
 def scale_indices(num_frames: int, scale: float) -> np.ndarray:
@@ -42,7 +41,9 @@ def multiscale_sequence(features: Array, scales: Sequence[float] = DEFAULT_SCALE
     the average, as in the seed's files. ``features`` is ``[T, D]`` (numpy or torch); returns ``[T', D]``."""
     num_frames = int(features.shape[0])
     length = multiscale_length(num_frames, scales)
-    if isinstance(features, torch.Tensor):
+    if not isinstance(features, np.ndarray):  # a torch tensor (torch is imported only by callers that use it)
+        import torch
+
         total = features.new_zeros((length, features.shape[1]))
         for s in scales:
             rows = torch.from_numpy(scale_indices(num_frames, s)).to(features.device)

@@ -9,9 +9,9 @@ from typing import Any, Mapping
 
 from ...errors import VidtempoError
 from ..._version import __version__
-from ...runtime import DEFAULT_DEVICE
+from ...config import DEFAULT_DEVICE
 from ..store import EXTRACTION_ATTRS, MULTISCALE_SUFFIX, attr_value
-from .backbones import BACKBONES, DEFAULT_BACKBONE
+from .backbone_table import BACKBONE_SPECS, DEFAULT_BACKBONE
 from .multiscale import DEFAULT_SCALES
 
 # EfficientNet and ResNet halve the image five times; below this there is nothing left to pool.
@@ -37,8 +37,8 @@ class ExtractionSettings:
     sampling: str = DEFAULT_SAMPLING
 
     def __post_init__(self) -> None:
-        if self.backbone not in BACKBONES:
-            raise VidtempoError(f"unknown backbone '{self.backbone}' (choose from {', '.join(BACKBONES)})")
+        if self.backbone not in BACKBONE_SPECS:
+            raise VidtempoError(f"unknown backbone '{self.backbone}' (choose from {', '.join(BACKBONE_SPECS)})")
         if int(self.image_size) < MIN_IMAGE_SIZE:
             raise VidtempoError(f"--image-size must be at least {MIN_IMAGE_SIZE}, got {self.image_size}")
         if int(self.frames_per_video) < 1:

@@ -1,4 +1,7 @@
-"""Import paths of earlier releases, kept importable for this one.
+"""How the package's names are imported: on first use, and from the paths of earlier releases.
+
+``lazy_exports`` gives a package the names it exports without importing their modules until one is used,
+so that ``import vidtempo`` and ``vidtempo --help`` do not load torch.
 
 Each old module path still imports the module that moved (the same module object, so patching either name
 patches both), with a ``DeprecationWarning`` naming the new path. Where an old module's path is now a package
@@ -92,5 +95,22 @@ def old_module_names(package: str) -> Callable[[str], Any]:
         warnings.warn(f"{package}.{name} is deprecated and will be removed: import it from {source}",
                       DeprecationWarning, stacklevel=2)
         return getattr(module, name)
+
+    return __getattr__
+
+
+def lazy_exports(package: str, exports: dict[str, str],
+                 fallback: Callable[[str], Any] | None = None) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for ``package``: each name of ``exports`` (name -> relative module) is
+    imported from its module on first use; other names go to ``fallback`` when given."""
+
+    def __getattr__(name: str) -> Any:
+        if name in exports:
+            value = getattr(importlib.import_module(exports[name], package), name)
+            setattr(sys.modules[package], name, value)  # later uses find it without this hook
+            return value
+        if fallback is not None:
+            return fallback(name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     return __getattr__
