@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 
 from vidtempo.features.extract.multiscale import multiscale_length  # noqa: E402
 from vidtempo.features.extract.shards import shard_path  # noqa: E402
-from vidtempo.sharding import shard_items  # noqa: E402
+from vidtempo.features.sharding import shard_items  # noqa: E402
 from vidtempo.features.store import MULTISCALE_SUFFIX, SplitWriter  # noqa: E402
 
 CATEGORIES = ("Animation", "Natural_Content")

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from vidtempo.cli.commands import build_parser
-from vidtempo.sharding import NUM_SHARDS_VARIABLE, resolve_shard
+from vidtempo.features.sharding import NUM_SHARDS_VARIABLE, resolve_shard
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 SLURM_SCRIPTS = sorted((DEPLOY / "slurm").glob("*"))

@@ -7,7 +7,7 @@ import pytest
 from extract_fixtures import LAUNCHER_VARIABLES
 from vidtempo.cli.commands import main as vidtempo_main
 from vidtempo.errors import VidtempoError
-from vidtempo.sharding import resolve_shard
+from vidtempo.features.sharding import resolve_shard
 
 
 @pytest.mark.parametrize("environ, shard", [

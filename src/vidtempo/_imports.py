@@ -25,6 +25,7 @@ _EXTRACT_MODULES = ("backbones", "catalog", "decoding", "efficientnet_lite", "ex
 MOVED_MODULES: dict[str, str] = {
     "vidtempo.store": "vidtempo.features.store",
     "vidtempo.synthetic": "vidtempo.features.synthetic",
+    "vidtempo.sharding": "vidtempo.features.sharding",
     "vidtempo.extract": "vidtempo.features.extract",
     **{f"vidtempo.extract.{name}": f"vidtempo.features.extract.{name}" for name in _EXTRACT_MODULES},
     "vidtempo.extract.cli": "vidtempo.cli.extract",

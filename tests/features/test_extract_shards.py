@@ -17,7 +17,7 @@ from vidtempo.features.extract.extractor import extract_features
 from vidtempo.features.extract.resume import partial_dir
 from vidtempo.features.extract.settings import ExtractionSettings, RunOptions
 from vidtempo.features.extract.shards import SHARD_ATTRS, merge_shards, shard_path
-from vidtempo.sharding import parse_shard, shard_items
+from vidtempo.features.sharding import parse_shard, shard_items
 from vidtempo.features.store import read_split, split_path, write_split
 
 SMALL = ["--frames", "8", "--image-size", "64", "--batch-size", "8", "--workers", "1"]

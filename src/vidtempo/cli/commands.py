@@ -30,7 +30,7 @@ from .options import (
 from ..config import DEFAULT_NUM_MODELS, ENSEMBLE_STRATEGIES, PRECISIONS, WEIGHT_AVERAGINGS, TrainingConfig
 from ..errors import VidtempoError
 from ..serve.settings import API_KEY_ENV, ServiceSettings
-from ..sharding import resolve_shard
+from ..features.sharding import resolve_shard
 from ..inference.timeline import TimelineOptions, add_timeline_options, check_timeline_args, run_timeline
 
 
@@ -359,7 +359,7 @@ def _run_predict(args) -> int:
 
 
 def _predict_library(classifier, args, shard: tuple[int, int] | None) -> int:
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     from ..inference.library import PredictionWriter
 
@@ -370,8 +370,7 @@ def _predict_library(classifier, args, shard: tuple[int, int] | None) -> int:
     with PredictionWriter(args.output, classifier.categories, timeline=args.timeline) as writer:
         pending = sum(item.video_id not in writer.done for item in todo)
         errors = 0
-        with tqdm(total=len(todo), initial=len(todo) - pending, unit="video", disable=args.quiet,
-                  dynamic_ncols=True, file=sys.stderr) as bar:
+        with progress_bar(total=len(todo), initial=len(todo) - pending, unit="video", quiet=args.quiet) as bar:
             for row in classifier.classify_items(todo, skip=writer.done, timeline=timeline):
                 writer.write(row)
                 errors += bool(row["error"])

@@ -8,7 +8,7 @@ from typing import Sequence
 
 from .options import add_device_option, add_quiet_option, add_suffix_option, default_of, with_default
 from ..errors import VidtempoError
-from ..sharding import resolve_shard
+from ..features.sharding import resolve_shard
 from ..features.store import MULTISCALE_SUFFIX, SPLITS
 from ..features.extract.backbone_table import backbone_names
 from ..features.extract.settings import SAMPLING_MODES, ExtractionSettings, RunOptions

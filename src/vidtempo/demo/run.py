@@ -62,11 +62,18 @@ def run_demo(output_dir: str | os.PathLike, epochs: int = 40, num_models: int = 
 
     say("demo 6/6: writing the report")
     notes = _report_notes(videos, clip, prediction)
+    # Into the folder where training wrote the ensemble's report: one report, the demo's, with its notes.
     report = write_evaluation_report(
-        output_dir / "report", evaluation, ensemble.class_names, splits["test"].labels,
+        output_dir / "results" / "report", evaluation, ensemble.class_names, splits["test"].labels,
         histories={m["model_name"]: m["history"] for m in training["members"]},
         best_epochs={m["model_name"]: m["best_epoch"] for m in training["members"]}, notes=notes, title="vidtempo demo",
     )
+    return _summarize(output_dir, videos, evaluation, prediction, clip, report, started)
+
+
+def _summarize(output_dir: Path, videos, evaluation: dict, prediction: dict, clip: Path, report: Path,
+               started: float) -> dict:
+    """The run's summary: written to demo_summary.json, and its two lines printed."""
     summary = {
         "clips": videos.clips,
         "rendered_categories": list(videos.rendered_categories),

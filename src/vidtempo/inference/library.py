@@ -70,7 +70,7 @@ def library_items(videos_dir: str | os.PathLike, shard: tuple[int, int] | None =
     ``video_id``), or shard ``shard = (i, n)`` (1-based) of them as extraction shards."""
     from ..features.extract.catalog import VideoItem
     from ..features.extract.video import is_video_file
-    from ..sharding import shard_items
+    from ..features.sharding import shard_items
 
     root = Path(videos_dir)
     if not root.is_dir():

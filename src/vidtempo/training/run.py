@@ -28,7 +28,6 @@ import torch
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm
 
 from .. import checkpoint
 from ..config import ModelConfig, TrainingConfig, make_config
@@ -38,6 +37,7 @@ from ..errors import CheckpointError
 from ..model.loss import FocalLoss
 from ..ensemble.metrics import classification_metrics
 from ..model.temporal import TemporalModel
+from ..progress import progress_bar
 from ..runtime import PrecisionPlan, autocast, seed_everything
 
 
@@ -253,8 +253,8 @@ class TrainingRun:
         model.train()
         num_batches = len(loader)
         total_loss, correct, seen = 0.0, 0, 0
-        bar = tqdm(loader, desc=f"{self.model_name} epoch {epoch + 1}", leave=False,
-                   disable=self.session.quiet or not self.dist.is_main, unit="batch", dynamic_ncols=True)
+        bar = progress_bar(loader, quiet=self.session.quiet or not self.dist.is_main, in_logs=False,
+                           desc=f"{self.model_name} epoch {epoch + 1}", leave=False, unit="batch")
         for step, (features, targets, lengths) in enumerate(bar):
             features, targets = features.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             mixed = mix_batch(features, targets, lengths, self.cfg.mixup_alpha, self.cfg.cutmix_alpha)

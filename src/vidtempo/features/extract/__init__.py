@@ -18,7 +18,7 @@ _LAZY = {
     "scale_indices": ".multiscale",
     "ExtractionSettings": ".settings",
     "RunOptions": ".settings",
-    "parse_shard": "...sharding",
+    "parse_shard": "..sharding",
     "merge_shards": ".shards",
     "shard_path": ".shards",
     "VideoDecodeError": ".video",

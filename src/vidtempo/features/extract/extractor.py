@@ -19,12 +19,12 @@ import h5py
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from ...errors import VidtempoError
+from ...progress import progress_bar
 from ...files import write_json
 from ...runtime import resolve_device
-from ...sharding import shard_items
+from ..sharding import shard_items
 from ..store import MEDIAN_SECONDS_ATTR, SplitWriter, median_seconds, parse_category_mapping, split_path
 from .backbones import FrozenBackbone, build_backbone, feature_dim
 from .catalog import VideoItem, scan_videos
@@ -189,15 +189,7 @@ class FeatureExtractor:
         if not pending:
             return
         started = time.perf_counter()
-        with tqdm(
-            total=report.videos,
-            initial=report.resumed,
-            desc=split,
-            unit="video",
-            disable=quiet,
-            dynamic_ncols=True,
-            file=sys.stderr,
-        ) as bar:
+        with progress_bar(total=report.videos, initial=report.resumed, desc=split, unit="video", quiet=quiet) as bar:
             for item, frames, error in self.decoded_videos(pending):
                 if frames is None:
                     partial.add_failure(item, error)
@@ -208,7 +200,8 @@ class FeatureExtractor:
                     report.extracted += 1
                     report.frames += int(frames.shape[0])
                 bar.update(1)
-                bar.set_postfix_str(f"{report.frames / max(time.perf_counter() - started, 1e-9):.1f} frames/s")
+                bar.set_postfix_str(f"{report.frames / max(time.perf_counter() - started, 1e-9):.1f} frames/s",
+                                    refresh=False)
 
     def _write(
         self,

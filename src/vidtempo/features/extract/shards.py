@@ -1,6 +1,6 @@
 """Sharded extraction: split each split's videos over several machines, then merge their files.
 
-``vidtempo extract --shard i/n`` (or ``--shard auto``, see ``vidtempo.sharding``) extracts only shard ``i``
+``vidtempo extract --shard i/n`` (or ``--shard auto``, see ``vidtempo.features.sharding``) extracts only shard ``i``
 (1-based) of each split's video list into
 ``{split}_features{suffix}.shard-{i}-of-{n}.h5`` (the layout of a split file, plus the attributes ``shard``,
 ``num_shards``, ``shard_videos`` and ``split_videos``), and lists its failures in

@@ -19,7 +19,7 @@ import os
 import re
 from typing import Callable, Mapping, Sequence, TypeVar
 
-from .errors import VidtempoError
+from ..errors import VidtempoError
 
 T = TypeVar("T")
 

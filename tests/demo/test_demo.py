@@ -1,0 +1,20 @@
+"""The built-in default run, end to end on the real sample videos."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vidtempo.demo import run_demo
+
+
+@pytest.mark.slow  # real videos, extraction and training (about 30 s)
+def test_the_demo_runs_every_stage_and_writes_one_report(tmp_path):
+    summary = run_demo(tmp_path / "demo", epochs=3, num_models=2, quiet=True)
+    reports = sorted(p.relative_to(tmp_path / "demo").as_posix() for p in (tmp_path / "demo").rglob("report.md"))
+    assert reports == ["results/report/report.md"]
+    assert summary["report"] == str(tmp_path / "demo" / "results" / "report" / "report.md")
+    assert "vidtempo demo" in (tmp_path / "demo" / reports[0]).read_text()
+    assert 0 <= summary["test_accuracy"] <= 100
+    assert json.loads((tmp_path / "demo" / "demo_summary.json").read_text())["report"] == summary["report"]
