@@ -171,3 +171,23 @@ def test_write_report_links_figures_relative_to_the_report(tmp_path):
     assert "![Training curves](plots/curves.png)" in text
     assert "![extra](plots/x.png)" in text
     assert "| plain | 1.5000 | – | – |" in text
+
+
+def test_the_confidence_gap_never_covers_an_accuracy_bar():
+    """An under-confident bin's gap lies inside its bar: drawn behind it, with the confidence as a line."""
+    import matplotlib.pyplot as plt
+
+    from vidtempo.ensemble.report import _draw_reliability
+
+    bins = {"edges": [0.0, 0.5, 1.0], "accuracy": [0.2, 0.9], "confidence": [0.4, 0.6], "count": [10, 10]}
+    fig, ax = plt.subplots()
+    try:
+        _draw_reliability(ax, bins, "under- and over-confident")
+        accuracy, gap = (next(c for c in ax.containers if c.get_label() == name)
+                         for name in ("accuracy", "gap to confidence"))
+        assert min(bar.get_zorder() for bar in accuracy) > max(bar.get_zorder() for bar in gap)
+        assert [bar.get_height() for bar in accuracy] == pytest.approx([0.2, 0.9])
+        [line] = [c for c in ax.collections if c.get_label() == "mean confidence"]
+        assert [segment[0][1] for segment in line.get_segments()] == pytest.approx([0.4, 0.6])
+    finally:
+        plt.close(fig)

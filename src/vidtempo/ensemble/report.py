@@ -171,12 +171,16 @@ def _draw_reliability(ax, bins: Mapping[str, Sequence[float]], label: str) -> No
     confidence = np.asarray(bins["confidence"], dtype=np.float64)
     filled = np.asarray(bins["count"]) > 0  # an empty bin has no accuracy to show
     widths = np.diff(edges)
-    ax.bar(edges[:-1][filled], accuracy[filled], width=widths[filled], align="edge", edgecolor="black",
-           color="tab:blue", alpha=0.8, label="accuracy")
-    # The gap to each bin's mean confidence: above the bar over-confident, below it under-confident.
-    ax.bar(edges[:-1][filled], confidence[filled] - accuracy[filled], bottom=accuracy[filled],
-           width=widths[filled], align="edge", edgecolor="tab:red", color="tab:red", alpha=0.25, hatch="//",
-           label="gap to confidence")
+    left, width = edges[:-1][filled], widths[filled]
+    # The gap to each bin's mean confidence, behind the accuracy bars so that it never covers one: above a
+    # bar the bin is over-confident; an under-confident bin's gap lies inside its bar, and its confidence
+    # line shows where it ends.
+    ax.bar(left, confidence[filled] - accuracy[filled], bottom=accuracy[filled], width=width, align="edge",
+           edgecolor="tab:red", color="tab:red", alpha=0.25, hatch="//", zorder=1, label="gap to confidence")
+    ax.bar(left, accuracy[filled], width=width, align="edge", edgecolor="black", color="tab:blue", alpha=0.8,
+           zorder=2, label="accuracy")
+    ax.hlines(confidence[filled], left, left + width, colors="tab:red", linewidth=2, zorder=3,
+              label="mean confidence")
     ax.plot([0, 1], [0, 1], color="gray", linestyle="--", label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
