@@ -159,11 +159,10 @@ def _add_train(sub) -> None:
     p.set_defaults(run=_run_train)
 
 
-def _run_train(args) -> int:
-    from ..checkpoint import load_checkpoint
+def _train_configs(args) -> tuple[dict | None, dict]:
+    """The model and training settings of ``vidtempo train``: its config files or inline objects, with the
+    flags given on top; each flag and field checked."""
     from ..config import ModelConfig, load_config_file
-    from ..features.store import detect_suffix
-    from ..training.trainer import EnhancedTemporalModelTrainer
 
     if args.num_models < 1:
         raise VidtempoError(f"--num-models must be at least 1, got {args.num_models}")
@@ -181,7 +180,17 @@ def _run_train(args) -> int:
                        ("mixup_alpha", args.mixup_alpha), ("cutmix_alpha", args.cutmix_alpha)):
         if value is not None:
             training_config[key] = value
+    return model_config, training_config
+
+
+def _run_train(args) -> int:
+    from ..features.store import detect_suffix
+
+    model_config, training_config = _train_configs(args)
     suffix = detect_suffix(args.features_dir) if args.suffix is None else args.suffix
+    from ..checkpoint import load_checkpoint  # torch: after the arguments are checked
+    from ..training.trainer import EnhancedTemporalModelTrainer
+
     trainer = EnhancedTemporalModelTrainer(
         args.features_dir, args.output_dir, device=args.device, model_config=model_config,
         training_config=training_config, quiet=args.quiet, tensorboard_dir=args.tensorboard,
@@ -310,8 +319,6 @@ def _add_predict(sub) -> None:
 
 
 def _run_predict(args) -> int:
-    from ..inference.classify import VideoClassifier
-
     check_timeline_args(args)
     if args.videos_dir is not None and args.videos:
         raise VidtempoError("predict: give video files or --videos-dir, not both")
@@ -334,7 +341,10 @@ def _run_predict(args) -> int:
         args.library_items = library_items(args.videos_dir, shard)  # the folder is walked once, before models load
         if shard is None and not args.library_items:
             raise VidtempoError(f"{args.videos_dir}: no video files found ({', '.join(VIDEO_EXTENSIONS)})")
-    classifier = VideoClassifier.from_checkpoints(checkpoint_source(args.checkpoints), device=args.device, tta=args.tta,
+    source = checkpoint_source(args.checkpoints)
+    from ..inference.classify import VideoClassifier  # torch: after the arguments are checked
+
+    classifier = VideoClassifier.from_checkpoints(source, device=args.device, tta=args.tta,
                                                   precision=args.precision, runtime=args.runtime)
     if args.videos_dir is not None:
         return _predict_library(classifier, args, shard)
@@ -413,7 +423,14 @@ def _add_serve(sub) -> None:
 
 
 def _run_serve(args) -> int:
-    try:
+    check_port_free(args.host, args.port)
+    settings = ServiceSettings(
+        max_upload_mb=args.max_upload_mb, allow_private_urls=args.allow_private_urls, url_timeout_s=args.url_timeout,
+        max_downloads=args.max_downloads, max_jobs=args.max_jobs, max_disk_mb=args.max_disk_mb,
+        max_connections=args.max_connections, api_key=args.api_key or os.environ.get(API_KEY_ENV),
+        shutdown_timeout_s=args.shutdown_timeout)
+    source = checkpoint_source(args.checkpoints)
+    try:  # torch and the service's packages: after the arguments are checked
         import uvicorn
 
         from ..serve.app import create_app
@@ -422,13 +439,7 @@ def _run_serve(args) -> int:
         raise VidtempoError(f"serving needs the serve extra: pip install 'vidtempo[serve]' ({exc})") from None
     from ..inference.classify import VideoClassifier
 
-    check_port_free(args.host, args.port)
-    settings = ServiceSettings(
-        max_upload_mb=args.max_upload_mb, allow_private_urls=args.allow_private_urls, url_timeout_s=args.url_timeout,
-        max_downloads=args.max_downloads, max_jobs=args.max_jobs, max_disk_mb=args.max_disk_mb,
-        max_connections=args.max_connections, api_key=args.api_key or os.environ.get(API_KEY_ENV),
-        shutdown_timeout_s=args.shutdown_timeout)
-    classifier = VideoClassifier.from_checkpoints(checkpoint_source(args.checkpoints), device=args.device, tta=args.tta,
+    classifier = VideoClassifier.from_checkpoints(source, device=args.device, tta=args.tta,
                                                   precision=args.precision, runtime=args.runtime)
     uvicorn.run(create_app(classifier, settings), host=args.host, port=args.port, log_config=log_config(),
                 access_log=False, limit_concurrency=settings.max_connections,

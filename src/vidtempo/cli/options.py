@@ -9,6 +9,7 @@ import inspect
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import VidtempoError
 from ..config import DEFAULT_DEVICE, INFERENCE_PRECISION, INFERENCE_PRECISIONS
 from ..features.store import MULTISCALE_SUFFIX
 
@@ -60,7 +61,11 @@ def add_checkpoints_option(parser: argparse.ArgumentParser) -> None:
 
 
 def checkpoint_source(paths: list[Path]) -> Path | list[Path]:
-    """What ``Ensemble.from_checkpoints`` takes: one folder or file as is, several files as a list."""
+    """What ``Ensemble.from_checkpoints`` takes: one folder or file as is, several files as a list. A path
+    that does not exist is refused here, before torch is loaded to read checkpoints."""
+    for path in paths:
+        if not path.exists():
+            raise VidtempoError(f"{path}: --checkpoints: no such file or folder")
     return paths[0] if len(paths) == 1 else paths
 
 
