@@ -127,3 +127,15 @@ def test_the_client_needs_neither_torch_nor_vidtempo(exported, video_model, clip
         for name, p in expected["probabilities"].items():
             assert row["probabilities"][name] == pytest.approx(p, abs=1e-4)
         assert row["trust"]["flag"] == expected["trust"]["flag"]
+
+
+def test_an_int8_backbone_is_calibrated_on_videos_and_named_in_the_manifest(video_model, exported, tmp_path, clips):
+    with pytest.raises(VidtempoError, match="--calibration-videos"):
+        export_model(video_model.checkpoints, tmp_path / "no_calibration", quantize="int8")
+    calibration = sorted((video_model.videos / "train").glob("*/*.mp4"))
+    folder = export_model(video_model.checkpoints, tmp_path / "int8", quantize="int8", calibration_videos=calibration)
+    manifest = json.loads((folder / "model.json").read_text())
+    assert manifest["backbone_precision"] == "int8"
+    assert (folder / "backbone.onnx").stat().st_size < 0.5 * (exported / "backbone.onnx").stat().st_size
+    int8_results = VideoClassifier.from_checkpoints(folder, runtime="onnx").classify(clips)
+    assert all("error" not in r and abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in int8_results)

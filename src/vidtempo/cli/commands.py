@@ -474,13 +474,23 @@ def _add_export(sub) -> None:
                    "ensemble.onnx, model.json)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    p.add_argument("--quantize", choices=("int8",), help="quantise the CNN (static int8; its measured cost in "
+                   "agreement is in benchmarks/RESULTS.md)")
+    p.add_argument("--calibration-videos", type=Path, metavar="DIR",
+                   help="with --quantize: a folder of training videos whose frames set the int8 ranges")
     p.set_defaults(run=_run_export)
 
 
 def _run_export(args) -> int:
     from ..inference.export import export_model
 
-    folder = export_model(checkpoint_source(args.checkpoints), args.output, opset=args.opset, overwrite=args.overwrite)
+    videos = []
+    if args.calibration_videos is not None:
+        from ..inference.library import library_items
+
+        videos = [item.path for item in library_items(args.calibration_videos)]
+    folder = export_model(checkpoint_source(args.checkpoints), args.output, opset=args.opset, overwrite=args.overwrite,
+                          quantize=args.quantize, calibration_videos=videos)
     print(f"vidtempo: exported {folder}")
     return 0
 

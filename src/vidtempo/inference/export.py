@@ -13,7 +13,11 @@ The folder (``vidtempo export --checkpoints CK --output DIR``) holds:
 - ``model.json``: classes, the extraction settings, the trust flag thresholds, the opset, versions, the
   members' checkpoint ids, and the SHA-256 of each graph (checked when the folder is loaded).
 
-The plain prediction (no TTA) is exported; ``runtime.py`` runs the folder with ONNX Runtime.
+With ``quantize="int8"`` the backbone is quantised statically (ONNX Runtime's QDQ format, int8 weights per
+channel, uint8 activations) with ranges calibrated on frames of the given videos; ``model.json`` says so.
+Its cost in agreement with float32 is measured in benchmarks/RESULTS.md (``benchmarks/onnx_int8.py``).
+
+The plain prediction (no TTA) is exported; ``onnx_model.py`` runs the folder with ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -95,20 +99,27 @@ class EnsembleGraph(nn.Module):
 
 
 def export_model(checkpoints: Any, output: str | os.PathLike, opset: int = DEFAULT_OPSET,
-                 overwrite: bool = False) -> Path:
+                 overwrite: bool = False, quantize: str | None = None,
+                 calibration_videos: Sequence[str | os.PathLike] = ()) -> Path:
     """Export the ensemble at ``checkpoints`` (a folder or ``best_*.pt`` files) into the folder ``output``,
     written under a temporary name and renamed when whole. Raises VidtempoError for bad input."""
     output = Path(output)
     if output.exists() and not overwrite:
         raise VidtempoError(f"{output}: already exists (give --overwrite to replace it)")
     _check_exporter(opset)
-    return export_ensemble(Ensemble.from_checkpoints(checkpoints, device="cpu", precision="fp32"), output, opset)
+    _check_quantize(quantize, calibration_videos)
+    return export_ensemble(Ensemble.from_checkpoints(checkpoints, device="cpu", precision="fp32"), output, opset,
+                           quantize, calibration_videos)
 
 
-def export_ensemble(ensemble: Ensemble, output: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:
+def export_ensemble(ensemble: Ensemble, output: str | os.PathLike, opset: int = DEFAULT_OPSET,
+                    quantize: str | None = None, calibration_videos: Sequence[str | os.PathLike] = ()) -> Path:
     """Export a loaded (CPU, float32) ensemble into the folder ``output``, replacing it when whole."""
     output = Path(output)
     _check_exporter(opset)
+    _check_quantize(quantize, calibration_videos)
+    if quantize and ensemble.extraction is None:
+        raise VidtempoError("--quantize needs a backbone: these checkpoints record no extraction settings")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
@@ -118,7 +129,11 @@ def export_ensemble(ensemble: Ensemble, output: str | os.PathLike, opset: int = 
         graphs = {ENSEMBLE_ONNX: _export_ensemble(ensemble, staging / ENSEMBLE_ONNX, opset)}
         if ensemble.extraction is not None:
             graphs[BACKBONE_ONNX] = _export_backbone(ensemble, staging / BACKBONE_ONNX, opset)
-        (staging / MODEL_JSON).write_text(json.dumps(_manifest(ensemble, graphs, opset), indent=2))
+        if quantize:
+            graphs[BACKBONE_ONNX] = _quantize_backbone(staging / BACKBONE_ONNX, ensemble.extraction,
+                                                       calibration_videos)
+        manifest = {**_manifest(ensemble, graphs, opset), "backbone_precision": quantize or "fp32"}
+        (staging / MODEL_JSON).write_text(json.dumps(manifest, indent=2))
         if output.exists():
             shutil.rmtree(output)
         staging.rename(output)
@@ -126,6 +141,53 @@ def export_ensemble(ensemble: Ensemble, output: str | os.PathLike, opset: int = 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output
+
+
+QUANTIZATIONS = ("int8",)
+# Frames per calibration video, and the most videos read for calibration.
+CALIBRATION_FRAMES, CALIBRATION_VIDEOS = 8, 64
+
+
+def _check_quantize(quantize: str | None, calibration_videos: Sequence[str | os.PathLike]) -> None:
+    if quantize is None:
+        return
+    if quantize not in QUANTIZATIONS:
+        raise VidtempoError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
+    if not calibration_videos:
+        raise VidtempoError("--quantize int8 needs --calibration-videos: frames of training videos set its ranges")
+
+
+def _quantize_backbone(path: Path, settings: Any, videos: Sequence[str | os.PathLike]) -> str:
+    """Replace the float32 backbone at ``path`` by its int8 version, calibrated on frames of ``videos``."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from ..features.extract.video import VideoDecodeError, decode_clip
+
+    batches = []
+    for video in list(videos)[:CALIBRATION_VIDEOS]:
+        try:
+            batches.append(decode_clip(video, CALIBRATION_FRAMES, settings.image_size, settings.sampling).frames)
+        except VideoDecodeError:
+            continue
+    if not batches:
+        raise VidtempoError("--calibration-videos: none of the videos could be decoded")
+
+    class Frames(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.remaining = iter(batches)
+
+        def get_next(self):
+            batch = next(self.remaining, None)
+            return None if batch is None else {"frames": batch.numpy()}
+
+    prepared, quantized = path.with_suffix(".pre.onnx"), path.with_suffix(".int8.onnx")
+    quant_pre_process(str(path), str(prepared))
+    quantize_static(str(prepared), str(quantized), Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    quantized.replace(path)
+    prepared.unlink()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _check_exporter(opset: int) -> None:
