@@ -1,10 +1,14 @@
-"""Device, precision and random-number set-up shared by training and inference."""
+"""Device, precision, thread and random-number set-up shared by training and inference."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -175,3 +179,78 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------------------------- threads
+# Where a container's CPU limit is read: cgroup v2's cpu.max, or cgroup v1's quota and period.
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
+    """The CPU time this process's cgroup may use, in cores (``docker --cpus``, a Kubernetes limit); None
+    when unlimited or unknown."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def usable_cores(root: Path = CGROUP_ROOT) -> tuple[int, str]:
+    """``(cores, why)``: the cores this process may run on (its affinity, as ``taskset`` sets it), fewer when
+    its cgroup's CPU limit is lower; not ``os.cpu_count()``, which counts the machine's."""
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit = cgroup_cpu_limit(root)
+    if limit is not None and limit < affinity:
+        return max(1, int(limit)), f"cgroup CPU limit {limit:g}"
+    return affinity, "CPU affinity"
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    """How many threads the model uses, and why."""
+
+    cores: int
+    reason: str
+    torch_threads: int
+
+    @classmethod
+    def choose(cls, threads: int | None = None) -> "ThreadPlan":
+        """``threads`` when given (``--threads``), else the usable cores (``usable_cores``)."""
+        if threads is not None:
+            if threads < 1:
+                raise ConfigError(f"--threads must be at least 1, got {threads}")
+            return cls(threads, "--threads", threads)
+        cores, reason = usable_cores()
+        return cls(cores, reason, cores)
+
+    def apply(self) -> "ThreadPlan":
+        global _APPLIED
+        torch.set_num_threads(self.torch_threads)
+        _APPLIED = self
+        return self
+
+    def record(self) -> dict[str, Any]:
+        return {"threads": self.torch_threads, "threads_reason": self.reason,
+                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "OpenMP's default")}
+
+
+_APPLIED: ThreadPlan | None = None
+
+
+def thread_plan(threads: int | None = None) -> ThreadPlan:
+    return ThreadPlan.choose(threads)
+
+
+def thread_record() -> dict[str, Any]:
+    """What a run record says of its threads: the plan a command applied, else torch's own choice."""
+    if _APPLIED is not None and _APPLIED.torch_threads == torch.get_num_threads():
+        return _APPLIED.record()
+    return {"threads": torch.get_num_threads(), "threads_reason": "torch's default",
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "OpenMP's default")}

@@ -20,6 +20,8 @@ from .options import (
     add_device_option,
     add_precision_option,
     add_runtime_option,
+    add_threads_option,
+    use_threads,
     add_quiet_option,
     add_suffix_option,
     add_tta_option,
@@ -145,6 +147,7 @@ def _add_train(sub) -> None:
     p.add_argument("--cutmix-alpha", type=float, help=with_default("cutmix over time (0: off)", TrainingConfig,
                                                                     "cutmix_alpha"))
     add_device_option(p)
+    add_threads_option(p)
     p.add_argument("--model-config", help="model settings: a JSON file, or an inline JSON object")
     p.add_argument("--training-config", help="training settings: a JSON file, or an inline JSON object")
     p.add_argument("--resume", metavar="auto|CKPT.pt",
@@ -188,6 +191,7 @@ def _run_train(args) -> int:
 
     model_config, training_config = _train_configs(args)
     suffix = detect_suffix(args.features_dir) if args.suffix is None else args.suffix
+    use_threads(args)
     from ..checkpoint import load_checkpoint  # torch: after the arguments are checked
     from ..training.trainer import EnhancedTemporalModelTrainer
 
@@ -239,6 +243,7 @@ def _add_evaluate(sub) -> None:
     add_suffix_option(p)
     add_tta_option(p, help="also score with test-time augmentation")
     add_device_option(p)
+    add_threads_option(p)
     add_precision_option(p)
     p.add_argument("--output", type=Path, help="JSON results (default: CHECKPOINTS/evaluation_{split}.json)")
     p.add_argument("--report-dir", type=Path, help="plots and report.md (default: beside the JSON results)")
@@ -246,14 +251,17 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from ..files import write_json
-    from ..ensemble.ensemble import Ensemble
-    from ..ensemble.evaluation import evaluate_ensemble, write_evaluation_report
     from ..features.store import detect_suffix, read_split, split_path
+
+    source = checkpoint_source(args.checkpoints)
+    use_threads(args)
+    from ..ensemble.ensemble import Ensemble  # torch: after the arguments are checked
+    from ..ensemble.evaluation import evaluate_ensemble, write_evaluation_report
+    from ..files import write_json
 
     suffix = detect_suffix(args.features_dir) if args.suffix is None else args.suffix
     split = read_split(split_path(args.features_dir, args.split, suffix))
-    ensemble = Ensemble.from_checkpoints(checkpoint_source(args.checkpoints), device=args.device,
+    ensemble = Ensemble.from_checkpoints(source, device=args.device,
                                          precision=args.precision)
     if ensemble.settings.fitted_on == "out_of_fold" and args.split in ("train", "val"):
         warnings.warn(f"this ensemble is cross-fitted: its members learned from the {args.split} videos, so these "
@@ -311,6 +319,7 @@ def _add_predict(sub) -> None:
                    "the sorted videos, as 'extract --shard' does; auto: from a Slurm array, a Kubernetes Indexed Job "
                    "(with VIDTEMPO_NUM_SHARDS) or torchrun")
     add_device_option(p)
+    add_threads_option(p)
     add_precision_option(p)
     add_runtime_option(p)
     add_quiet_option(p, help="no progress bar (the closing summary line stays)")
@@ -342,6 +351,7 @@ def _run_predict(args) -> int:
         if shard is None and not args.library_items:
             raise VidtempoError(f"{args.videos_dir}: no video files found ({', '.join(VIDEO_EXTENSIONS)})")
     source = checkpoint_source(args.checkpoints)
+    use_threads(args)
     from ..inference.classify import VideoClassifier  # torch: after the arguments are checked
 
     classifier = VideoClassifier.from_checkpoints(source, device=args.device, tta=args.tta,
@@ -417,6 +427,7 @@ def _add_serve(sub) -> None:
                                      f"but / and /health; or set {API_KEY_ENV}")
     add_tta_option(p, help="average each prediction over test-time augmentation views")
     add_device_option(p)
+    add_threads_option(p)
     add_precision_option(p)
     add_runtime_option(p)
     p.set_defaults(run=_run_serve)
@@ -430,6 +441,7 @@ def _run_serve(args) -> int:
         max_connections=args.max_connections, api_key=args.api_key or os.environ.get(API_KEY_ENV),
         shutdown_timeout_s=args.shutdown_timeout)
     source = checkpoint_source(args.checkpoints)
+    use_threads(args)
     try:  # torch and the service's packages: after the arguments are checked
         import uvicorn
 
@@ -541,6 +553,7 @@ def _add_demo(sub) -> None:
                    help=with_default("maximum epochs per member", run_demo, "epochs"))
     p.add_argument("--num-models", type=int, default=default_of(run_demo, "num_models"),
                    help=with_default("ensemble members", run_demo, "num_models"))
+    add_threads_option(p)
     add_quiet_option(p)
     p.set_defaults(run=_run_demo)
 
@@ -551,6 +564,7 @@ def _run_demo(args) -> int:
     for flag, value in (("--epochs", args.epochs), ("--num-models", args.num_models)):
         if value < 1:
             raise VidtempoError(f"{flag} must be a positive integer, got {value}")
+    use_threads(args)
     run_demo(args.output_dir, epochs=args.epochs, num_models=args.num_models, quiet=args.quiet)
     return 0
 

@@ -6,7 +6,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from .options import add_device_option, add_quiet_option, add_suffix_option, default_of, with_default
+from .options import (add_device_option, add_quiet_option, add_suffix_option, add_threads_option, default_of,
+                      use_threads, with_default)
 from ..errors import VidtempoError
 from ..features.sharding import resolve_shard
 from ..features.store import MULTISCALE_SUFFIX, SPLITS
@@ -39,6 +40,7 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--workers", type=int, default=None,
                         help="decoder processes (default: half the CPU cores on a CPU)")
     add_device_option(parser)
+    add_threads_option(parser)
     parser.add_argument("--splits", default=None,
                         help=f"comma-separated splits (default: those of {','.join(SPLITS)} present)")
     parser.add_argument(
@@ -76,6 +78,7 @@ def run_extract(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         max_decode_seconds=args.max_decode_seconds,
     )
+    use_threads(args)
     try:
         extract_features(args.videos_dir, args.output_dir, settings, options, splits, shard=shard)
     except ExtractionFailed as exc:

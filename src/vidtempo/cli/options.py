@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,6 +50,44 @@ def add_runtime_option(parser: argparse.ArgumentParser) -> None:
         help="torch: PyTorch; onnx: ONNX Runtime (float32), on a folder from 'vidtempo export' or on checkpoints "
              "(exported once into CHECKPOINTS/.onnx/); auto: PyTorch where it runs in bf16 (GPUs, CPUs with bf16 "
              "hardware), else ONNX Runtime when installed (default %(default)s)")
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="threads for the model (default: the cores this process may use: its CPU affinity, "
+                             "or its cgroup's CPU limit when lower; fewer help on a machine busy with other work)")
+
+
+def use_threads(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` (or the usable cores): called by a command after its arguments are checked, as it
+    starts loading models (this imports torch).
+
+    On a machine where other processes are running, OpenMP's threads are told to sleep rather than spin while
+    they wait for each other (OMP_WAIT_POLICY=PASSIVE, unless the environment sets a policy): a spinning
+    thread holds a core another process needs, and on 2 busy cores an epoch ran 9x slower than quiet, 2x with
+    sleeping threads (benchmarks/busy_cpu.py). It changes no number, only how threads wait; on a quiet machine
+    spinning is faster, so it is left alone there. It must be set before torch starts OpenMP, hence here."""
+    if other_running_processes() > 0:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from ..runtime import thread_plan
+
+    thread_plan(getattr(args, "threads", None)).apply()
+
+
+def other_running_processes(stat: Path = Path("/proc/stat"), samples: int = 5) -> int:
+    """Processes running or ready to run besides this one, the fewest of a few looks 10 ms apart (0 where
+    /proc/stat cannot be read)."""
+    import time
+
+    counts = []
+    for _ in range(samples):
+        try:
+            line = next(l for l in stat.read_text().splitlines() if l.startswith("procs_running"))
+            counts.append(int(line.split()[1]) - 1)
+        except (OSError, StopIteration, ValueError, IndexError):
+            return 0
+        time.sleep(0.01)
+    return max(0, min(counts))
 
 
 def add_quiet_option(parser: argparse.ArgumentParser, help: str = "no progress bars or progress lines") -> None:

@@ -21,6 +21,7 @@ from ..errors import ConfigError
 from ..features.store import MULTISCALE_SUFFIX
 from ..files import write_json
 from ..model.temporal import SuperEnhancedTemporalModel
+from ..runtime import thread_record
 from .data import make_loader
 from .run import TrainingRun
 from .session import TrainingSession
@@ -117,6 +118,7 @@ class SingleModelTrainer(TrainingSession):
             "vidtempo_version": __version__,
             "torch_version": torch.__version__,
             "processes": self.dist.world_size,
+            **thread_record(),
         }, self.output_dir / checkpoint.run_record_name(run.model_name))
 
     def _reload_best(self, run: TrainingRun) -> SuperEnhancedTemporalModel:

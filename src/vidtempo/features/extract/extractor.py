@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from ...errors import VidtempoError
 from ...progress import progress_bar
 from ...files import write_json
-from ...runtime import resolve_device
+from ...runtime import resolve_device, usable_cores
 from ..sharding import shard_items
 from ..store import MEDIAN_SECONDS_ATTR, SplitWriter, median_seconds, parse_category_mapping, split_path
 from .backbones import FrozenBackbone, build_backbone, feature_dim
@@ -51,8 +51,9 @@ def failures_path(
 
 
 def default_workers(device: torch.device) -> int:
-    """Decoder processes. On a CPU they share the cores with the CNN, so leave it half of them."""
-    cores = os.cpu_count() or 2
+    """Decoder processes, from the cores this process may use (runtime.usable_cores). On a CPU they share
+    the cores with the CNN, so leave it half of them."""
+    cores = usable_cores()[0]
     if device.type == "cuda":
         return max(1, min(8, cores - 1))
     return max(1, min(8, cores // 2))
