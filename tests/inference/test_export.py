@@ -17,7 +17,6 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 from vidtempo.ensemble import Ensemble  # noqa: E402
-from vidtempo.ensemble.trust import flag  # noqa: E402
 from vidtempo.errors import VidtempoError  # noqa: E402
 from vidtempo.inference import VideoClassifier  # noqa: E402
 from vidtempo.inference.export import export_model  # noqa: E402

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -26,7 +25,8 @@ from ...files import write_json
 from ...runtime import resolve_device, usable_cores
 from ..sharding import shard_items
 from ..store import MEDIAN_SECONDS_ATTR, SplitWriter, median_seconds, parse_category_mapping, split_path
-from .backbones import FrozenBackbone, build_backbone, feature_dim
+from .backbone_table import feature_dim
+from .backbones import FrozenBackbone, build_backbone
 from .catalog import VideoItem, scan_videos
 from .multiscale import multiscale_sequence
 from .resume import PartialSplit, Record

@@ -7,9 +7,12 @@ at a third of the cost.
 
 from __future__ import annotations
 
-from typing import Sequence, TypeVar
+from typing import TYPE_CHECKING, Sequence, TypeVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_SCALES = (1.0, 0.85, 1.15)
 MIN_SCALED_LENGTH = 5
