@@ -417,6 +417,10 @@ def _add_serve(sub) -> None:
         ("--max-connections", "max_connections", int, "connections served at once; more get 503"),
         ("--shutdown-timeout", "shutdown_timeout_s", float, "seconds that requests and jobs in flight get to "
                                                              "finish after SIGTERM"),
+        ("--header-timeout", "header_timeout_s", float, "seconds a client has to send a request's line and "
+                                                         "headers; slower ones get 408 and are closed"),
+        ("--body-timeout", "body_timeout_s", float, "a body must arrive at least as fast as --max-upload-mb in "
+                                                     "this many seconds; slower ones get 408"),
     ):
         p.add_argument(flag, type=kind, default=default_of(ServiceSettings, field),
                        help=with_default(text, ServiceSettings, field))
@@ -439,13 +443,15 @@ def _run_serve(args) -> int:
         max_upload_mb=args.max_upload_mb, allow_private_urls=args.allow_private_urls, url_timeout_s=args.url_timeout,
         max_downloads=args.max_downloads, max_jobs=args.max_jobs, max_disk_mb=args.max_disk_mb,
         max_connections=args.max_connections, api_key=args.api_key or os.environ.get(API_KEY_ENV),
-        shutdown_timeout_s=args.shutdown_timeout)
+        shutdown_timeout_s=args.shutdown_timeout, header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout)
     source = checkpoint_source(args.checkpoints)
     use_threads(args)
     try:  # torch and the service's packages: after the arguments are checked
         import uvicorn
 
         from ..serve.app import create_app
+        from ..serve.deadlines import deadline_protocol
         from ..serve.observe import log_config
     except ImportError as exc:
         raise VidtempoError(f"serving needs the serve extra: pip install 'vidtempo[serve]' ({exc})") from None
@@ -455,7 +461,8 @@ def _run_serve(args) -> int:
                                                   precision=args.precision, runtime=args.runtime)
     uvicorn.run(create_app(classifier, settings), host=args.host, port=args.port, log_config=log_config(),
                 access_log=False, limit_concurrency=settings.max_connections,
-                timeout_graceful_shutdown=settings.shutdown_timeout_s)
+                timeout_graceful_shutdown=settings.shutdown_timeout_s,
+                http=deadline_protocol(settings.header_timeout_s, settings.min_body_rate))
     return 0
 
 

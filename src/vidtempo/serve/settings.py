@@ -21,10 +21,12 @@ class ServiceSettings:
     max_connections: int = 256  # connections served at once
     api_key: str | None = None
     shutdown_timeout_s: float = 30.0  # what requests and jobs in flight get to finish after SIGTERM
+    header_timeout_s: float = 10.0  # a request's line and headers must arrive within this (408 after)
+    body_timeout_s: float = 120.0  # a body must arrive at least as fast as max_upload_mb in this time
 
     def __post_init__(self) -> None:
         for name in ("max_upload_mb", "url_timeout_s", "max_downloads", "max_jobs", "max_connections",
-                     "shutdown_timeout_s"):
+                     "shutdown_timeout_s", "header_timeout_s", "body_timeout_s"):
             if not getattr(self, name) > 0:
                 raise VidtempoError(f"{name} must be positive, got {getattr(self, name)}")
         if self.max_disk_mb < self.max_upload_mb:
@@ -35,6 +37,11 @@ class ServiceSettings:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * (1 << 20))
+
+    @property
+    def min_body_rate(self) -> float:
+        """Bytes per second below which a request body is cut off (after a grace of ``header_timeout_s``)."""
+        return self.max_upload_bytes / self.body_timeout_s
 
     @property
     def max_disk_bytes(self) -> int:
