@@ -23,6 +23,12 @@ ensemble with each sampling mode; it prints how often each mode's class agrees w
 the true class, and the decode seconds per video.
 
     python benchmarks/decode_cost.py --agreement /tmp/vidtempo-demo
+
+``--library N`` measures ``predict --videos-dir`` instead: a folder of N videos cycling through the goal set
+(10 s to 10 min, 720p and 1080p), classified by 4 members of the full model (random weights) with one view
+and the default extraction, as ``classify_library`` runs it (decoder workers ahead of the CNN).
+
+    python benchmarks/decode_cost.py --library 20
 """
 
 from __future__ import annotations
@@ -181,9 +187,14 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=int, default=None, help="leave out videos longer than this")
     parser.add_argument("--agreement", type=Path, metavar="DEMO_DIR", help="measure predictions instead (see above)")
     parser.add_argument("--montages", type=int, default=10, help="with --agreement: long videos per class")
+    parser.add_argument("--library", type=int, default=0, metavar="N", help="measure a library run instead")
     args = parser.parse_args()
     if args.agreement:
         return agreement(args.agreement, args.montages, [m for m in args.modes.split(",") if m])
+    if args.library:
+        for mode in [m for m in args.modes.split(",") if m]:
+            library(args.library, args.cache_dir, mode)
+        return None
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     modes = [m for m in args.modes.split(",") if m]
     media = [m for m in (goal_set() if args.set == "goal" else full_set())
@@ -282,6 +293,34 @@ def agreement(demo_dir: Path, per_class: int, modes: list[str]) -> None:
             same = np.mean([a == b for a, b in zip(predicted[mode], predicted.get("exact", predicted[mode]))])
             correct = np.mean([p == truth for p, (_, truth) in zip(predicted[mode], videos)])
             print(f"| {label} ({len(videos)}) | {mode} | {100 * same:.1f}% | {100 * correct:.1f}% | {seconds[mode]:.3f} |")
+
+
+def library(count: int, cache: Path, sampling: str) -> None:
+    import tempfile
+
+    from vidtempo import Ensemble, SuperEnhancedTemporalModel
+    from vidtempo.inference import VideoClassifier
+
+    cache.mkdir(parents=True, exist_ok=True)
+    sources = [ensure_media(m, cache) for m in goal_set()]
+    torch.manual_seed(0)
+    models = [SuperEnhancedTemporalModel().eval() for _ in range(4)]
+    ensemble = Ensemble(models, {c: i for i, c in enumerate(("Animation", "Flat_Content", "Gaming", "Natural"))},
+                        extraction=ExtractionSettings(sampling=sampling))
+    classifier = VideoClassifier(ensemble)
+    with tempfile.TemporaryDirectory() as folder:
+        for i in range(count):
+            source = sources[i % len(sources)]
+            (Path(folder) / f"{i:03d}_{source.name}").symlink_to(source)
+        classifier.classify_file(sources[0])  # warm-up
+        started = time.perf_counter()
+        rows = list(classifier.classify_library(folder))
+        seconds = time.perf_counter() - started
+    errors = sum(bool(r["error"]) for r in rows)
+    print(f"machine: {machine()}")
+    print(f"library: {len(rows)} videos ({errors} errors; {', '.join(m.name for m in goal_set())} in turn), "
+          f"4 full members x 1 view, sampling {ensemble.extraction.sampling}, "
+          f"{classifier.extractor.workers} decoder worker(s): {seconds:.1f} s, {len(rows) / seconds:.2f} videos/s")
 
 
 if __name__ == "__main__":
