@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_extract(sub)
     _add_merge(sub)
     _add_train(sub)
+    _add_tune(sub)
     _add_evaluate(sub)
     _add_predict(sub)
     _add_serve(sub)
@@ -231,6 +232,44 @@ def _run_train(args) -> int:
             f"ensemble test accuracy {results['ensemble']['test']['accuracy']:.2f}% "
             f"(TTA {results['ensemble']['test_tta']['accuracy']:.2f}%) -> {results_dir}/ensemble_final_results.json"
         )
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ tune
+def _add_tune(sub) -> None:
+    p = sub.add_parser("tune", help="search the training recipe on your feature folder (Optuna)")
+    p.add_argument("--features-dir", required=True, type=Path, help="folder with {split}_features{suffix}.h5")
+    p.add_argument("--output-dir", required=True, type=Path, help="where the best configs, report and study go")
+    add_suffix_option(p)
+    p.add_argument("--trials", type=int, default=20, help="finished trials the study should hold (default %(default)s)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--storage", help="any database URL Optuna takes (default sqlite:///OUTPUT_DIR/study.db); "
+                                     "processes given the same one share the study")
+    p.add_argument("--study-name", default="vidtempo", help="(default %(default)s)")
+    p.add_argument("--space", help="search-space entries replacing the defaults: a JSON file or an inline object")
+    p.add_argument("--folds", type=int, default=DEFAULT_NUM_MODELS, help="cross-fitting folds (default %(default)s)")
+    p.add_argument("--seed", type=int, default=42, help="(default %(default)s)")
+    add_device_option(p)
+    add_threads_option(p)
+    add_quiet_option(p, help="only the closing line")
+    p.set_defaults(run=_run_tune)
+
+
+def _run_tune(args) -> int:
+    from ..config import load_config_file
+    from ..features.store import detect_suffix
+
+    space = load_config_file(args.space, flag="--space") if args.space else None
+    if args.folds < 2:
+        raise VidtempoError(f"--folds must be at least 2, got {args.folds}")
+    suffix = detect_suffix(args.features_dir) if args.suffix is None else args.suffix
+    use_threads(args)
+    from ..training.tuning import run_tuning
+
+    best = run_tuning(args.features_dir, args.output_dir, suffix, args.trials, args.timeout, args.storage,
+                      args.study_name, space, args.seed, args.folds, args.quiet, args.device)
+    print(f"best trial {best['trial']} of {best['trials']}: {best['value']:.2f}% out-of-fold; "
+          f"{args.output_dir}/best_model_config.json, best_training_config.json, report.md")
     return 0
 
 

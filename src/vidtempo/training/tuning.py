@@ -1,0 +1,284 @@
+"""``vidtempo tune``: the recipe (model size, regularisation, optimiser, schedule) fitted to the user's videos.
+
+Each Optuna trial trains one model per cross-fitting fold (the folds of the ``cross_fit`` ensemble: train +
+val pooled, stratified, ``folds`` of them) and scores the out-of-fold validation accuracy, ties broken by the
+validation loss; the test split is never read. The first fold reports every epoch's validation accuracy, so
+Optuna's median pruner stops trials that trail. The search space is declared here (``default_space``, scaled
+by the number of labelled videos) and ``--space`` replaces any part of it. The study lives in its storage
+(SQLite beside the outputs by default): a rerun continues it, and processes sharing the storage share the
+study and its trial budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..config import ModelConfig, TrainingConfig, make_config
+from ..ensemble.folds import cross_fit_splits
+from ..errors import ConfigError
+from ..features.store import FeatureSplit, read_splits
+from ..files import write_json
+from .trainer import EnhancedTemporalModelTrainer
+from .run import TrainingRun
+
+MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)} - {"feature_dim", "num_classes"}
+TRAINING_KEYS = {f.name for f in dataclasses.fields(TrainingConfig)}
+SPEC_TYPES = ("int", "float", "categorical", "fixed")
+# A tie in accuracy (percent) is broken by the loss: this much accuracy per unit of loss, far below 1/N.
+LOSS_TIE_BREAK = 1e-6
+
+
+def default_space(num_videos: int) -> dict[str, dict[str, Any]]:
+    """The search space for ``num_videos`` labelled videos: small models and short schedules for a few
+    hundred, the seed's sizes within reach for thousands."""
+    many = num_videos >= 2000
+    return {
+        "hidden_dim": {"type": "categorical", "choices": [64, 128, 256] + ([512, 768] if many else [])},
+        "num_lstm_layers": {"type": "int", "low": 1, "high": 4 if many else 2},
+        "num_attention_heads": {"type": "categorical", "choices": [2, 4, 8]},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+        "learning_rate": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True},
+        "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
+        "focal_gamma": {"type": "float", "low": 0.0, "high": 3.0},
+        "batch_size": {"type": "categorical", "choices": [b for b in (8, 16, 32, 48, 64) if b <= max(8, num_videos // 4)]},
+        "num_epochs": {"type": "int", "low": 10, "high": 150 if many else 60},
+        "patience": {"type": "int", "low": 5, "high": 25},
+        "weight_averaging": {"type": "categorical", "choices": ["none", "ema"]},
+        "mixup_alpha": {"type": "categorical", "choices": [0.0, 0.2, 0.4]},
+    }
+
+
+def resolve_space(num_videos: int, overrides: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The default space with ``overrides`` (``--space``) put in; each entry checked."""
+    space = default_space(num_videos)
+    if overrides is not None:
+        if not overrides:
+            raise ConfigError("--space: an empty search space")
+        space.update(overrides)
+    for name, spec in space.items():
+        _check_spec(name, spec)
+    return space
+
+
+def _check_spec(name: str, spec: Any) -> None:
+    if name not in MODEL_KEYS | TRAINING_KEYS:
+        raise ConfigError(f"--space: unknown setting {name!r} (model or training settings only)")
+    if not isinstance(spec, Mapping) or spec.get("type") not in SPEC_TYPES:
+        raise ConfigError(f"--space: {name} needs a type of {', '.join(SPEC_TYPES)}")
+    if spec["type"] in ("int", "float"):
+        if not all(isinstance(spec.get(k), (int, float)) and not isinstance(spec.get(k), bool) for k in ("low", "high")):
+            raise ConfigError(f"--space: {name} needs numbers low and high")
+        if spec["low"] > spec["high"]:
+            raise ConfigError(f"--space: {name} has low {spec['low']} > high {spec['high']}")
+        if spec.get("log") and spec["low"] <= 0:
+            raise ConfigError(f"--space: {name} is searched on a log scale, so low must be positive")
+    if spec["type"] == "categorical" and not (isinstance(spec.get("choices"), list) and spec["choices"]):
+        raise ConfigError(f"--space: {name} needs a non-empty list of choices")
+    if spec["type"] == "fixed" and "value" not in spec:
+        raise ConfigError(f"--space: {name} needs a value")
+
+
+def suggest(trial, space: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(model settings, training settings)`` for one trial."""
+    chosen = {}
+    for name, spec in space.items():
+        if spec["type"] == "int":
+            chosen[name] = trial.suggest_int(name, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log")))
+        elif spec["type"] == "float":
+            chosen[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
+        elif spec["type"] == "categorical":
+            chosen[name] = trial.suggest_categorical(name, list(spec["choices"]))
+        else:
+            chosen[name] = spec["value"]
+    model = {k: v for k, v in chosen.items() if k in MODEL_KEYS}
+    training = {k: v for k, v in chosen.items() if k in TRAINING_KEYS}
+    return model, training
+
+
+class _EpochReporter:
+    """Stands where a TensorBoard writer goes in ``TrainingRun.fit``: reports each epoch's validation
+    accuracy to the trial and stops a trial the pruner gives up on."""
+
+    def __init__(self, trial) -> None:
+        self.trial = trial
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        if tag != "accuracy/val":
+            return
+        import optuna
+
+        self.trial.report(float(value), step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {step + 1} (validation accuracy {value:.2f}%)")
+
+    def flush(self) -> None:
+        pass
+
+
+class Objective:
+    """Out-of-fold validation accuracy of one trial's recipe over the cross-fitting folds."""
+
+    def __init__(self, features_dir: Path, suffix: str, folds: int, seed: int, space: Mapping[str, Any],
+                 device: str = "cpu") -> None:
+        self.features_dir, self.suffix, self.folds, self.seed, self.space = features_dir, suffix, folds, seed, space
+        self.device = device
+
+    def __call__(self, trial) -> float:
+        model, training = suggest(trial, self.space)
+        trial.set_user_attr("model_config", model)  # the recipe, fixed entries included
+        trial.set_user_attr("training_config", training)
+        training = {**training, "seed": self.seed, "checkpoint_every": 0, "num_workers": 0,
+                    "ensemble_strategy": "cross_fit", "collapse_retries": 0}
+        correct, total, losses = 0.0, 0, []
+        with tempfile.TemporaryDirectory(prefix="vidtempo-tune-") as scratch:
+            trainer = EnhancedTemporalModelTrainer(self.features_dir, scratch, device=self.device,
+                                                   model_config=model, training_config=training, quiet=True)
+            for fold in range(1, self.folds + 1):
+                accuracy, loss, size = self._train_fold(trainer, trial, fold)
+                correct, total = correct + accuracy * size, total + size
+                losses.append(loss)
+        trial.set_user_attr("val_loss", float(sum(losses) / len(losses)))
+        return correct / total - LOSS_TIE_BREAK * trial.user_attrs["val_loss"]
+
+    def _train_fold(self, trainer, trial, fold: int) -> tuple[float, float, int]:
+        with trainer.member_splits(fold, self.folds, self.suffix) as splits:
+            cfg = trainer.training_config
+            loaders = trainer.create_dataloaders(feature_file_suffix=self.suffix, config=cfg)
+            run = TrainingRun(trainer, cfg, trainer.resolve_model_config(), f"fold_{fold}", loaders)
+            run.fit(_EpochReporter(trial) if fold == 1 else None)
+            best = run.progress.best_epoch
+            loss = run.progress.history()["val_loss"][best]
+            return run.progress.best_val_acc, float(loss), len(splits["val"].labels)
+
+
+def features_fingerprint(splits: Mapping[str, FeatureSplit]) -> str:
+    """What a study's trials were scored on: the files' categories, sizes and feature dimension."""
+    facts = {name: [split.category_mapping, len(split.labels), split.feature_dim, split.labels.tolist()]
+             for name, split in sorted(splits.items()) if name in ("train", "val")}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_tuning(features_dir: str | os.PathLike, output_dir: str | os.PathLike, suffix: str, trials: int,
+               timeout_s: float | None = None, storage: str | None = None, study_name: str = "vidtempo",
+               space_overrides: Mapping[str, Any] | None = None, seed: int = 42, folds: int = 3,
+               quiet: bool = False, device: str = "cpu") -> dict[str, Any]:
+    """Run (or continue) the study until it holds ``trials`` finished trials or ``timeout_s`` passes; then
+    write the best configs and the report. Returns the best trial's summary."""
+    import optuna
+
+    features_dir, output_dir = Path(features_dir), Path(output_dir)
+    if trials < 1:
+        raise ConfigError(f"--trials must be at least 1, got {trials}")
+    splits = read_splits(features_dir, suffix, ("train", "val"))
+    labelled = len(splits["train"].labels) + len(splits["val"].labels)
+    space = resolve_space(labelled, space_overrides)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    study = _open_study(optuna, storage or f"sqlite:///{output_dir / 'study.db'}", study_name, space,
+                        features_fingerprint(splits), seed)
+    objective = Objective(features_dir, suffix, folds, seed, space, device)
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    log = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+
+    def one_line(study, trial) -> None:
+        value = "" if trial.value is None else f" {trial.value:.2f}%"
+        log(f"trial {trial.number}: {trial.state.name.lower()}{value} {json.dumps(trial.params)}")
+
+    budget = optuna.study.MaxTrialsCallback(trials, states=finished)
+    if len(study.get_trials(deepcopy=False, states=finished)) < trials:
+        study.optimize(objective, timeout=timeout_s, callbacks=[budget, one_line], catch=(RuntimeError, ValueError),
+                       gc_after_trial=True)
+    return write_outputs(study, output_dir)
+
+
+def _open_study(optuna, storage_url: str, name: str, space: Mapping[str, Any], fingerprint: str, seed: int):
+    try:
+        storage = optuna.storages.RDBStorage(storage_url, heartbeat_interval=30, grace_period=90)
+        study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
+                                    sampler=optuna.samplers.TPESampler(seed=seed),
+                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3))
+    except Exception as exc:  # SQLAlchemy and Optuna raise many kinds for an unusable URL
+        raise ConfigError(f"--storage {storage_url}: cannot be opened ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:200]})") from None
+    recorded = study.user_attrs
+    space_text = json.dumps(space, sort_keys=True)
+    if recorded.get("space", space_text) != space_text:
+        raise ConfigError(f"study {name!r} in {storage_url} was made with another search space; give another "
+                          "--study-name")
+    if recorded.get("features", fingerprint) != fingerprint:
+        raise ConfigError(f"study {name!r} in {storage_url} was made on other feature files; give another "
+                          "--study-name")
+    study.set_user_attr("space", space_text)
+    study.set_user_attr("features", fingerprint)
+    return study
+
+
+def write_outputs(study, output_dir: Path) -> dict[str, Any]:
+    """``best_model_config.json``, ``best_training_config.json`` and ``report.md`` with its plots."""
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        raise ConfigError(f"{output_dir}: no trial finished, so there is no best recipe yet")
+    best = study.best_trial
+    model, training = best.user_attrs["model_config"], best.user_attrs["training_config"]
+    make_config(TrainingConfig, training)  # a recipe train accepts as it is
+    write_json(model, output_dir / "best_model_config.json")
+    write_json(training, output_dir / "best_training_config.json")
+    (output_dir / "report.md").write_text(_report(study, best, output_dir))
+    return {"trial": best.number, "value": best.value, "params": best.params, "trials": len(study.trials)}
+
+
+def _report(study, best, output_dir: Path) -> str:
+    lines = [f"# vidtempo tune: study {study.study_name}", "",
+             f"Best trial {best.number}: out-of-fold validation accuracy {best.value:.2f}%", "",
+             "```json", json.dumps(best.params, indent=2), "```", "",
+             "| trial | state | accuracy % | " + " | ".join(sorted(best.params)) + " |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in best.params) + " |"]
+    for trial in study.trials:
+        value = "" if trial.value is None else f"{trial.value:.2f}"
+        params = " | ".join(_short(trial.params.get(k)) for k in sorted(best.params))
+        lines.append(f"| {trial.number} | {trial.state.name.lower()} | {value} | {params} |")
+    lines += [""] + _plots(study, output_dir)
+    return "\n".join(lines) + "\n"
+
+
+def optuna_warning_class() -> type[Warning]:
+    from optuna.exceptions import ExperimentalWarning
+
+    return ExperimentalWarning
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if math.isfinite(value) else str(value)
+    return "" if value is None else str(value)
+
+
+def _plots(study, output_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as views
+
+    lines = []
+    warnings.filterwarnings("ignore", category=optuna_warning_class())  # "experimental" notes on these views
+    for name, draw in (("optimization_history.png", views.plot_optimization_history),
+                       ("param_importances.png", views.plot_param_importances)):
+        try:
+            axes = draw(study)
+        except Exception as exc:  # importances need two or more finished trials that differ
+            lines.append(f"({name}: not drawn: {str(exc).splitlines()[0][:120]})")
+            continue
+        axes.figure.savefig(output_dir / name, dpi=100, bbox_inches="tight")
+        plt.close(axes.figure)
+        lines.append(f"![{name}]({name})")
+    return lines

@@ -1,0 +1,95 @@
+"""``vidtempo tune``: a study on the cross-fitting folds, its outputs, its storage, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("optuna")
+
+from conftest import TINY_MODEL  # noqa: E402
+from vidtempo.errors import ConfigError  # noqa: E402
+from vidtempo.training.tuning import default_space, resolve_space, run_tuning  # noqa: E402
+
+# A small, fast space: tiny models, a few epochs.
+SMALL_SPACE = {
+    "hidden_dim": {"type": "categorical", "choices": [16, 32]},
+    "num_lstm_layers": {"type": "fixed", "value": 1},
+    "num_attention_heads": {"type": "fixed", "value": TINY_MODEL["num_attention_heads"]},
+    "num_epochs": {"type": "int", "low": 2, "high": 3},
+    "batch_size": {"type": "fixed", "value": 32},
+    "learning_rate": {"type": "float", "low": 1e-3, "high": 5e-3, "log": True},
+    "weight_averaging": {"type": "fixed", "value": "none"},
+    "mixup_alpha": {"type": "fixed", "value": 0.0},
+}
+
+
+def test_the_default_space_grows_with_the_number_of_videos():
+    small, large = default_space(300), default_space(300_000)
+    assert max(small["hidden_dim"]["choices"]) < max(large["hidden_dim"]["choices"]) == 768
+    assert small["num_epochs"]["high"] < large["num_epochs"]["high"]
+
+
+@pytest.mark.parametrize("space, words", [
+    ({}, "empty search space"),
+    ({"hidden_size": {"type": "int", "low": 1, "high": 2}}, "unknown setting 'hidden_size'"),
+    ({"dropout": {"type": "float", "low": 0.5, "high": 0.1}}, "low 0.5 > high 0.1"),
+    ({"dropout": {"type": "normal"}}, "needs a type"),
+])
+def test_a_bad_space_is_refused(space, words):
+    with pytest.raises(ConfigError, match=words):
+        resolve_space(100, space)
+
+
+@pytest.mark.slow  # trains several small models
+def test_a_study_writes_configs_that_train_takes_and_continues_when_rerun(small_features, tmp_path):
+    best = run_tuning(small_features, tmp_path / "tune", "_multiscale", trials=3, space_overrides=SMALL_SPACE,
+                      folds=2, quiet=True)
+    training = json.loads((tmp_path / "tune" / "best_training_config.json").read_text())
+    model = json.loads((tmp_path / "tune" / "best_model_config.json").read_text())
+    assert {"num_epochs", "batch_size", "learning_rate"} <= set(training) and "hidden_dim" in model
+    report = (tmp_path / "tune" / "report.md").read_text()
+    assert f"Best trial {best['trial']}" in report and "optimization_history.png" in report
+    again = run_tuning(small_features, tmp_path / "tune", "_multiscale", trials=3, space_overrides=SMALL_SPACE,
+                       folds=2, quiet=True)
+    assert again["trials"] == best["trials"] == 3, "a rerun with the budget spent repeats nothing"
+    result = subprocess.run([sys.executable, "-m", "vidtempo", "train", "--features-dir", str(small_features),
+                             "--output-dir", str(tmp_path / "ckpt"), "--num-models", "1", "--quiet",
+                             "--model-config", str(tmp_path / "tune" / "best_model_config.json"),
+                             "--training-config", str(tmp_path / "tune" / "best_training_config.json")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.slow
+def test_another_space_or_unusable_storage_is_refused(small_features, tmp_path):
+    run_tuning(small_features, tmp_path / "t", "_multiscale", trials=1, space_overrides=SMALL_SPACE, folds=2,
+               quiet=True)
+    other = {**SMALL_SPACE, "num_epochs": {"type": "fixed", "value": 2}}
+    with pytest.raises(ConfigError, match="another search space"):
+        run_tuning(small_features, tmp_path / "t", "_multiscale", trials=2, space_overrides=other, folds=2, quiet=True)
+    with pytest.raises(ConfigError, match="--storage"):
+        run_tuning(small_features, tmp_path / "u", "_multiscale", trials=1, storage="nosuchdb://x",
+                   space_overrides=SMALL_SPACE, folds=2, quiet=True)
+
+
+@pytest.mark.slow  # two processes
+def test_two_processes_on_one_storage_share_the_trial_budget(small_features, tmp_path):
+    code = ("import sys, json\nfrom vidtempo.training.tuning import run_tuning\n"
+            f"space = json.loads({json.dumps(json.dumps(SMALL_SPACE))})\n"
+            f"run_tuning({str(small_features)!r}, {str(tmp_path / 'out')!r} + sys.argv[1], '_multiscale', trials=4,"
+            f" storage='sqlite:///{tmp_path / 'shared.db'}', space_overrides=space, folds=2, quiet=True)\n")
+    processes = [subprocess.Popen([sys.executable, "-c", code, str(i)], stderr=subprocess.PIPE, text=True)
+                 for i in range(2)]
+    for process in processes:
+        assert process.wait(timeout=900) == 0, process.stderr.read()
+    import optuna
+
+    study = optuna.load_study(study_name="vidtempo", storage=f"sqlite:///{tmp_path / 'shared.db'}")
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers)), "no trial twice"
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert 4 <= len(finished) <= 5  # each process stops once 4 are finished; one may be in flight then
