@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "vidtempo"
 
 # Each stage may import the stages listed for it (and itself). "base" is the modules directly in the package
-# (configuration, checkpoints, runtime, files, errors, sharding): every stage uses them, they use no stage.
+# (configuration, checkpoints, runtime, files, errors, progress): every stage uses them, they use no stage.
 STAGES_BELOW = {
     "base": set(),
     "features": {"base"},

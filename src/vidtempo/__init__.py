@@ -3,7 +3,7 @@
 The subpackages are the pipeline, each importing only the stages before it: ``features`` (the HDF5 feature
 store and extraction) -> ``model`` -> ``ensemble`` -> ``training`` -> ``inference`` -> ``serve``, ``demo`` and
 ``cli`` on top. The modules beside them (``config``, ``checkpoint``, ``runtime``, ``files``, ``errors``,
-``sharding``) are shared by every stage and import none of them.
+``progress``) are shared by every stage and import none of them.
 """
 
 from . import _imports

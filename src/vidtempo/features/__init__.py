@@ -2,8 +2,9 @@
 
 ``store`` defines the HDF5 format (one file per split) and reads and writes it; ``extract`` (a subpackage)
 decodes videos, samples frames, runs the frozen CNN, and writes the store in shards that resume;
-``synthetic`` writes small feature stores for tests and benchmarks. Exports the store's main names; the
-extraction API is ``vidtempo.features.extract`` (imported on demand: it brings PyAV and the backbones).
+``video_splits`` makes train/val/test folders from one folder per class; ``sharding`` splits work between
+processes; ``synthetic`` writes small feature stores for tests and benchmarks. Exports the store's main
+names; the extraction API is ``vidtempo.features.extract`` (imported on demand: it brings PyAV and torch).
 """
 
 from .store import MULTISCALE_SUFFIX, SPLITS, FeatureSplit, SplitWriter, read_split, read_splits, split_path, write_split
