@@ -17,6 +17,7 @@ import json
 import math
 import os
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -198,15 +199,29 @@ def run_tuning(features_dir: str | os.PathLike, output_dir: str | os.PathLike, s
     return write_outputs(study, output_dir)
 
 
+# Processes that open a new storage at once race to create its tables: the losers try again.
+STORAGE_ATTEMPTS, STORAGE_RETRY_S = 5, 0.5
+
+
 def _open_study(optuna, storage_url: str, name: str, space: Mapping[str, Any], fingerprint: str, seed: int):
-    try:
-        storage = optuna.storages.RDBStorage(storage_url, heartbeat_interval=30, grace_period=90)
-        study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
-                                    sampler=optuna.samplers.TPESampler(seed=seed),
-                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3))
-    except Exception as exc:  # SQLAlchemy and Optuna raise many kinds for an unusable URL
-        raise ConfigError(f"--storage {storage_url}: cannot be opened ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:200]})") from None
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(STORAGE_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna_warning_class())  # the heartbeat is "experimental"
+                storage = optuna.storages.RDBStorage(storage_url, heartbeat_interval=30, grace_period=90)
+            study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
+                                        sampler=optuna.samplers.TPESampler(seed=seed),
+                                        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3))
+            break
+        except (IntegrityError, OperationalError, optuna.exceptions.DuplicatedStudyError):
+            if attempt == STORAGE_ATTEMPTS - 1:
+                raise ConfigError(f"--storage {storage_url}: cannot be opened (busy)") from None
+            time.sleep(STORAGE_RETRY_S * (attempt + 1))
+        except Exception as exc:  # SQLAlchemy and Optuna raise many kinds for an unusable URL
+            raise ConfigError(f"--storage {storage_url}: cannot be opened ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200]})") from None
     recorded = study.user_attrs
     space_text = json.dumps(space, sort_keys=True)
     if recorded.get("space", space_text) != space_text:
@@ -270,11 +285,12 @@ def _plots(study, output_dir: Path) -> list[str]:
     from optuna.visualization import matplotlib as views
 
     lines = []
-    warnings.filterwarnings("ignore", category=optuna_warning_class())  # "experimental" notes on these views
     for name, draw in (("optimization_history.png", views.plot_optimization_history),
                        ("param_importances.png", views.plot_param_importances)):
         try:
-            axes = draw(study)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "experimental" views; "too few trials" for importances
+                axes = draw(study)
         except Exception as exc:  # importances need two or more finished trials that differ
             lines.append(f"({name}: not drawn: {str(exc).splitlines()[0][:120]})")
             continue
