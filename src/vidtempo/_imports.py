@@ -100,18 +100,15 @@ def old_module_names(package: str) -> Callable[[str], Any]:
     return __getattr__
 
 
-def lazy_exports(package: str, exports: dict[str, str],
-                 fallback: Callable[[str], Any] | None = None) -> Callable[[str], Any]:
+def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
     """A module ``__getattr__`` for ``package``: each name of ``exports`` (name -> relative module) is
-    imported from its module on first use; other names go to ``fallback`` when given."""
+    imported from its module on first use."""
 
     def __getattr__(name: str) -> Any:
         if name in exports:
             value = getattr(importlib.import_module(exports[name], package), name)
             setattr(sys.modules[package], name, value)  # later uses find it without this hook
             return value
-        if fallback is not None:
-            return fallback(name)
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     return __getattr__

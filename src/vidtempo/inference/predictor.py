@@ -68,9 +68,8 @@ class VideoPredictor:
         if tta:
             raise VidtempoError("the ONNX runtime runs plain predictions: TTA needs --runtime torch")
         ensemble = OnnxEnsemble(exported_folder(checkpoints))
-        if ensemble.extraction is None:
-            ensemble.backbone()  # says why this model cannot classify video files
-        return cls(ensemble, FeatureExtractor(ensemble.extraction, device="cpu", backbone=ensemble.backbone()), tta=tta)
+        backbone = ensemble.backbone()  # refuses, saying why, a model exported without one
+        return cls(ensemble, FeatureExtractor(ensemble.extraction, device="cpu", backbone=backbone), tta=tta)
 
     @property
     def runtime(self) -> str:
