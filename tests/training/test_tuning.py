@@ -12,7 +12,7 @@ pytest.importorskip("optuna")
 
 from conftest import TINY_MODEL  # noqa: E402
 from vidtempo.errors import ConfigError  # noqa: E402
-from vidtempo.training.tuning import default_space, resolve_space, run_tuning  # noqa: E402
+from vidtempo.training.tuning import Recipe, default_space, resolve_space, run_tuning  # noqa: E402
 
 # A small, fast space: tiny models, a few epochs.
 SMALL_SPACE = {
@@ -27,10 +27,13 @@ SMALL_SPACE = {
 }
 
 
-def test_the_default_space_grows_with_the_number_of_videos():
+def test_the_default_space_scales_with_the_number_of_videos():
     small, large = default_space(300), default_space(300_000)
     assert max(small["hidden_dim"]["choices"]) < max(large["hidden_dim"]["choices"]) == 768
-    assert small["num_epochs"]["high"] < large["num_epochs"]["high"]
+    # Few videos make few steps per epoch: their schedules may run to more epochs, with more patience.
+    assert small["num_epochs"]["high"] > large["num_epochs"]["high"]
+    assert small["patience"]["high"] > large["patience"]["high"]
+    assert max(default_space(40)["batch_size"]["choices"]) <= 10 < max(large["batch_size"]["choices"])
 
 
 @pytest.mark.parametrize("space, words", [
@@ -93,3 +96,60 @@ def test_two_processes_on_one_storage_share_the_trial_budget(small_features, tmp
     assert len(numbers) == len(set(numbers)), "no trial twice"
     finished = [t for t in study.trials if t.state.is_finished()]
     assert 4 <= len(finished) <= 5  # each process stops once 4 are finished; one may be in flight then
+
+
+@pytest.mark.slow
+def test_the_first_trial_tries_the_recipe_it_starts_from(small_features, tmp_path):
+    recipe = Recipe(model={"hidden_dim": 32, "dropout": 0.1}, training={"learning_rate": 2e-3})
+    run_tuning(small_features, tmp_path / "t", "_multiscale", trials=1, space_overrides=SMALL_SPACE, folds=2,
+               quiet=True, recipe=recipe)
+    import optuna
+
+    (trial,) = optuna.load_study(study_name="vidtempo", storage=f"sqlite:///{tmp_path / 't' / 'study.db'}").trials
+    assert trial.params["hidden_dim"] == 32 and trial.params["learning_rate"] == 2e-3
+    assert trial.user_attrs["model_config"]["dropout"] == 0.1, "settings outside the space come from the recipe"
+    saved = json.loads((tmp_path / "t" / "best_model_config.json").read_text())
+    assert saved["dropout"] == 0.1 and saved["hidden_dim"] == 32
+
+
+@pytest.mark.slow
+def test_failing_trials_are_recorded_with_their_reason_and_the_study_goes_on(small_features, tmp_path, capsys):
+    # A learning rate of 1e30 makes the loss NaN in the first epoch; 3 heads do not divide an LSTM width of 32.
+    space = {**SMALL_SPACE, "learning_rate": {"type": "fixed", "value": 1e30}, "hidden_dim": {"type": "fixed", "value": 16}}
+    with pytest.raises(ConfigError, match="no trial finished"):
+        run_tuning(small_features, tmp_path / "nan", "_multiscale", trials=2, space_overrides=space, folds=2)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trial ")]
+    assert len(lines) == 2 and all("fail" in line and "FloatingPointError" in line for line in lines), lines
+    heads = {**SMALL_SPACE, "num_attention_heads": {"type": "fixed", "value": 3}}
+    with pytest.raises(ConfigError, match="no trial finished"):
+        run_tuning(small_features, tmp_path / "heads", "_multiscale", trials=2, space_overrides=heads, folds=2,
+                   quiet=True)
+    import optuna
+
+    study = optuna.load_study(study_name="vidtempo", storage=f"sqlite:///{tmp_path / 'heads' / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+    assert all("not divisible" in t.user_attrs["fail_reason"] for t in study.trials)
+
+
+@pytest.mark.slow  # a tune process killed during its second trial, then run again
+def test_a_killed_tune_continues_without_repeating_finished_trials(small_features, tmp_path):
+    command = [sys.executable, "-m", "vidtempo", "tune", "--features-dir", str(small_features),
+               "--output-dir", str(tmp_path / "t"), "--trials", "3", "--folds", "2",
+               "--space", json.dumps(SMALL_SPACE)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = process.stdout.readline()  # the line of the first finished trial
+    process.kill()
+    _, stderr = process.communicate(timeout=60)
+    assert first.startswith("trial 0: complete"), first + stderr
+    assert "trial 0" in stderr and "epoch" in stderr, "a progress bar per trial"
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 't' / 'study.db'}"
+    before = optuna.load_study(study_name="vidtempo", storage=storage).trials[0]
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "trial 0:" not in rerun.stdout, "the finished trial is not run again"
+    trials = optuna.load_study(study_name="vidtempo", storage=storage).trials
+    assert trials[0].datetime_complete == before.datetime_complete and trials[0].value == before.value
+    assert sum(t.state.is_finished() for t in trials) == 3
+    assert "best trial" in rerun.stdout

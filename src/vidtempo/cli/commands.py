@@ -247,6 +247,9 @@ def _add_tune(sub) -> None:
                                      "processes given the same one share the study")
     p.add_argument("--study-name", default="vidtempo", help="(default %(default)s)")
     p.add_argument("--space", help="search-space entries replacing the defaults: a JSON file or an inline object")
+    p.add_argument("--model-config", help="model settings every trial starts from (JSON file or inline object); "
+                                          "the first trial tries them as they are")
+    p.add_argument("--training-config", help="training settings every trial starts from, likewise")
     p.add_argument("--folds", type=int, default=DEFAULT_NUM_MODELS, help="cross-fitting folds (default %(default)s)")
     p.add_argument("--seed", type=int, default=42, help="(default %(default)s)")
     add_device_option(p)
@@ -256,18 +259,21 @@ def _add_tune(sub) -> None:
 
 
 def _run_tune(args) -> int:
-    from ..config import load_config_file
+    from ..config import ModelConfig, TrainingConfig, load_config_file
     from ..features.store import detect_suffix
 
     space = load_config_file(args.space, flag="--space") if args.space else None
+    model = load_config_file(args.model_config, ModelConfig, "--model-config") if args.model_config else {}
+    training = (load_config_file(args.training_config, TrainingConfig, "--training-config")
+                if args.training_config else {})
     if args.folds < 2:
         raise VidtempoError(f"--folds must be at least 2, got {args.folds}")
     suffix = detect_suffix(args.features_dir) if args.suffix is None else args.suffix
     use_threads(args)
-    from ..training.tuning import run_tuning
+    from ..training.tuning import Recipe, run_tuning
 
     best = run_tuning(args.features_dir, args.output_dir, suffix, args.trials, args.timeout, args.storage,
-                      args.study_name, space, args.seed, args.folds, args.quiet, args.device)
+                      args.study_name, space, args.seed, args.folds, args.quiet, args.device, Recipe(model, training))
     print(f"best trial {best['trial']} of {best['trials']}: {best['value']:.2f}% out-of-fold; "
           f"{args.output_dir}/best_model_config.json, best_training_config.json, report.md")
     return 0

@@ -24,9 +24,10 @@ from typing import Any, Mapping
 
 from ..config import ModelConfig, TrainingConfig, make_config
 from ..ensemble.folds import cross_fit_splits
-from ..errors import ConfigError
+from ..errors import ConfigError, VidtempoError
 from ..features.store import FeatureSplit, read_splits
 from ..files import write_json
+from ..progress import progress_bar
 from .trainer import EnhancedTemporalModelTrainer
 from .run import TrainingRun
 
@@ -38,9 +39,11 @@ LOSS_TIE_BREAK = 1e-6
 
 
 def default_space(num_videos: int) -> dict[str, dict[str, Any]]:
-    """The search space for ``num_videos`` labelled videos: small models and short schedules for a few
-    hundred, the seed's sizes within reach for thousands."""
-    many = num_videos >= 2000
+    """The search space for ``num_videos`` labelled videos: small models for a few hundred, the seed's sizes
+    within reach for thousands. Few videos make few steps per epoch, so their schedules run to more epochs."""
+    many, few = num_videos >= 2000, num_videos < 500
+    epochs = {"low": 30, "high": 200} if few else {"low": 10, "high": 150 if many else 100}
+    patience = {"low": 10, "high": 50} if few else {"low": 5, "high": 25}
     return {
         "hidden_dim": {"type": "categorical", "choices": [64, 128, 256] + ([512, 768] if many else [])},
         "num_lstm_layers": {"type": "int", "low": 1, "high": 4 if many else 2},
@@ -50,8 +53,8 @@ def default_space(num_videos: int) -> dict[str, dict[str, Any]]:
         "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
         "focal_gamma": {"type": "float", "low": 0.0, "high": 3.0},
         "batch_size": {"type": "categorical", "choices": [b for b in (8, 16, 32, 48, 64) if b <= max(8, num_videos // 4)]},
-        "num_epochs": {"type": "int", "low": 10, "high": 150 if many else 60},
-        "patience": {"type": "int", "low": 5, "high": 25},
+        "num_epochs": {"type": "int", **epochs},
+        "patience": {"type": "int", **patience},
         "weight_averaging": {"type": "categorical", "choices": ["none", "ema"]},
         "mixup_alpha": {"type": "categorical", "choices": [0.0, 0.2, 0.4]},
     }
@@ -105,14 +108,19 @@ def suggest(trial, space: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, An
 
 
 class _EpochReporter:
-    """Stands where a TensorBoard writer goes in ``TrainingRun.fit``: reports each epoch's validation
-    accuracy to the trial and stops a trial the pruner gives up on."""
+    """Stands where a TensorBoard writer goes in ``TrainingRun.fit``: moves the trial's progress bar on each
+    epoch and, on the fold that reports (``report``), gives the trial each epoch's validation accuracy and
+    stops a trial the pruner gives up on."""
 
-    def __init__(self, trial) -> None:
-        self.trial = trial
+    def __init__(self, trial, bar, report: bool) -> None:
+        self.trial, self.bar, self.report = trial, bar, report
 
     def add_scalar(self, tag: str, value: float, step: int) -> None:
         if tag != "accuracy/val":
+            return
+        self.bar.update(1)
+        self.bar.set_postfix(val_acc=f"{value:.1f}%")
+        if not self.report:
             return
         import optuna
 
@@ -124,37 +132,80 @@ class _EpochReporter:
         pass
 
 
+# What every trial's training is, whatever the recipe: no periodic checkpoints in a scratch folder, the
+# cross-fitting folds, one try per member (a collapsed member scores what it scored).
+TRIAL_TRAINING = {"checkpoint_every": 0, "num_workers": 0, "ensemble_strategy": "cross_fit", "collapse_retries": 0}
+# A failed trial is recorded as failed, with its reason, and the study goes on: out of memory (RuntimeError),
+# a loss that became NaN (FloatingPointError), settings that do not go together (ConfigError).
+TRIAL_FAILURES = (RuntimeError, ValueError, ArithmeticError, MemoryError, VidtempoError)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """The settings every trial starts from (the user's ``--model-config`` / ``--training-config``), which
+    the searched settings override."""
+
+    model: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    training: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def first_trial(self, space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """The searched settings this recipe (defaults filled in) gives, where they lie in the space: the study
+        tries them first, so its best is never a recipe that validated worse than the one it replaces."""
+        values = {**dataclasses.asdict(ModelConfig()), **dataclasses.asdict(TrainingConfig()), **self.model,
+                  **self.training}
+        point = {}
+        for name, spec in space.items():
+            value = values.get(name)
+            if spec["type"] == "categorical" and value in spec["choices"]:
+                point[name] = value
+            elif (spec["type"] in ("int", "float") and isinstance(value, (int, float))
+                  and not isinstance(value, bool) and spec["low"] <= value <= spec["high"]):
+                point[name] = value
+        return point
+
+
 class Objective:
     """Out-of-fold validation accuracy of one trial's recipe over the cross-fitting folds."""
 
     def __init__(self, features_dir: Path, suffix: str, folds: int, seed: int, space: Mapping[str, Any],
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", recipe: Recipe = Recipe(), quiet: bool = True) -> None:
         self.features_dir, self.suffix, self.folds, self.seed, self.space = features_dir, suffix, folds, seed, space
-        self.device = device
+        self.device, self.recipe, self.quiet = device, recipe, quiet
 
     def __call__(self, trial) -> float:
+        try:
+            return self._score(trial)
+        except TRIAL_FAILURES as exc:  # Optuna records the trial as failed; the reason goes with it
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:300])
+            raise
+
+    def _score(self, trial) -> float:
         model, training = suggest(trial, self.space)
-        trial.set_user_attr("model_config", model)  # the recipe, fixed entries included
+        model, training = {**self.recipe.model, **model}, {**self.recipe.training, **training}
+        trial.set_user_attr("model_config", model)  # the whole recipe, fixed entries included
         trial.set_user_attr("training_config", training)
-        training = {**training, "seed": self.seed, "checkpoint_every": 0, "num_workers": 0,
-                    "ensemble_strategy": "cross_fit", "collapse_retries": 0}
+        training = {**training, **TRIAL_TRAINING, "seed": self.seed}
         correct, total, losses = 0.0, 0, []
         with tempfile.TemporaryDirectory(prefix="vidtempo-tune-") as scratch:
             trainer = EnhancedTemporalModelTrainer(self.features_dir, scratch, device=self.device,
                                                    model_config=model, training_config=training, quiet=True)
-            for fold in range(1, self.folds + 1):
-                accuracy, loss, size = self._train_fold(trainer, trial, fold)
-                correct, total = correct + accuracy * size, total + size
-                losses.append(loss)
+            epochs = trainer.training_config.num_epochs
+            with progress_bar(total=self.folds * epochs, desc=f"trial {trial.number}", unit="epoch",
+                              quiet=self.quiet) as bar:
+                for fold in range(1, self.folds + 1):
+                    accuracy, loss, size = self._train_fold(trainer, _EpochReporter(trial, bar, fold == 1), fold)
+                    correct, total = correct + accuracy * size, total + size
+                    losses.append(loss)
+                    bar.update(fold * epochs - bar.n)  # the epochs early stopping left out
         trial.set_user_attr("val_loss", float(sum(losses) / len(losses)))
         return correct / total - LOSS_TIE_BREAK * trial.user_attrs["val_loss"]
 
-    def _train_fold(self, trainer, trial, fold: int) -> tuple[float, float, int]:
+    def _train_fold(self, trainer, reporter: _EpochReporter, fold: int) -> tuple[float, float, int]:
         with trainer.member_splits(fold, self.folds, self.suffix) as splits:
             cfg = trainer.training_config
             loaders = trainer.create_dataloaders(feature_file_suffix=self.suffix, config=cfg)
             run = TrainingRun(trainer, cfg, trainer.resolve_model_config(), f"fold_{fold}", loaders)
-            run.fit(_EpochReporter(trial) if fold == 1 else None)
+            run.fit(reporter)
             best = run.progress.best_epoch
             loss = run.progress.history()["val_loss"][best]
             return run.progress.best_val_acc, float(loss), len(splits["val"].labels)
@@ -170,9 +221,10 @@ def features_fingerprint(splits: Mapping[str, FeatureSplit]) -> str:
 def run_tuning(features_dir: str | os.PathLike, output_dir: str | os.PathLike, suffix: str, trials: int,
                timeout_s: float | None = None, storage: str | None = None, study_name: str = "vidtempo",
                space_overrides: Mapping[str, Any] | None = None, seed: int = 42, folds: int = 3,
-               quiet: bool = False, device: str = "cpu") -> dict[str, Any]:
+               quiet: bool = False, device: str = "cpu", recipe: Recipe = Recipe()) -> dict[str, Any]:
     """Run (or continue) the study until it holds ``trials`` finished trials or ``timeout_s`` passes; then
-    write the best configs and the report. Returns the best trial's summary."""
+    write the best configs and the report. Every trial starts from ``recipe``, and the first tries the
+    recipe's own values. Returns the best trial's summary."""
     import optuna
 
     features_dir, output_dir = Path(features_dir), Path(output_dir)
@@ -181,20 +233,27 @@ def run_tuning(features_dir: str | os.PathLike, output_dir: str | os.PathLike, s
     splits = read_splits(features_dir, suffix, ("train", "val"))
     labelled = len(splits["train"].labels) + len(splits["val"].labels)
     space = resolve_space(labelled, space_overrides)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    study = _open_study(optuna, storage or f"sqlite:///{output_dir / 'study.db'}", study_name, space,
+    if storage is None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    identity = {"space": space, "recipe": dataclasses.asdict(recipe), "folds": folds, "seed": seed}
+    study = _open_study(optuna, storage or f"sqlite:///{output_dir / 'study.db'}", study_name, identity,
                         features_fingerprint(splits), seed)
-    objective = Objective(features_dir, suffix, folds, seed, space, device)
+    if not study.trials:
+        study.enqueue_trial(recipe.first_trial(space), skip_if_exists=True)
+    objective = Objective(features_dir, suffix, folds, seed, space, device, recipe, quiet)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
     log = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
 
     def one_line(study, trial) -> None:
         value = "" if trial.value is None else f" {trial.value:.2f}%"
-        log(f"trial {trial.number}: {trial.state.name.lower()}{value} {json.dumps(trial.params)}")
+        reason = trial.user_attrs.get("fail_reason", "") if trial.state.name == "FAIL" else ""
+        log(f"trial {trial.number}: {trial.state.name.lower()}{value} {json.dumps(trial.params)}"
+            + (f" ({reason})" if reason else ""))
 
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is written here, reasons included
     budget = optuna.study.MaxTrialsCallback(trials, states=finished)
     if len(study.get_trials(deepcopy=False, states=finished)) < trials:
-        study.optimize(objective, timeout=timeout_s, callbacks=[budget, one_line], catch=(RuntimeError, ValueError),
+        study.optimize(objective, timeout=timeout_s, callbacks=[budget, one_line], catch=TRIAL_FAILURES,
                        gc_after_trial=True)
     return write_outputs(study, output_dir)
 
@@ -203,7 +262,7 @@ def run_tuning(features_dir: str | os.PathLike, output_dir: str | os.PathLike, s
 STORAGE_ATTEMPTS, STORAGE_RETRY_S = 5, 0.5
 
 
-def _open_study(optuna, storage_url: str, name: str, space: Mapping[str, Any], fingerprint: str, seed: int):
+def _open_study(optuna, storage_url: str, name: str, identity: Mapping[str, Any], fingerprint: str, seed: int):
     from sqlalchemy.exc import IntegrityError, OperationalError
 
     for attempt in range(STORAGE_ATTEMPTS):
@@ -223,10 +282,10 @@ def _open_study(optuna, storage_url: str, name: str, space: Mapping[str, Any], f
             raise ConfigError(f"--storage {storage_url}: cannot be opened ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:200]})") from None
     recorded = study.user_attrs
-    space_text = json.dumps(space, sort_keys=True)
+    space_text = json.dumps(identity, sort_keys=True)
     if recorded.get("space", space_text) != space_text:
-        raise ConfigError(f"study {name!r} in {storage_url} was made with another search space; give another "
-                          "--study-name")
+        raise ConfigError(f"study {name!r} in {storage_url} was made with another search space, base recipe, "
+                          "--folds or --seed; give another --study-name")
     if recorded.get("features", fingerprint) != fingerprint:
         raise ConfigError(f"study {name!r} in {storage_url} was made on other feature files; give another "
                           "--study-name")
@@ -245,6 +304,7 @@ def write_outputs(study, output_dir: Path) -> dict[str, Any]:
     best = study.best_trial
     model, training = best.user_attrs["model_config"], best.user_attrs["training_config"]
     make_config(TrainingConfig, training)  # a recipe train accepts as it is
+    output_dir.mkdir(parents=True, exist_ok=True)
     write_json(model, output_dir / "best_model_config.json")
     write_json(training, output_dir / "best_training_config.json")
     (output_dir / "report.md").write_text(_report(study, best, output_dir))
