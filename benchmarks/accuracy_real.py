@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from vidtempo import EnhancedTemporalModelTrainer, TrainingConfig
+from vidtempo import EnhancedTemporalModelTrainer, ModelConfig, TrainingConfig
 from vidtempo._version import __version__
 from vidtempo.config import make_config
 from vidtempo.files import write_json
@@ -100,6 +100,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},  # TrainingConfig's defaults at the time of the run
 }
 BASELINE = "seed recipe"
+# --recipe tuned: per set, `vidtempo tune`'s study (run_tuning) on the set's train + val, starting from the
+# default recipe (its first trial), for at most --tune-minutes; then the best recipe trains like any variant.
+TUNED = "tuned"
+TUNE_TRIALS = 1000  # the time budget ends a study first
+TUNE_SEED = 0  # the study's folds and sampler; the final runs use the run seeds
+MAX_TUNE_MINUTES = 20
 
 
 @dataclass(frozen=True)
@@ -360,33 +366,44 @@ def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], list[str
     return {k: v for k, v in overrides.items() if k in known}, [k for k in overrides if k not in known]
 
 
-def resolved_training(variant: str, seed: int, epochs: int) -> dict[str, Any]:
-    """The variant's TrainingConfig for one run, as the dict the trainer gets (every field spelled out)."""
-    applied, _ = split_overrides(VARIANTS[variant])
-    config = {**TRAINING_CONFIG, **applied, "num_epochs": epochs, "seed": RUN_SEED_STRIDE * seed}
+def resolved_training(variant: str, seed: int, epochs: int, tuned: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The variant's TrainingConfig for one run, as the dict the trainer gets (every field spelled out). The
+    tuned recipe brings its own schedule (epochs included)."""
+    if variant == TUNED:
+        config = {**TRAINING_CONFIG, **tuned["training_config"], "seed": RUN_SEED_STRIDE * seed}
+    else:
+        applied, _ = split_overrides(VARIANTS[variant])
+        config = {**TRAINING_CONFIG, **applied, "num_epochs": epochs, "seed": RUN_SEED_STRIDE * seed}
     return dataclasses.asdict(make_config(TrainingConfig, config))
 
 
-def run_key(data_id: dict[str, Any], training: dict[str, Any]) -> str:
+def run_key(data_id: dict[str, Any], model: dict[str, Any], training: dict[str, Any]) -> str:
     """A hash of everything that decides a run's result (workers only change the speed)."""
-    decided = {"data": data_id, "model": MODEL_CONFIG, "members": NUM_MEMBERS,
+    decided = {"data": data_id, "model": model, "members": NUM_MEMBERS,
                "training": {k: v for k, v in training.items() if k != "num_workers"}}
     return hashlib.sha256(json.dumps(decided, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def plan_runs(data: dict[str, dict[str, Any]], variants: list[str], seeds: list[int], epochs: int,
-              results_dir: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """(set, variant, seed) -> its run: the training config, result path and where its features are."""
+              results_dir: Path, tuned: dict[str, dict[str, Any]] | None = None
+              ) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """(set, variant, seed) -> its run: the model and training configs, result path and where its features are.
+    The tuned variant is planned for the sets in ``tuned`` (set -> its tuning result) only."""
     plan = {}
     for seed in seeds:
         for variant in variants:
             for name, source in data.items():
-                training = resolved_training(variant, seed, epochs)
-                key = run_key(source["data_id"], training)
+                if variant == TUNED and name not in (tuned or {}):
+                    continue
+                recipe = (tuned or {}).get(name) if variant == TUNED else None
+                model = {**MODEL_CONFIG, **recipe["model_config"]} if recipe else MODEL_CONFIG
+                training = resolved_training(variant, seed, epochs, recipe)
+                key = run_key(source["data_id"], model, training)
                 path = results_dir / f"{name.replace(' ', '-')}__seed{seed}__{key}.json"
                 plan[name, variant, seed] = {"set": name, "variant": variant, "seed": seed, "training": training,
-                                             "result_path": str(path), "features_dir": str(source["dir"]),
-                                             "suffix": source["suffix"], "key": key}
+                                             "model": model, "result_path": str(path),
+                                             "features_dir": str(source["dir"]), "suffix": source["suffix"],
+                                             "key": key}
     return plan
 
 
@@ -397,7 +414,7 @@ def run_training(job: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="vidtempo-accuracy-") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # collapse retries and the like are recorded in the result instead
         trainer = EnhancedTemporalModelTrainer(job["features_dir"], Path(tmp) / "checkpoints", device="auto",
-                                               model_config=MODEL_CONFIG, training_config=job["training"],
+                                               model_config=job["model"], training_config=job["training"],
                                                quiet=True)
         _, results = trainer.train_ensemble(num_models=NUM_MEMBERS, feature_file_suffix=job["suffix"],
                                             results_dir=Path(tmp) / "results")
@@ -405,7 +422,7 @@ def run_training(job: dict[str, Any]) -> dict[str, Any]:
         precision = json.loads(record_path.read_text()).get("precision")
     record = {
         **{k: job[k] for k in ("set", "seed", "key", "training")},  # variants that resolve alike share it
-        "model": MODEL_CONFIG, "members": NUM_MEMBERS, "precision": precision, "device": str(trainer.device),
+        "model": job["model"], "members": NUM_MEMBERS, "precision": precision, "device": str(trainer.device),
         "threads": job["threads"], "seconds": round(time.perf_counter() - started, 1),
         "ensemble": results["ensemble"]["test"]["accuracy"],
         "ensemble_tta": results["ensemble"]["test_tta"]["accuracy"],
@@ -419,17 +436,18 @@ def run_training(job: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def execute(jobs: list[dict[str, Any]], parallel: int) -> Iterator[tuple[dict[str, Any], dict | BaseException]]:
-    """Each job with its result (or its exception), as they finish."""
+def execute(jobs: list[dict[str, Any]], parallel: int, work=run_training
+            ) -> Iterator[tuple[dict[str, Any], dict | BaseException]]:
+    """Each job with ``work``'s result for it (or its exception), as they finish."""
     if parallel == 1:
         for job in jobs:
             try:
-                yield job, run_training(job)
+                yield job, work(job)
             except Exception as exc:  # one failed run does not stop the others
                 yield job, exc
         return
     with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(run_training, job): job for job in jobs}
+        futures = {pool.submit(work, job): job for job in jobs}
         for future in as_completed(futures):
             exc = future.exception()
             yield futures[future], exc if exc is not None else future.result()
@@ -452,6 +470,67 @@ def run_missing(plan: dict, parallel: int) -> None:
         attempts = sum(m["attempts"] for m in outcome["member_runs"])
         print(f"{where}: ensemble {outcome['ensemble']:.1f}% (TTA {outcome['ensemble_tta']:.1f}%), members "
               f"{outcome['members_average']:.1f}%, {outcome['seconds']:.0f} s, {attempts} member runs", flush=True)
+
+
+def tuning_jobs(data: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One study per set, in a folder named by everything that decides it."""
+    jobs = []
+    for name, source in data.items():
+        decided = {"data": source["data_id"], "model": MODEL_CONFIG, "training": TRAINING_CONFIG,
+                   "epochs": args.epochs, "members": NUM_MEMBERS, "minutes": args.tune_minutes, "seed": TUNE_SEED}
+        key = hashlib.sha256(json.dumps(decided, sort_keys=True).encode()).hexdigest()[:12]
+        folder = args.results_dir / "tuning" / f"{name.replace(' ', '-')}__{key}"
+        jobs.append({"set": name, "variant": "tuning", "seed": TUNE_SEED, "folder": str(folder),
+                     "features_dir": str(source["dir"]), "suffix": source["suffix"], "epochs": args.epochs,
+                     "budget_s": 60 * args.tune_minutes, "result_path": str(folder / "tuned.json")})
+    return jobs
+
+
+def run_tuning_job(job: dict[str, Any]) -> dict[str, Any]:
+    """`vidtempo tune` on one set from the default recipe, within the budget; writes and returns its record."""
+    import optuna
+
+    from vidtempo.training.tuning import Recipe, run_tuning
+
+    torch.set_num_threads(job["threads"])
+    started = time.perf_counter()
+    recipe = Recipe(MODEL_CONFIG, {**TRAINING_CONFIG, "num_epochs": job["epochs"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        best = run_tuning(job["features_dir"], job["folder"], job["suffix"], trials=TUNE_TRIALS,
+                          timeout_s=job["budget_s"], seed=TUNE_SEED, folds=NUM_MEMBERS, quiet=True, device="auto",
+                          recipe=recipe)
+    trials = optuna.load_study(study_name="vidtempo", storage=f"sqlite:///{Path(job['folder']) / 'study.db'}").trials
+    states = [t.state.name.lower() for t in trials]
+    record = {
+        "set": job["set"], "seconds": round(time.perf_counter() - started, 1), "budget_s": job["budget_s"],
+        "threads": job["threads"], "trials": {state: states.count(state) for state in sorted(set(states))},
+        "best_trial": best["trial"], "best_value": best["value"],
+        "first_trial_value": trials[0].value,  # the default recipe's out-of-fold accuracy
+        "model_config": json.loads((Path(job["folder"]) / "best_model_config.json").read_text()),
+        "training_config": json.loads((Path(job["folder"]) / "best_training_config.json").read_text()),
+    }
+    write_json(record, job["result_path"])
+    return record
+
+
+def run_tuning_studies(jobs: list[dict[str, Any]], parallel: int) -> dict[str, dict[str, Any]]:
+    """Run the studies without a result yet; returns set -> tuning record for every set that has one."""
+    threads = max(1, available_cores() // parallel)
+    todo = [{**job, "threads": threads} for job in jobs if not Path(job["result_path"]).is_file()]
+    print(f"\ntuning: {len(jobs)} studies, {len(jobs) - len(todo)} done already; running {len(todo)} "
+          f"({parallel} at a time, {threads} torch threads each, at most {jobs[0]['budget_s'] / 60:.0f} min "
+          "of new trials each)" if jobs else "\ntuning: no sets")
+    for done, (job, outcome) in enumerate(execute(todo, parallel, run_tuning_job), 1):
+        if isinstance(outcome, BaseException):
+            print(f"[{done}/{len(todo)}] tuning {job['set']}: FAILED: "
+                  f"{''.join(traceback.format_exception_only(outcome)).strip()}", flush=True)
+            continue
+        print(f"[{done}/{len(todo)}] tuning {job['set']}: best trial {outcome['best_trial']} "
+              f"{outcome['best_value']:.1f}% out-of-fold (default recipe {outcome['first_trial_value']:.1f}%), "
+              f"trials {outcome['trials']}, {outcome['seconds']:.0f} s", flush=True)
+    return {job["set"]: json.loads(Path(job["result_path"]).read_text()) for job in jobs
+            if Path(job["result_path"]).is_file()}
 
 
 # ------------------------------------------------------------------------------------------- tables
@@ -518,6 +597,42 @@ def _comparison_cells(deltas: dict[str, float], results: dict) -> list[str]:
     return [f"{wins} of {len(deltas)}", f"{deltas[worst]:+.1f} ({worst})", "-" if base_std is None else f"{base_std:.1f}"]
 
 
+def print_tuned_comparison(results: dict, sets: list[str], tuned: dict[str, dict[str, Any]], epochs: int) -> None:
+    """The tuned recipe against the default recipe and 1-NN DTW, per set, and the goal's two counts."""
+    dtw = {s.name: s.dtw_accuracy for s in ARCHIVE_SETS}
+    default = {**dataclasses.asdict(ModelConfig()), **MODEL_CONFIG, **dataclasses.asdict(TrainingConfig()),
+               **TRAINING_CONFIG, "num_epochs": epochs}
+    print("\nTuned recipe against the default recipe (ensemble test accuracy %, mean ± std over seeds)\n")
+    print("| set | default | tuned | tuned - default | default's std | 1-NN DTW | tuning: minutes, trials "
+          "(complete/pruned/failed) | out-of-fold: default -> best | tuned recipe |")
+    print("| --- |" + " --- |" * 8)
+    ahead, behind, compared = [], [], 0
+    for name in sets:
+        ours, base = results.get((name, TUNED), []), results.get((name, "default"), [])
+        if not ours or not base:
+            continue
+        compared += 1
+        (mean, _), (base_mean, base_std) = mean_std([r["ensemble"] for r in ours]), mean_std([r["ensemble"] for r in base])
+        if dtw.get(name) is not None and mean > 100 * dtw[name]:
+            ahead.append(name)
+        if mean - base_mean < -(base_std or 0.0):
+            behind.append(name)
+        t = tuned[name]
+        counts = "/".join(str(t["trials"].get(k, 0)) for k in ("complete", "pruned", "fail"))
+        recipe = {k: v for k, v in {**t["model_config"], **t["training_config"]}.items() if default.get(k) != v}
+        print(f"| {name} | {cell([r['ensemble'] for r in base])} | {cell([r['ensemble'] for r in ours])} | "
+              f"{mean - base_mean:+.1f} | {'-' if base_std is None else f'{base_std:.1f}'} | "
+              f"{'n/a' if dtw.get(name) is None else f'{100 * dtw[name]:.1f}'} | {t['seconds'] / 60:.1f}, {counts} | "
+              f"{t['first_trial_value']:.1f} -> {t['best_value']:.1f} | "
+              f"{json.dumps({k: _rounded(v) for k, v in recipe.items()}) if recipe else 'the default'} |")
+    print(f"\nTuned ahead of 1-NN DTW on {len(ahead)} of {compared} sets ({', '.join(ahead) or 'none'}); behind the "
+          f"default recipe by more than its seed-to-seed std on {len(behind)} ({', '.join(behind) or 'none'})")
+
+
+def _rounded(value: Any) -> Any:
+    return float(f"{value:.3g}") if isinstance(value, float) else value
+
+
 def print_data_table(summaries: list[dict[str, Any]], checks: dict[str, str]) -> None:
     print("\n| set | train | val | test | classes | dims | length | patch p | frames (max) | feature dim | "
           "against the archive |")
@@ -567,9 +682,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--report-only", action="store_true",
                         help="print the tables from the results already there; train nothing")
     parser.add_argument("--aeon-wheel", type=Path, default=None, help="default: downloaded into CACHE/aeon")
+    parser.add_argument("--recipe", choices=("fixed", TUNED), default="fixed",
+                        help="fixed: the variants of one recipe; tuned: per set, a `vidtempo tune` study from the "
+                             "default recipe, then the tuned recipe against the default one (the six archive sets "
+                             "unless --sets says otherwise)")
+    parser.add_argument("--tune-minutes", type=float, default=12.0,
+                        help=f"time each study may start new trials in (at most {MAX_TUNE_MINUTES}; a trial under "
+                             "way then runs to its end)")
     args = parser.parse_args()
+    if args.recipe == TUNED and "--sets" not in " ".join(sys.argv):
+        args.sets = ",".join(s.name for s in ARCHIVE_SETS)
     args.sets = choose(args.sets, SET_NAMES, "--sets", parser)
-    args.variants = choose(args.variants, tuple(VARIANTS), "--variants", parser)
+    args.variants = ["default", TUNED] if args.recipe == TUNED else choose(args.variants, tuple(VARIANTS), "--variants", parser)
+    if not 0 < args.tune_minutes <= MAX_TUNE_MINUTES:
+        parser.error(f"--tune-minutes must be in (0, {MAX_TUNE_MINUTES}], got {args.tune_minutes}")
     try:
         args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
@@ -622,8 +748,14 @@ def main() -> None:
         print_data_table(summaries, checks)
         if any(c != "ok" for c in checks.values()):
             fail("the data read differ from the archive's documented sizes (see the table)")
-        plan = plan_runs(data, args.variants, args.seeds, args.epochs, args.results_dir)
-        print_variant_notes(args.variants, plan, args.seeds[0])
+        tuned = None
+        if args.recipe == TUNED:
+            jobs = tuning_jobs(data, args)
+            tuned = (run_tuning_studies(jobs, args.jobs) if not args.report_only else
+                     {j["set"]: json.loads(Path(j["result_path"]).read_text()) for j in jobs
+                      if Path(j["result_path"]).is_file()})
+        plan = plan_runs(data, args.variants, args.seeds, args.epochs, args.results_dir, tuned)
+        print_variant_notes([v for v in args.variants if v != TUNED], plan, args.seeds[0])
         if not args.report_only:
             run_missing(plan, args.jobs)
     results = load_results(plan)
@@ -636,6 +768,8 @@ def main() -> None:
     print_metric_table("Seconds per run (train + assemble + score)", "seconds", results, sets, args.variants)
     if BASELINE in args.variants:
         print_comparison(results, sets, args.variants)
+    if tuned is not None:
+        print_tuned_comparison(results, sets, tuned, args.epochs)
 
 
 if __name__ == "__main__":
