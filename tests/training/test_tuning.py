@@ -56,6 +56,7 @@ def test_a_study_writes_configs_that_train_takes_and_continues_when_rerun(small_
     assert {"num_epochs", "batch_size", "learning_rate"} <= set(training) and "hidden_dim" in model
     report = (tmp_path / "tune" / "report.md").read_text()
     assert f"Best trial {best['trial']}" in report and "optimization_history.png" in report
+    assert "Trial 0 tried the recipe the trials start from" in report
     again = run_tuning(small_features, tmp_path / "tune", "_multiscale", trials=3, space_overrides=SMALL_SPACE,
                        folds=2, quiet=True)
     assert again["trials"] == best["trials"] == 3, "a rerun with the budget spent repeats nothing"
@@ -153,3 +154,33 @@ def test_a_killed_tune_continues_without_repeating_finished_trials(small_feature
     assert trials[0].datetime_complete == before.datetime_complete and trials[0].value == before.value
     assert sum(t.state.is_finished() for t in trials) == 3
     assert "best trial" in rerun.stdout
+
+
+@pytest.mark.slow  # several command lines in new processes, one short study
+def test_bad_tune_input_is_one_line_and_writes_nothing(small_features, tmp_path):
+    from helpers import assert_refused, vidtempo
+
+    common = ["tune", "--features-dir", small_features, "--folds", "2"]
+    for space, words in (("{}", "empty search space"), ('{"dropout": {"type": "float", "low": 0.5, "high": 0.1}}',
+                                                         "low 0.5 > high 0.1"),
+                         ('{"hidden_size": {"type": "fixed", "value": 3}}', "unknown setting 'hidden_size'")):
+        assert_refused(vidtempo(*common, "--output-dir", tmp_path / "new", "--space", space), words)
+    assert_refused(vidtempo(*common, "--output-dir", tmp_path / "new", "--storage", "nosuchdb://x",
+                            "--space", json.dumps(SMALL_SPACE)), "--storage nosuchdb://x")
+    assert not (tmp_path / "new").exists()
+
+    study = tmp_path / "study"
+    assert vidtempo(*common, "--output-dir", study, "--trials", "1", "--quiet", "--space",
+                    json.dumps(SMALL_SPACE)).returncode == 0
+    written = {p: p.stat().st_mtime_ns for p in study.iterdir()}
+    other_space = {**SMALL_SPACE, "num_epochs": {"type": "fixed", "value": 2}}
+    assert_refused(vidtempo(*common, "--output-dir", study, "--trials", "2", "--space", json.dumps(other_space)),
+                   "another search space")
+    from vidtempo.features.synthetic import write_synthetic_features
+
+    other = tmp_path / "other_features"
+    write_synthetic_features(other, videos_per_split={"train": 40, "val": 20, "test": 10}, feature_dim=16,
+                             min_frames=12, max_frames=24)
+    assert_refused(vidtempo("tune", "--features-dir", other, "--folds", "2", "--output-dir", study, "--trials", "2",
+                            "--space", json.dumps(SMALL_SPACE)), "other feature files")
+    assert {p: p.stat().st_mtime_ns for p in study.iterdir()} == written

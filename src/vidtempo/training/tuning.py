@@ -236,11 +236,22 @@ def run_tuning(features_dir: str | os.PathLike, output_dir: str | os.PathLike, s
     if storage is None:
         output_dir.mkdir(parents=True, exist_ok=True)
     identity = {"space": space, "recipe": dataclasses.asdict(recipe), "folds": folds, "seed": seed}
-    study = _open_study(optuna, storage or f"sqlite:///{output_dir / 'study.db'}", study_name, identity,
-                        features_fingerprint(splits), seed)
-    if not study.trials:
-        study.enqueue_trial(recipe.first_trial(space), skip_if_exists=True)
-    objective = Objective(features_dir, suffix, folds, seed, space, device, recipe, quiet)
+    previous_verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is written here, reasons included
+    try:
+        study = _open_study(optuna, storage or f"sqlite:///{output_dir / 'study.db'}", study_name, identity,
+                            features_fingerprint(splits), seed)
+        if not study.trials:
+            study.enqueue_trial(recipe.first_trial(space), skip_if_exists=True)
+        objective = Objective(features_dir, suffix, folds, seed, space, device, recipe, quiet)
+        _optimize(optuna, study, objective, trials, timeout_s, quiet)
+    finally:
+        optuna.logging.set_verbosity(previous_verbosity)
+    return write_outputs(study, output_dir)
+
+
+def _optimize(optuna, study, objective: Objective, trials: int, timeout_s: float | None, quiet: bool) -> None:
+    """Trials until the study holds ``trials`` finished ones (whoever ran them) or ``timeout_s`` passes."""
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
     log = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
 
@@ -250,12 +261,10 @@ def run_tuning(features_dir: str | os.PathLike, output_dir: str | os.PathLike, s
         log(f"trial {trial.number}: {trial.state.name.lower()}{value} {json.dumps(trial.params)}"
             + (f" ({reason})" if reason else ""))
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is written here, reasons included
     budget = optuna.study.MaxTrialsCallback(trials, states=finished)
     if len(study.get_trials(deepcopy=False, states=finished)) < trials:
         study.optimize(objective, timeout=timeout_s, callbacks=[budget, one_line], catch=TRIAL_FAILURES,
                        gc_after_trial=True)
-    return write_outputs(study, output_dir)
 
 
 # Processes that open a new storage at once race to create its tables: the losers try again.
@@ -312,8 +321,11 @@ def write_outputs(study, output_dir: Path) -> dict[str, Any]:
 
 
 def _report(study, best, output_dir: Path) -> str:
+    first = study.trials[0]
+    start = (f"Trial 0 tried the recipe the trials start from: {first.value:.2f}%" if first.value is not None
+             else f"Trial 0 tried the recipe the trials start from: {first.state.name.lower()}")
     lines = [f"# vidtempo tune: study {study.study_name}", "",
-             f"Best trial {best.number}: out-of-fold validation accuracy {best.value:.2f}%", "",
+             f"Best trial {best.number}: out-of-fold validation accuracy {best.value:.2f}%. {start}.", "",
              "```json", json.dumps(best.params, indent=2), "```", "",
              "| trial | state | accuracy % | " + " | ".join(sorted(best.params)) + " |",
              "| --- | --- | --- | " + " | ".join("---" for _ in best.params) + " |"]
