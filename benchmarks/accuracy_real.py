@@ -488,8 +488,6 @@ def tuning_jobs(data: dict[str, dict[str, Any]], args: argparse.Namespace) -> li
 
 def run_tuning_job(job: dict[str, Any]) -> dict[str, Any]:
     """`vidtempo tune` on one set from the default recipe, within the budget; writes and returns its record."""
-    import optuna
-
     from vidtempo.training.tuning import Recipe, run_tuning
 
     torch.set_num_threads(job["threads"])
@@ -497,16 +495,34 @@ def run_tuning_job(job: dict[str, Any]) -> dict[str, Any]:
     recipe = Recipe(MODEL_CONFIG, {**TRAINING_CONFIG, "num_epochs": job["epochs"]})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        best = run_tuning(job["features_dir"], job["folder"], job["suffix"], trials=TUNE_TRIALS,
+        run_tuning(job["features_dir"], job["folder"], job["suffix"], trials=TUNE_TRIALS,
                           timeout_s=job["budget_s"], seed=TUNE_SEED, folds=NUM_MEMBERS, quiet=True, device="auto",
                           recipe=recipe)
-    trials = optuna.load_study(study_name="vidtempo", storage=f"sqlite:///{Path(job['folder']) / 'study.db'}").trials
-    states = [t.state.name.lower() for t in trials]
+    record = {"set": job["set"], "seconds": round(time.perf_counter() - started, 1), "budget_s": job["budget_s"],
+              "threads": job["threads"]}
+    return choice_record(job, record)
+
+
+def choice_record(job: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with the study's trials and the recipe it hands on, chosen from the stored study as
+    ``vidtempo tune`` chooses (so a change in how it chooses needs no new trials); written and returned."""
+    import optuna
+
+    from vidtempo.training.tuning import write_outputs
+
+    study = optuna.load_study(study_name="vidtempo", storage=f"sqlite:///{Path(job['folder']) / 'study.db'}")
+    splits = {s: read_split(split_path(Path(job["features_dir"]), s, job["suffix"])) for s in ("train", "val")}
+    videos = sum(split.num_videos for split in splits.values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        chosen = write_outputs(study, Path(job["folder"]), videos)
+    top = max((t for t in study.trials if t.value is not None), key=lambda t: t.value)
+    states = [t.state.name.lower() for t in study.trials]
     record = {
-        "set": job["set"], "seconds": round(time.perf_counter() - started, 1), "budget_s": job["budget_s"],
-        "threads": job["threads"], "trials": {state: states.count(state) for state in sorted(set(states))},
-        "best_trial": best["trial"], "best_value": best["value"],
-        "first_trial_value": trials[0].value,  # the default recipe's out-of-fold accuracy
+        **record, "trials": {state: states.count(state) for state in sorted(set(states))},
+        "best_trial": chosen["trial"], "best_value": chosen["value"], "chosen_because": chosen["why"],
+        "top_trial": top.number, "top_value": top.value,
+        "first_trial_value": study.trials[0].value,  # the default recipe's out-of-fold accuracy
         "model_config": json.loads((Path(job["folder"]) / "best_model_config.json").read_text()),
         "training_config": json.loads((Path(job["folder"]) / "best_training_config.json").read_text()),
     }
@@ -521,12 +537,15 @@ def run_tuning_studies(jobs: list[dict[str, Any]], parallel: int) -> dict[str, d
     print(f"\ntuning: {len(jobs)} studies, {len(jobs) - len(todo)} done already; running {len(todo)} "
           f"({parallel} at a time, {threads} torch threads each, at most {jobs[0]['budget_s'] / 60:.0f} min "
           "of new trials each)" if jobs else "\ntuning: no sets")
+    for job in jobs:  # studies already run: the recipe they hand on is chosen again, with no new trials
+        if Path(job["result_path"]).is_file():
+            choice_record(job, json.loads(Path(job["result_path"]).read_text()))
     for done, (job, outcome) in enumerate(execute(todo, parallel, run_tuning_job), 1):
         if isinstance(outcome, BaseException):
             print(f"[{done}/{len(todo)}] tuning {job['set']}: FAILED: "
                   f"{''.join(traceback.format_exception_only(outcome)).strip()}", flush=True)
             continue
-        print(f"[{done}/{len(todo)}] tuning {job['set']}: best trial {outcome['best_trial']} "
+        print(f"[{done}/{len(todo)}] tuning {job['set']}: chosen trial {outcome['best_trial']} "
               f"{outcome['best_value']:.1f}% out-of-fold (default recipe {outcome['first_trial_value']:.1f}%), "
               f"trials {outcome['trials']}, {outcome['seconds']:.0f} s", flush=True)
     return {job["set"]: json.loads(Path(job["result_path"]).read_text()) for job in jobs
@@ -604,7 +623,7 @@ def print_tuned_comparison(results: dict, sets: list[str], tuned: dict[str, dict
                **TRAINING_CONFIG, "num_epochs": epochs}
     print("\nTuned recipe against the default recipe (ensemble test accuracy %, mean ± std over seeds)\n")
     print("| set | default | tuned | tuned - default | default's std | 1-NN DTW | tuning: minutes, trials "
-          "(complete/pruned/failed) | out-of-fold: default -> best | tuned recipe |")
+          "(complete/pruned/failed) | out-of-fold: default -> best; chosen | tuned recipe |")
     print("| --- |" + " --- |" * 8)
     ahead, behind, compared = [], [], 0
     for name in sets:
@@ -623,7 +642,7 @@ def print_tuned_comparison(results: dict, sets: list[str], tuned: dict[str, dict
         print(f"| {name} | {cell([r['ensemble'] for r in base])} | {cell([r['ensemble'] for r in ours])} | "
               f"{mean - base_mean:+.1f} | {'-' if base_std is None else f'{base_std:.1f}'} | "
               f"{'n/a' if dtw.get(name) is None else f'{100 * dtw[name]:.1f}'} | {t['seconds'] / 60:.1f}, {counts} | "
-              f"{t['first_trial_value']:.1f} -> {t['best_value']:.1f} | "
+              f"{t['first_trial_value']:.1f} -> {t['top_value']:.1f} (trial {t['top_trial']}); trial {t['best_trial']} | "
               f"{json.dumps({k: _rounded(v) for k, v in recipe.items()}) if recipe else 'the default'} |")
     print(f"\nTuned ahead of 1-NN DTW on {len(ahead)} of {compared} sets ({', '.join(ahead) or 'none'}); behind the "
           f"default recipe by more than its seed-to-seed std on {len(behind)} ({', '.join(behind) or 'none'})")

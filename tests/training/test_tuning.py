@@ -55,7 +55,7 @@ def test_a_study_writes_configs_that_train_takes_and_continues_when_rerun(small_
     model = json.loads((tmp_path / "tune" / "best_model_config.json").read_text())
     assert {"num_epochs", "batch_size", "learning_rate"} <= set(training) and "hidden_dim" in model
     report = (tmp_path / "tune" / "report.md").read_text()
-    assert f"Best trial {best['trial']}" in report and "optimization_history.png" in report
+    assert f"Chosen trial {best['trial']}" in report and "optimization_history.png" in report
     assert "Trial 0 tried the recipe the trials start from" in report
     again = run_tuning(small_features, tmp_path / "tune", "_multiscale", trials=3, space_overrides=SMALL_SPACE,
                        folds=2, quiet=True)
@@ -153,7 +153,7 @@ def test_a_killed_tune_continues_without_repeating_finished_trials(small_feature
     trials = optuna.load_study(study_name="vidtempo", storage=storage).trials
     assert trials[0].datetime_complete == before.datetime_complete and trials[0].value == before.value
     assert sum(t.state.is_finished() for t in trials) == 3
-    assert "best trial" in rerun.stdout
+    assert "chosen trial" in rerun.stdout
 
 
 @pytest.mark.slow  # several command lines in new processes, one short study
@@ -184,3 +184,26 @@ def test_bad_tune_input_is_one_line_and_writes_nothing(small_features, tmp_path)
     assert_refused(vidtempo("tune", "--features-dir", other, "--folds", "2", "--output-dir", study, "--trials", "2",
                             "--space", json.dumps(SMALL_SPACE)), "other feature files")
     assert {p: p.stat().st_mtime_ns for p in study.iterdir()} == written
+
+
+def _study_with(values):
+    import optuna
+
+    study = optuna.create_study(direction="maximize")
+    for value in values:
+        study.add_trial(optuna.trial.create_trial(value=value, params={}, distributions={}))
+    return study
+
+
+@pytest.mark.parametrize("values, videos, chosen", [
+    ([97.0, 98.5, 90.0], 67, 0),  # 1.5 points: less than one standard error (2.1) of 97% over 67 videos
+    ([54.0, 78.0, 60.0], 50, 1),  # 24 points: far more than one standard error (7.0)
+    ([100.0 - 1e-6, 100.0 - 1e-7], 40, 0),  # a tie in accuracy broken by the loss is less than one video
+    ([80.0, 79.0], 1000, 0),  # the starting recipe is the best
+])
+def test_the_best_trial_replaces_the_starting_recipe_only_when_validation_can_tell(values, videos, chosen):
+    from vidtempo.training.tuning import choose_trial
+
+    trial, why = choose_trial(_study_with(values), videos)
+    assert trial.number == chosen, why
+    assert why.startswith("the starting recipe") == (chosen == 0 and max(values) != values[0])

@@ -274,7 +274,7 @@ def _run_tune(args) -> int:
 
     best = run_tuning(args.features_dir, args.output_dir, suffix, args.trials, args.timeout, args.storage,
                       args.study_name, space, args.seed, args.folds, args.quiet, args.device, Recipe(model, training))
-    print(f"best trial {best['trial']} of {best['trials']}: {best['value']:.2f}% out-of-fold; "
+    print(f"chosen trial {best['trial']} of {best['trials']} ({best['why']}): {best['value']:.2f}% out-of-fold; "
           f"{args.output_dir}/best_model_config.json, best_training_config.json, report.md")
     return 0
 

@@ -224,7 +224,7 @@ def run_tuning(features_dir: str | os.PathLike, output_dir: str | os.PathLike, s
                quiet: bool = False, device: str = "cpu", recipe: Recipe = Recipe()) -> dict[str, Any]:
     """Run (or continue) the study until it holds ``trials`` finished trials or ``timeout_s`` passes; then
     write the best configs and the report. Every trial starts from ``recipe``, and the first tries the
-    recipe's own values. Returns the best trial's summary."""
+    recipe's own values. Returns the chosen trial's summary (``choose_trial``)."""
     import optuna
 
     features_dir, output_dir = Path(features_dir), Path(output_dir)
@@ -247,7 +247,7 @@ def run_tuning(features_dir: str | os.PathLike, output_dir: str | os.PathLike, s
         _optimize(optuna, study, objective, trials, timeout_s, quiet)
     finally:
         optuna.logging.set_verbosity(previous_verbosity)
-    return write_outputs(study, output_dir)
+    return write_outputs(study, output_dir, labelled)
 
 
 def _optimize(optuna, study, objective: Objective, trials: int, timeout_s: float | None, quiet: bool) -> None:
@@ -303,35 +303,57 @@ def _open_study(optuna, storage_url: str, name: str, identity: Mapping[str, Any]
     return study
 
 
-def write_outputs(study, output_dir: Path) -> dict[str, Any]:
-    """``best_model_config.json``, ``best_training_config.json`` and ``report.md`` with its plots."""
+def choose_trial(study, num_videos: int):
+    """The trial whose recipe the study hands on, and why: the best one, unless it beats trial 0 (the recipe
+    the trials start from) by no more than one standard error of trial 0's out-of-fold accuracy over
+    ``num_videos`` videos, or by less than one video: then trial 0. As in the one-standard-error rule, a
+    difference the validation cannot tell from noise does not replace the recipe the user already has."""
     import optuna
 
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
+        return None, "no trial finished"
+    best = max(complete, key=lambda t: t.value)
+    first = study.trials[0]
+    if first.state != optuna.trial.TrialState.COMPLETE or best.number == first.number:
+        return best, "the best trial"
+    share = min(max(first.value / 100.0, 0.0), 1.0)
+    margin = max(100.0 * math.sqrt(share * (1.0 - share) / num_videos), 100.0 / num_videos)
+    if best.value - first.value <= margin:
+        return first, (f"the starting recipe: the best trial ({best.number}, {best.value:.2f}%) is not ahead of it "
+                       f"by more than one standard error or one video ({margin:.2f} points)")
+    return best, f"the best trial: ahead of the starting recipe by more than {margin:.2f} points"
+
+
+def write_outputs(study, output_dir: Path, num_videos: int) -> dict[str, Any]:
+    """``best_model_config.json``, ``best_training_config.json`` (the chosen trial's recipe) and ``report.md``
+    with its plots."""
+    chosen, why = choose_trial(study, num_videos)
+    if chosen is None:
         raise ConfigError(f"{output_dir}: no trial finished, so there is no best recipe yet")
-    best = study.best_trial
-    model, training = best.user_attrs["model_config"], best.user_attrs["training_config"]
+    model, training = chosen.user_attrs["model_config"], chosen.user_attrs["training_config"]
     make_config(TrainingConfig, training)  # a recipe train accepts as it is
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(model, output_dir / "best_model_config.json")
     write_json(training, output_dir / "best_training_config.json")
-    (output_dir / "report.md").write_text(_report(study, best, output_dir))
-    return {"trial": best.number, "value": best.value, "params": best.params, "trials": len(study.trials)}
+    (output_dir / "report.md").write_text(_report(study, chosen, why, output_dir))
+    return {"trial": chosen.number, "value": chosen.value, "params": chosen.params, "trials": len(study.trials),
+            "why": why}
 
 
-def _report(study, best, output_dir: Path) -> str:
+def _report(study, chosen, why: str, output_dir: Path) -> str:
     first = study.trials[0]
     start = (f"Trial 0 tried the recipe the trials start from: {first.value:.2f}%" if first.value is not None
              else f"Trial 0 tried the recipe the trials start from: {first.state.name.lower()}")
+    keys = sorted({k for t in study.trials for k in t.params})
     lines = [f"# vidtempo tune: study {study.study_name}", "",
-             f"Best trial {best.number}: out-of-fold validation accuracy {best.value:.2f}%. {start}.", "",
-             "```json", json.dumps(best.params, indent=2), "```", "",
-             "| trial | state | accuracy % | " + " | ".join(sorted(best.params)) + " |",
-             "| --- | --- | --- | " + " | ".join("---" for _ in best.params) + " |"]
+             f"Chosen trial {chosen.number}: out-of-fold validation accuracy {chosen.value:.2f}%, {why}. {start}.",
+             "", "```json", json.dumps(chosen.params, indent=2), "```", "",
+             "| trial | state | accuracy % | " + " | ".join(keys) + " |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in keys) + " |"]
     for trial in study.trials:
         value = "" if trial.value is None else f"{trial.value:.2f}"
-        params = " | ".join(_short(trial.params.get(k)) for k in sorted(best.params))
+        params = " | ".join(_short(trial.params.get(k)) for k in keys)
         lines.append(f"| {trial.number} | {trial.state.name.lower()} | {value} | {params} |")
     lines += [""] + _plots(study, output_dir)
     return "\n".join(lines) + "\n"
