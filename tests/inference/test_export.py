@@ -138,3 +138,20 @@ def test_an_int8_backbone_is_calibrated_on_videos_and_named_in_the_manifest(vide
     assert (folder / "backbone.onnx").stat().st_size < 0.5 * (exported / "backbone.onnx").stat().st_size
     int8_results = VideoClassifier.from_checkpoints(folder, runtime="onnx").classify(clips)
     assert all("error" not in r and abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in int8_results)
+
+
+def test_evaluate_scores_the_exported_model_as_pytorch_scores_the_checkpoints(exported, video_model, tmp_path):
+    from helpers import assert_refused, vidtempo
+
+    common = ["evaluate", "--features-dir", video_model.features, "--split", "test"]
+    onnx = vidtempo(*common, "--checkpoints", exported, "--runtime", "onnx", "--output", tmp_path / "onnx.json")
+    assert onnx.returncode == 0, onnx.stderr
+    torch_run = vidtempo(*common, "--checkpoints", video_model.checkpoints, "--precision", "fp32",
+                         "--output", tmp_path / "torch.json")
+    assert torch_run.returncode == 0, torch_run.stderr
+    ours, theirs = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("onnx", "torch"))
+    assert ours["runtime"] == "onnx" and ours["classes"] == theirs["classes"]
+    assert ours["plain"]["ensemble"] == theirs["plain"]["ensemble"]
+    assert ours["plain"]["members"] == theirs["plain"]["members"]
+    assert abs(ours["calibration"]["ece"] - theirs["calibration"]["ece_after"]) < 1e-4
+    assert_refused(vidtempo(*common, "--checkpoints", exported, "--runtime", "onnx", "--tta"), "--tta")

@@ -290,6 +290,7 @@ def _add_evaluate(sub) -> None:
     add_device_option(p)
     add_threads_option(p)
     add_precision_option(p)
+    add_runtime_option(p)
     p.add_argument("--output", type=Path, help="JSON results (default: CHECKPOINTS/evaluation_{split}.json)")
     p.add_argument("--report-dir", type=Path, help="plots and report.md (default: beside the JSON results)")
     p.set_defaults(run=_run_evaluate)
@@ -306,6 +307,10 @@ def _run_evaluate(args) -> int:
 
     suffix = detect_suffix(args.features_dir) if args.suffix is None else args.suffix
     split = read_split(split_path(args.features_dir, args.split, suffix))
+    from ..inference.onnx_model import resolve_runtime
+
+    if resolve_runtime(args.runtime, source, args.device) == "onnx":
+        return _evaluate_exported(args, source, split)
     ensemble = Ensemble.from_checkpoints(source, device=args.device,
                                          precision=args.precision)
     if ensemble.settings.fitted_on == "out_of_fold" and args.split in ("train", "val"):
@@ -327,6 +332,25 @@ def _run_evaluate(args) -> int:
                                        title=f"vidtempo evaluation: {split.path.name}")
     print(_format_evaluation(report))
     print(f"results: {output}\nreport: {markdown}")
+    return 0
+
+
+def _evaluate_exported(args, source, split) -> int:
+    """``evaluate --runtime onnx``: the plain scores of the exported graph (made beside the checkpoints when
+    they are not an exported folder), JSON results and the printed table; the plots need ``--runtime torch``."""
+    from ..files import write_json
+    from ..inference.onnx_model import OnnxEnsemble, evaluate_exported, exported_folder
+
+    if args.tta:
+        raise VidtempoError("--tta: the ONNX runtime scores plain predictions; TTA needs --runtime torch")
+    model = OnnxEnsemble(exported_folder(source), threads=args.threads)
+    report = {"file": str(split.path), "split": args.split, "classes": model.class_names, "runtime": "onnx",
+              "model": str(model.folder), **evaluate_exported(model, split)}
+    first = args.checkpoints[0]
+    output = args.output or (first if first.is_dir() else first.parent) / f"evaluation_{args.split}_onnx.json"
+    write_json(report, output)
+    print(_format_evaluation(report))
+    print(f"ECE (ensemble): {report['calibration']['ece']:.4f}\nresults: {output}")
     return 0
 
 

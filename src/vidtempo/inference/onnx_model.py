@@ -183,3 +183,29 @@ class OnnxEnsemble:
                       "distance_ratio": out["distance_ratio"]},
             "uncertain_below": float(self.manifest["trust"]["uncertain_below"]),
         }
+
+
+def evaluate_exported(model: OnnxEnsemble, split, batch_size: int = 256) -> dict[str, Any]:
+    """What ``vidtempo evaluate`` reports for plain predictions, from an exported model run by ONNX Runtime
+    over a feature split: each member's scores and the ensemble's (weights and temperature are inside the
+    graph), and the ensemble's calibration error."""
+    from ..ensemble.calibration import expected_calibration_error
+    from ..ensemble.metrics import classification_metrics
+
+    names = model.class_names
+    if split.category_mapping != {name: index for index, name in enumerate(names)}:
+        raise VidtempoError(f"{split.path}: categories {split.category_mapping} differ from the model's {names}")
+    probs, member_probs = [], []
+    for start in range(0, split.num_videos, batch_size):
+        out = model.run(split.features[start : start + batch_size], split.num_frames[start : start + batch_size])
+        probs.append(out["probs"])
+        member_probs.append(out["member_probs"])
+    combined, members = np.concatenate(probs), np.concatenate(member_probs, axis=1)  # [N, C], [M, N, C]
+    return {
+        "plain": {
+            "members": {member: classification_metrics(split.labels, p.argmax(-1), names)
+                        for member, p in zip(model.names, members)},
+            "ensemble": classification_metrics(split.labels, combined.argmax(-1), names),
+        },
+        "calibration": {"ece": expected_calibration_error(combined, split.labels)},
+    }
