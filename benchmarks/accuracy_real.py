@@ -516,7 +516,7 @@ def choice_record(job: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         chosen = write_outputs(study, Path(job["folder"]), videos)
-    top = max((t for t in study.trials if t.value is not None), key=lambda t: t.value)
+    top = max((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)  # pruned: one fold's
     states = [t.state.name.lower() for t in study.trials]
     record = {
         **record, "trials": {state: states.count(state) for state in sorted(set(states))},

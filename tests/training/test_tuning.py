@@ -186,13 +186,39 @@ def test_bad_tune_input_is_one_line_and_writes_nothing(small_features, tmp_path)
     assert {p: p.stat().st_mtime_ns for p in study.iterdir()} == written
 
 
-def _study_with(values):
+def _study_with(values, first="whole"):
     import optuna
 
     study = optuna.create_study(direction="maximize")
-    for value in values:
-        study.add_trial(optuna.trial.create_trial(value=value, params={}, distributions={}))
+    for number, value in enumerate(values):
+        attrs = {"starting_recipe": first} if number == 0 else {}
+        study.add_trial(optuna.trial.create_trial(value=value, params={}, distributions={}, user_attrs=attrs))
     return study
+
+
+def test_a_starting_recipe_the_sampler_completed_is_not_kept_by_the_rule():
+    from vidtempo.training.tuning import choose_trial
+
+    trial, why = choose_trial(_study_with([97.0, 98.5], first="partial"), 67)
+    assert trial.number == 1 and why == "the best trial"
+
+
+def test_the_starting_recipe_is_queued_again_when_its_trial_failed():
+    import optuna
+
+    from vidtempo.training.tuning import _enqueue_starting_recipe
+
+    space = resolve_space(100, SMALL_SPACE)
+    study = optuna.create_study(direction="maximize")
+    _enqueue_starting_recipe(optuna, study, Recipe(model={"hidden_dim": 32}), space)
+    _enqueue_starting_recipe(optuna, study, Recipe(model={"hidden_dim": 32}), space)
+    assert [t.state.name for t in study.trials] == ["WAITING"], "queued once"
+    trial = study.ask()
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    _enqueue_starting_recipe(optuna, study, Recipe(model={"hidden_dim": 32}), space)
+    assert [t.state.name for t in study.trials] == ["FAIL", "WAITING"]
+    assert study.trials[1].user_attrs["starting_recipe"] == "partial"  # the epochs and learning rate are sampled
+    assert study.trials[1].system_attrs["fixed_params"]["hidden_dim"] == 32
 
 
 @pytest.mark.parametrize("values, videos, chosen", [

@@ -291,7 +291,8 @@ def _add_evaluate(sub) -> None:
     add_threads_option(p)
     add_precision_option(p)
     add_runtime_option(p)
-    p.add_argument("--output", type=Path, help="JSON results (default: CHECKPOINTS/evaluation_{split}.json)")
+    p.add_argument("--output", type=Path, help="JSON results (default: CHECKPOINTS/evaluation_{split}.json; "
+                                               "with --runtime onnx, evaluation_{split}_onnx.json)")
     p.add_argument("--report-dir", type=Path, help="plots and report.md (default: beside the JSON results)")
     p.set_defaults(run=_run_evaluate)
 
@@ -307,9 +308,10 @@ def _run_evaluate(args) -> int:
 
     suffix = detect_suffix(args.features_dir) if args.suffix is None else args.suffix
     split = read_split(split_path(args.features_dir, args.split, suffix))
-    from ..inference.onnx_model import resolve_runtime
+    from ..inference.onnx_model import is_exported_model, resolve_runtime
 
-    if resolve_runtime(args.runtime, source, args.device) == "onnx":
+    runtime = resolve_runtime(args.runtime, source, args.device)
+    if runtime == "onnx" and not (args.tta and args.runtime == "auto" and not is_exported_model(source)):
         return _evaluate_exported(args, source, split)
     ensemble = Ensemble.from_checkpoints(source, device=args.device,
                                          precision=args.precision)
@@ -350,7 +352,7 @@ def _evaluate_exported(args, source, split) -> int:
     output = args.output or (first if first.is_dir() else first.parent) / f"evaluation_{args.split}_onnx.json"
     write_json(report, output)
     print(_format_evaluation(report))
-    print(f"ECE (ensemble): {report['calibration']['ece']:.4f}\nresults: {output}")
+    print(f"ECE (ensemble): {report['calibration']['ece_after']:.4f}\nresults: {output}")
     return 0
 
 

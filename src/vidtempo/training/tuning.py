@@ -36,6 +36,9 @@ TRAINING_KEYS = {f.name for f in dataclasses.fields(TrainingConfig)}
 SPEC_TYPES = ("int", "float", "categorical", "fixed")
 # A tie in accuracy (percent) is broken by the loss: this much accuracy per unit of loss, far below 1/N.
 LOSS_TIE_BREAK = 1e-6
+# The user attribute that marks the trial of the recipe the trials start from: "whole" when all its searched
+# settings lie in the space, "partial" when the sampler chose some of them.
+STARTING_RECIPE = "starting_recipe"
 
 
 def default_space(num_videos: int) -> dict[str, dict[str, Any]]:
@@ -148,9 +151,10 @@ class Recipe:
     model: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     training: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
-    def first_trial(self, space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-        """The searched settings this recipe (defaults filled in) gives, where they lie in the space: the study
-        tries them first, so its best is never a recipe that validated worse than the one it replaces."""
+    def first_trial(self, space: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, Any], bool]:
+        """The searched settings this recipe (defaults filled in) gives, where they lie in the space, and whether
+        all of them do (``whole``): the study tries them first, and when the recipe is whole, ``choose_trial``
+        keeps it unless a trial is clearly better."""
         values = {**dataclasses.asdict(ModelConfig()), **dataclasses.asdict(TrainingConfig()), **self.model,
                   **self.training}
         point = {}
@@ -161,7 +165,8 @@ class Recipe:
             elif (spec["type"] in ("int", "float") and isinstance(value, (int, float))
                   and not isinstance(value, bool) and spec["low"] <= value <= spec["high"]):
                 point[name] = value
-        return point
+        searched = [name for name, spec in space.items() if spec["type"] != "fixed"]
+        return point, all(name in point for name in searched)
 
 
 class Objective:
@@ -198,6 +203,7 @@ class Objective:
                     losses.append(loss)
                     bar.update(fold * epochs - bar.n)  # the epochs early stopping left out
         trial.set_user_attr("val_loss", float(sum(losses) / len(losses)))
+        trial.set_user_attr("accuracy", correct / total)
         return correct / total - LOSS_TIE_BREAK * trial.user_attrs["val_loss"]
 
     def _train_fold(self, trainer, reporter: _EpochReporter, fold: int) -> tuple[float, float, int]:
@@ -241,13 +247,22 @@ def run_tuning(features_dir: str | os.PathLike, output_dir: str | os.PathLike, s
     try:
         study = _open_study(optuna, storage or f"sqlite:///{output_dir / 'study.db'}", study_name, identity,
                             features_fingerprint(splits), seed)
-        if not study.trials:
-            study.enqueue_trial(recipe.first_trial(space), skip_if_exists=True)
+        _enqueue_starting_recipe(optuna, study, recipe, space)
         objective = Objective(features_dir, suffix, folds, seed, space, device, recipe, quiet)
         _optimize(optuna, study, objective, trials, timeout_s, quiet)
     finally:
         optuna.logging.set_verbosity(previous_verbosity)
     return write_outputs(study, output_dir, labelled)
+
+
+def _enqueue_starting_recipe(optuna, study, recipe: Recipe, space: Mapping[str, Any]) -> None:
+    """Queue the recipe's own trial unless the study holds one that finished, waits or runs: a study whose
+    first such trial failed or was killed tries the recipe again."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)
+    if any(t.user_attrs.get(STARTING_RECIPE) is not None for t in study.get_trials(deepcopy=False, states=states)):
+        return
+    point, whole = recipe.first_trial(space)
+    study.enqueue_trial(point, user_attrs={STARTING_RECIPE: "whole" if whole else "partial"})
 
 
 def _optimize(optuna, study, objective: Objective, trials: int, timeout_s: float | None, quiet: bool) -> None:
@@ -256,10 +271,9 @@ def _optimize(optuna, study, objective: Objective, trials: int, timeout_s: float
     log = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
 
     def one_line(study, trial) -> None:
-        value = "" if trial.value is None else f" {trial.value:.2f}%"
-        reason = trial.user_attrs.get("fail_reason", "") if trial.state.name == "FAIL" else ""
-        log(f"trial {trial.number}: {trial.state.name.lower()}{value} {json.dumps(trial.params)}"
-            + (f" ({reason})" if reason else ""))
+        outcome = _outcome(trial)
+        log(f"trial {trial.number}: " + (f"complete {outcome}" if trial.state.name == "COMPLETE" else outcome)
+            + f" {json.dumps(trial.params)}")
 
     budget = optuna.study.MaxTrialsCallback(trials, states=finished)
     if len(study.get_trials(deepcopy=False, states=finished)) < trials:
@@ -304,25 +318,34 @@ def _open_study(optuna, storage_url: str, name: str, identity: Mapping[str, Any]
 
 
 def choose_trial(study, num_videos: int):
-    """The trial whose recipe the study hands on, and why: the best one, unless it beats trial 0 (the recipe
-    the trials start from) by no more than one standard error of trial 0's out-of-fold accuracy over
-    ``num_videos`` videos, or by less than one video: then trial 0. As in the one-standard-error rule, a
-    difference the validation cannot tell from noise does not replace the recipe the user already has."""
+    """The trial whose recipe the study hands on, and why: the best complete one, unless the starting recipe's
+    trial (whole: every searched setting its own) is not behind it by more than one standard error of that
+    trial's out-of-fold accuracy over ``num_videos`` videos, or by less than one video: then the starting
+    recipe's. As in the one-standard-error rule, a difference the validation cannot tell from noise does not
+    replace the recipe the user already has."""
     import optuna
 
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         return None, "no trial finished"
     best = max(complete, key=lambda t: t.value)
-    first = study.trials[0]
-    if first.state != optuna.trial.TrialState.COMPLETE or best.number == first.number:
+    start = next((t for t in complete if t.user_attrs.get(STARTING_RECIPE, "whole" if t.number == 0 else None)
+                  == "whole"), None)  # studies older than the mark: trial 0 was the recipe
+    if start is None or best.number == start.number:
         return best, "the best trial"
-    share = min(max(first.value / 100.0, 0.0), 1.0)
-    margin = max(100.0 * math.sqrt(share * (1.0 - share) / num_videos), 100.0 / num_videos)
-    if best.value - first.value <= margin:
-        return first, (f"the starting recipe: the best trial ({best.number}, {best.value:.2f}%) is not ahead of it "
-                       f"by more than one standard error or one video ({margin:.2f} points)")
-    return best, f"the best trial: ahead of the starting recipe by more than {margin:.2f} points"
+    share = min(max(_accuracy(start) / 100.0, 0.0), 1.0)
+    videos = max(num_videos, 1)
+    margin = 100.0 * math.sqrt(share * (1.0 - share) / videos)
+    lead = _accuracy(best) - _accuracy(start)
+    if lead <= margin or lead < 100.0 / videos - 1e-9:
+        return start, (f"the starting recipe: the best trial ({best.number}, {best.value:.2f}%) is not ahead of it "
+                       f"by more than one standard error ({margin:.2f} points) and at least one video")
+    return best, f"the best trial: ahead of the starting recipe by more than one standard error ({margin:.2f} points)"
+
+
+def _accuracy(trial) -> float:
+    """A complete trial's out-of-fold accuracy, without the loss's tie-break."""
+    return trial.user_attrs.get("accuracy", trial.value + LOSS_TIE_BREAK * trial.user_attrs.get("val_loss", 0.0))
 
 
 def write_outputs(study, output_dir: Path, num_videos: int) -> dict[str, Any]:
@@ -342,21 +365,33 @@ def write_outputs(study, output_dir: Path, num_videos: int) -> dict[str, Any]:
 
 
 def _report(study, chosen, why: str, output_dir: Path) -> str:
-    first = study.trials[0]
-    start = (f"Trial 0 tried the recipe the trials start from: {first.value:.2f}%" if first.value is not None
-             else f"Trial 0 tried the recipe the trials start from: {first.state.name.lower()}")
+    marked = [t for t in study.trials if t.user_attrs.get(STARTING_RECIPE)] or study.trials[:1]
+    first = next((t for t in marked if t.state.name == "COMPLETE"), marked[-1])
+    start = (f"Trial {first.number} tried the recipe the trials start from"
+             + (" (its settings outside the space chosen by the sampler)"
+                if first.user_attrs.get(STARTING_RECIPE) == "partial" else "")
+             + f": {_outcome(first)}")
     keys = sorted({k for t in study.trials for k in t.params})
     lines = [f"# vidtempo tune: study {study.study_name}", "",
              f"Chosen trial {chosen.number}: out-of-fold validation accuracy {chosen.value:.2f}%, {why}. {start}.",
              "", "```json", json.dumps(chosen.params, indent=2), "```", "",
-             "| trial | state | accuracy % | " + " | ".join(keys) + " |",
-             "| --- | --- | --- | " + " | ".join("---" for _ in keys) + " |"]
+             "| trial | out-of-fold accuracy | " + " | ".join(keys) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in keys) + " |"]
     for trial in study.trials:
-        value = "" if trial.value is None else f"{trial.value:.2f}"
         params = " | ".join(_short(trial.params.get(k)) for k in keys)
-        lines.append(f"| {trial.number} | {trial.state.name.lower()} | {value} | {params} |")
+        lines.append(f"| {trial.number} | {_outcome(trial)} | {params} |")
     lines += [""] + _plots(study, output_dir)
     return "\n".join(lines) + "\n"
+
+
+def _outcome(trial) -> str:
+    """A trial's out-of-fold accuracy, or how it ended: a pruned trial's value is one fold's, one epoch's."""
+    state = trial.state.name.lower()
+    if state == "complete":
+        return f"{trial.value:.2f}%"
+    if state == "pruned":
+        return f"pruned after epoch {(trial.last_step or 0) + 1}"
+    return f"{state} ({trial.user_attrs['fail_reason']})" if trial.user_attrs.get("fail_reason") else state
 
 
 def optuna_warning_class() -> type[Warning]:
