@@ -256,9 +256,10 @@ def run_tuning(features_dir: str | os.PathLike, output_dir: str | os.PathLike, s
 
 
 def _enqueue_starting_recipe(optuna, study, recipe: Recipe, space: Mapping[str, Any]) -> None:
-    """Queue the recipe's own trial unless the study holds one that finished, waits or runs: a study whose
-    first such trial failed or was killed tries the recipe again."""
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)
+    """Queue the recipe's own trial unless the study holds one that completed, was pruned (it trailed), waits
+    or runs: a study whose first such trial failed or was killed tries the recipe again."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.WAITING,
+              optuna.trial.TrialState.RUNNING)
     if any(t.user_attrs.get(STARTING_RECIPE) is not None for t in study.get_trials(deepcopy=False, states=states)):
         return
     point, whole = recipe.first_trial(space)
