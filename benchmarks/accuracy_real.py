@@ -548,6 +548,11 @@ def run_tuning_studies(jobs: list[dict[str, Any]], parallel: int) -> dict[str, d
         print(f"[{done}/{len(todo)}] tuning {job['set']}: chosen trial {outcome['best_trial']} "
               f"{outcome['best_value']:.1f}% out-of-fold (default recipe {outcome['first_trial_value']:.1f}%), "
               f"trials {outcome['trials']}, {outcome['seconds']:.0f} s", flush=True)
+    return load_tuned(jobs)
+
+
+def load_tuned(jobs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """set -> tuning record, for the studies that have one."""
     return {job["set"]: json.loads(Path(job["result_path"]).read_text()) for job in jobs
             if Path(job["result_path"]).is_file()}
 
@@ -691,7 +696,7 @@ def choose(value: str, known: tuple[str, ...] | list[str], what: str, parser: ar
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cache = Path.home() / ".cache" / "vidtempo"
-    parser.add_argument("--sets", default=",".join(SET_NAMES), help="comma-separated; default: all")
+    parser.add_argument("--sets", help="comma-separated; default: all (with --recipe tuned: the six archive sets)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated; default: all")
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated run seeds")
     parser.add_argument("--epochs", type=int, default=TRAINING_CONFIG["num_epochs"])
@@ -709,8 +714,8 @@ def parse_args() -> argparse.Namespace:
                         help=f"time each study may start new trials in (at most {MAX_TUNE_MINUTES}; a trial under "
                              "way then runs to its end)")
     args = parser.parse_args()
-    if args.recipe == TUNED and "--sets" not in " ".join(sys.argv):
-        args.sets = ",".join(s.name for s in ARCHIVE_SETS)
+    if args.sets is None:
+        args.sets = ",".join(s.name for s in ARCHIVE_SETS) if args.recipe == TUNED else ",".join(SET_NAMES)
     args.sets = choose(args.sets, SET_NAMES, "--sets", parser)
     args.variants = ["default", TUNED] if args.recipe == TUNED else choose(args.variants, tuple(VARIANTS), "--variants", parser)
     if not 0 < args.tune_minutes <= MAX_TUNE_MINUTES:
@@ -770,9 +775,7 @@ def main() -> None:
         tuned = None
         if args.recipe == TUNED:
             jobs = tuning_jobs(data, args)
-            tuned = (run_tuning_studies(jobs, args.jobs) if not args.report_only else
-                     {j["set"]: json.loads(Path(j["result_path"]).read_text()) for j in jobs
-                      if Path(j["result_path"]).is_file()})
+            tuned = load_tuned(jobs) if args.report_only else run_tuning_studies(jobs, args.jobs)
         plan = plan_runs(data, args.variants, args.seeds, args.epochs, args.results_dir, tuned)
         print_variant_notes([v for v in args.variants if v != TUNED], plan, args.seeds[0])
         if not args.report_only:

@@ -203,7 +203,6 @@ class Objective:
                     losses.append(loss)
                     bar.update(fold * epochs - bar.n)  # the epochs early stopping left out
         trial.set_user_attr("val_loss", float(sum(losses) / len(losses)))
-        trial.set_user_attr("accuracy", correct / total)
         return correct / total - LOSS_TIE_BREAK * trial.user_attrs["val_loss"]
 
     def _train_fold(self, trainer, reporter: _EpochReporter, fold: int) -> tuple[float, float, int]:
@@ -345,8 +344,8 @@ def choose_trial(study, num_videos: int):
 
 
 def _accuracy(trial) -> float:
-    """A complete trial's out-of-fold accuracy, without the loss's tie-break."""
-    return trial.user_attrs.get("accuracy", trial.value + LOSS_TIE_BREAK * trial.user_attrs.get("val_loss", 0.0))
+    """A complete trial's out-of-fold accuracy: its value without the loss's tie-break."""
+    return trial.value + LOSS_TIE_BREAK * trial.user_attrs.get("val_loss", 0.0)
 
 
 def write_outputs(study, output_dir: Path, num_videos: int) -> dict[str, Any]:
