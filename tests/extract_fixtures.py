@@ -127,3 +127,17 @@ def run_python(code: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=timeout
     )
+
+
+def decode_or_stall(path, num_frames: int = 4, image_size: int = 64):
+    """A decode for decoder processes that blocks for ever, deaf to SIGTERM as a decoder stuck in a C call is,
+    when the path's name holds "stuck"; else decode_clip. Picklable, so workers run it."""
+    import signal
+    import threading
+
+    from vidtempo.features.extract.video import decode_clip
+
+    if "stuck" in Path(path).name:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        threading.Event().wait()
+    return decode_clip(path, num_frames, image_size)

@@ -1,15 +1,17 @@
 """Videos in, one HDF5 feature file per split out.
 
-Decoder worker processes (a torch DataLoader over videos) decode and sample frames while the main process
-runs the CNN on the previous video, so decoding and inference overlap. Each video's frames go through the
+Decoder worker processes (``decoder_pool``: started clean, watched from this process) decode and sample
+frames while the main process runs the CNN on the previous video, so decoding and inference overlap. Each video's frames go through the
 CNN in chunks of ``batch_size`` frames of that video only: a video's features then depend on nothing but the
 video and the settings, so they are the same in every run and every split.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -17,7 +19,6 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from ...errors import VidtempoError
 from ...progress import progress_bar
@@ -32,9 +33,16 @@ from .multiscale import multiscale_sequence
 from .resume import PartialSplit, Record
 from .shards import SHARD_SECONDS_DATASET, shard_failures_path, shard_path
 from .settings import ExtractionSettings, RunOptions
-from .decoding import DecodeVideos, lower_decoder_priority
+from .decoder_pool import DecoderPool
 from .report import ExtractionReport, SplitReport
-from .video import DecodedClip, decode_clip, video_seconds
+from .video import DecodedClip, VideoDecodeError, decode_clip, video_seconds
+
+# How much to lower decoder processes' priority when they share the CPU with the CNN. The CNN's threads meet
+# at a barrier after every layer, so a decoder that preempts one of them stalls them all; at a lower priority
+# decoders take the cycles the CNN leaves idle (and all of them while it waits for the next video).
+DECODER_NICENESS = 10
+# Decodes submitted ahead of the one the CNN waits for, per decoder process.
+DECODES_AHEAD_PER_WORKER = 2
 
 
 class ExtractionFailed(Exception):
@@ -71,15 +79,20 @@ class FeatureExtractor:
         workers: int | None = None,
         backbone: FrozenBackbone | None = None,
         max_decode_seconds: float | None = RunOptions.max_decode_seconds,
+        max_frame_pixels: int | None = RunOptions.max_frame_pixels,
     ):
         self.settings = settings or ExtractionSettings()
         self.max_decode_seconds = max_decode_seconds
+        self.max_frame_pixels = max_frame_pixels
         self.device = resolve_device(device)
         if batch_size < 1:
             raise VidtempoError(f"--batch-size must be at least 1, got {batch_size}")
         self.batch_size = batch_size
+        # 0 decodes in the calling process, with no watchdog (for profiling a decode; not for real runs).
         self.workers = default_workers(self.device) if workers is None else workers
         self._backbone = backbone
+        self._single_decoder: DecoderPool | None = None  # for one file at a time (predict, the service)
+        self._single_decoder_lock = threading.Lock()
 
     @classmethod
     def from_settings(
@@ -116,10 +129,33 @@ class FeatureExtractor:
             features = multiscale_sequence(features, self.settings.scales)
         return np.ascontiguousarray(features, dtype=np.float32)
 
+    def clip_decoder(self) -> functools.partial:
+        """The picklable decode of one path into its sampled frames (a DecodedClip), with this run's limits."""
+        return functools.partial(decode_clip, num_frames=self.settings.frames_per_video,
+                                 image_size=self.settings.image_size, sampling=self.settings.sampling,
+                                 max_seconds=self.max_decode_seconds, max_pixels=self.max_frame_pixels)
+
     def decode(self, path: str | os.PathLike) -> DecodedClip:
         """The sampled frames of one video file. Raises VideoDecodeError (a VidtempoError)."""
-        return decode_clip(path, self.settings.frames_per_video, self.settings.image_size, self.settings.sampling,
-                           self.max_decode_seconds)
+        return self.decode_with(self.clip_decoder(), path)
+
+    def decode_with(self, decode: Callable[..., Any], path: str | os.PathLike) -> Any:
+        """``decode(path)`` (picklable, raising VideoDecodeError) in this extractor's own decoder process,
+        under the watchdog; calls from several threads share it. Raises VideoDecodeError."""
+        if self.workers == 0:
+            return decode(path)
+        with self._single_decoder_lock:
+            if self._single_decoder is None:
+                self._single_decoder = DecoderPool(1, self.max_decode_seconds)
+            pool = self._single_decoder
+        return pool.submit(decode, path).result()
+
+    def close(self) -> None:
+        """Stop this extractor's decoder process for single files, if it started one."""
+        with self._single_decoder_lock:
+            if self._single_decoder is not None:
+                self._single_decoder.close()
+                self._single_decoder = None
 
     def extract_video(self, path: str | os.PathLike) -> np.ndarray:
         """Features of one video file, exactly as a split extraction would store them. Raises
@@ -131,18 +167,33 @@ class FeatureExtractor:
     ) -> Iterator[tuple[VideoItem, Any, str | None]]:
         """``(item, uint8 frames [T, 3, S, S] or None, failure reason or None)`` for each item in order,
         decoded by worker processes ahead of the caller, which runs the CNN on the previous video meanwhile.
-        With ``decode`` (see DecodeVideos), what it returns takes the frames' place."""
-        loader = DataLoader(
-            DecodeVideos(items, self.settings, decode, self.max_decode_seconds),
-            batch_size=None,  # one video per item; the CNN batches frames itself
-            shuffle=False,
-            num_workers=self.workers,
-            pin_memory=self.device.type == "cuda",
-            prefetch_factor=2 if self.workers > 0 else None,
-            worker_init_fn=lower_decoder_priority if self.device.type == "cpu" else None,
-        )
-        for index, frames, error in loader:
-            yield items[index], frames, error
+        With ``decode`` (a picklable function of the path that raises VideoDecodeError), what it returns takes
+        the frames' place. A decode that fails, overruns ``max_decode_seconds`` or kills its process is that
+        item's failure reason; the others go on."""
+        plain = decode is None
+        decode = self.clip_decoder() if plain else decode
+        if self.workers == 0:
+            yield from self._decoded_here(items, decode, plain)
+            return
+        niceness = DECODER_NICENESS if self.device.type == "cpu" else 0
+        with DecoderPool(self.workers, self.max_decode_seconds, niceness) as pool:
+            results = pool.imap(decode, ((item.path,) for item in items), DECODES_AHEAD_PER_WORKER * self.workers)
+            for item, (value, error) in zip(items, results):
+                if error is not None:
+                    yield item, None, error.removeprefix(f"{item.path}: ")
+                else:
+                    yield item, value.frames if plain else value, None
+
+    @staticmethod
+    def _decoded_here(items: Sequence[VideoItem], decode: Callable[..., Any], plain: bool
+                      ) -> Iterator[tuple[VideoItem, Any, str | None]]:
+        for item in items:
+            try:
+                value = decode(item.path)
+            except VideoDecodeError as exc:
+                yield item, None, str(exc).removeprefix(f"{item.path}: ")
+                continue
+            yield item, value.frames if plain else value, None
 
     def extract_split(
         self,
@@ -294,7 +345,8 @@ def extract_features(
     options = options or RunOptions()
     catalog = scan_videos(videos_dir, splits)
     extractor = FeatureExtractor(settings, device=options.device, batch_size=options.batch_size, workers=options.workers,
-                                 max_decode_seconds=options.max_decode_seconds)
+                                 max_decode_seconds=options.max_decode_seconds,
+                                 max_frame_pixels=options.max_frame_pixels)
     _ = extractor.backbone  # load it now: a missing torchvision or weights file is reported before anything else
     output_dir = Path(output_dir)
     report = ExtractionReport()

@@ -14,6 +14,10 @@ from ..store import EXTRACTION_ATTRS, MULTISCALE_SUFFIX, attr_value
 from .backbone_table import BACKBONE_SPECS, DEFAULT_BACKBONE
 from .multiscale import DEFAULT_SCALES
 
+# Frames larger than this (8K UHD) are refused before any is decoded, as Pillow refuses decompression bombs:
+# a 1.6 MB PNG-in-MOV of 16000 x 16000 decodes to 768 MB a frame.
+MAX_FRAME_PIXELS = 7680 * 4320
+
 # EfficientNet and ResNet halve the image five times; below this there is nothing left to pool.
 MIN_IMAGE_SIZE = 32
 # How the sampled frames are found in a video (see video.py). New extractions use ``auto``; features and
@@ -128,12 +132,17 @@ class RunOptions:
     overwrite: bool = False
     strict: bool = False
     quiet: bool = False
-    # A video still decoding after this long fails (an error row, the run goes on); None: no limit.
+    # A video still decoding after this long fails (an error row, the run goes on); None: no limit. A decoder
+    # that does not stop itself is killed from outside (decoder_pool).
     max_decode_seconds: float | None = 600.0
+    # Frames over this many pixels are refused before decoding; None: no limit.
+    max_frame_pixels: int | None = MAX_FRAME_PIXELS
 
     def __post_init__(self) -> None:
         if self.max_decode_seconds is not None and not self.max_decode_seconds > 0:
             raise VidtempoError(f"--max-decode-seconds must be positive, got {self.max_decode_seconds}")
+        if self.max_frame_pixels is not None and self.max_frame_pixels < 1:
+            raise VidtempoError(f"--max-frame-pixels must be positive, got {self.max_frame_pixels}")
         if self.batch_size < 1:
             raise VidtempoError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.workers is not None and self.workers < 0:

@@ -29,14 +29,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import av
 import numpy as np
 import torch
 
 from ...errors import VidtempoError
-from .settings import SAMPLING_MODES, ExtractionSettings
+from .settings import MAX_FRAME_PIXELS, SAMPLING_MODES, ExtractionSettings
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 # The seed's preprocessing: resize the shorter side to S * 1.15, then centre-crop S x S.
@@ -47,6 +47,10 @@ RESIZE_RATIO = 1.15
 AUTO_WHOLE_FRAMES_PER_TARGET = 8
 # The container's frame count is trusted when it agrees with duration x rate to within this share.
 FRAME_COUNT_TOLERANCE = 0.01
+# PyAV 17 and later resize with a pool of slice threads unless told otherwise. One thread: each decoder
+# process already has a core, and a pool's state must never be inherited by a forked child (see
+# decoder_pool).
+_RESIZE_THREADS = {"threads": 1} if int(av.__version__.split(".")[0]) >= 17 else {}
 
 
 class VideoDecodeError(VidtempoError):
@@ -86,10 +90,17 @@ def resized_size(width: int, height: int, image_size: int) -> tuple[int, int]:
 def prepare_frame(frame: av.VideoFrame, image_size: int) -> np.ndarray:
     """Resize (in FFmpeg's swscale, straight from the decoder's pixel format) and centre-crop: uint8 [S, S, 3]."""
     width, height = resized_size(frame.width, frame.height, image_size)
-    rgb = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BILINEAR")
+    rgb = to_rgb(frame, width, height, interpolation="BILINEAR")
     top = (height - image_size) // 2
     left = (width - image_size) // 2
     return rgb[top : top + image_size, left : left + image_size]
+
+
+def to_rgb(frame: av.VideoFrame, width: int | None = None, height: int | None = None, **options: Any
+           ) -> np.ndarray:
+    """``frame`` as RGB uint8 ``[H, W, 3]``, resized by FFmpeg's swscale on this thread alone. Every resize in
+    vidtempo goes through here."""
+    return frame.to_ndarray(width=width, height=height, format="rgb24", **options, **_RESIZE_THREADS)
 
 
 def count_frames(path: str | os.PathLike) -> int:
@@ -99,10 +110,11 @@ def count_frames(path: str | os.PathLike) -> int:
 
 
 def decode_clip(path: str | os.PathLike, num_frames: int, image_size: int, sampling: str = "exact",
-                max_seconds: float | None = None) -> DecodedClip:
+                max_seconds: float | None = None, max_pixels: int | None = MAX_FRAME_PIXELS) -> DecodedClip:
     """Decode ``path`` and return up to ``num_frames`` uniformly spread frames, found as ``sampling`` says
     (see the module docstring), opening the file once. A decode still running after ``max_seconds`` is
-    stopped. Raises VideoDecodeError."""
+    stopped; a stream whose frames have more than ``max_pixels`` pixels is refused before decoding. Raises
+    VideoDecodeError."""
     if sampling not in SAMPLING_MODES:
         raise VidtempoError(f"sampling must be one of {', '.join(SAMPLING_MODES)}, got {sampling!r}")
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
@@ -117,7 +129,8 @@ def decode_clip(path: str | os.PathLike, num_frames: int, image_size: int, sampl
         return _decode_near_targets(container, stream, targets, facts.total_frames, facts.frame_rate, image_size,
                                     keyframes_only=sampling == "keyframe", deadline=deadline)
 
-    return decode_selected(path, uniform, image_size, deadline, near_targets if sampling != "exact" else None)
+    return decode_selected(path, uniform, image_size, deadline, near_targets if sampling != "exact" else None,
+                           max_pixels=max_pixels)
 
 
 def sparse_sampling_applies(sampling: str, total_frames: int, num_targets: int) -> bool:
@@ -172,15 +185,17 @@ SeekingDecoder = Callable[..., "tuple[list[np.ndarray], list[int]] | None"]
 
 def decode_selected(path: str | os.PathLike, select: FrameSelector, image_size: int,
                     deadline: float | None = None, seek: SeekingDecoder | None = None,
-                    keyframes: bool = False) -> DecodedClip:
+                    keyframes: bool = False, max_pixels: int | None = MAX_FRAME_PIXELS) -> DecodedClip:
     """Decode the frames ``select(total_frames, frame_rate)`` names (sorted, 0-based), opening the file once,
     from the start up to the last one; with ``keyframes``, ``select`` gets a third argument, a function that
     returns the keyframes' positions (``StreamFacts.keyframes``). ``seek(container, stream, facts)`` is tried
     first when given: it returns frames and their indices, or None to decode from the start. Stops with
-    VideoDecodeError when ``time.monotonic()`` passes ``deadline``. Raises VideoDecodeError."""
+    VideoDecodeError when ``time.monotonic()`` passes ``deadline``, and refuses frames of more than
+    ``max_pixels`` pixels before decoding one. Raises VideoDecodeError."""
     try:
         with _open(path) as container:
             stream = _video_stream(container, path)
+            _check_frame_size(stream, path, max_pixels)
             rate = _frame_rate(stream)
             facts = StreamFacts(_frame_count(container, stream, rate), rate, container, stream)
             found = seek(container, stream, facts) if seek is not None else None
@@ -313,6 +328,14 @@ def _decode_near_targets(
 def _check_deadline(deadline: float | None, container: av.container.InputContainer) -> None:
     if deadline is not None and time.monotonic() > deadline:
         raise VideoDecodeError(f"{container.name}: decoding took longer than the limit (--max-decode-seconds)")
+
+
+def _check_frame_size(stream: av.VideoStream, path: str | os.PathLike, max_pixels: int | None) -> None:
+    """Refuse a stream whose declared frame size exceeds ``max_pixels`` (the header's, read without decoding)."""
+    width, height = stream.codec_context.width or 0, stream.codec_context.height or 0
+    if max_pixels is not None and width * height > max_pixels:
+        raise VideoDecodeError(f"{path}: frames of {width} x {height} pixels exceed the limit of {max_pixels} "
+                               "(--max-frame-pixels)")
 
 
 def _frame_rate(stream: av.VideoStream) -> float | None:
