@@ -1,4 +1,5 @@
-"""How the package's names are imported: on first use, and from the paths of earlier releases.
+"""How the package's names are imported: on first use, from the paths of earlier releases, and from optional
+extras (``require_extra``: a missing one is named, with its pip line, in one line).
 
 ``lazy_exports`` gives a package the names it exports without importing their modules until one is used,
 so that ``import vidtempo`` and ``vidtempo --help`` do not load torch.
@@ -112,3 +113,18 @@ def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     return __getattr__
+
+
+def require_extra(module: str, extra: str, purpose: str) -> Any:
+    """``module``, imported; when it cannot be, the one line that names the optional extra installing it (a
+    ``VidtempoError``, which the CLI prints without a traceback and exits with status 2). A module that is
+    there but fails on a missing dependency of its own says so in parentheses: installing the extra again
+    brings that dependency too."""
+    from .errors import VidtempoError
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        whole = getattr(exc, "name", None) in (module, module.split(".")[0])
+        reason = "" if whole else f" ({str(exc).splitlines()[0]})"
+        raise VidtempoError(f"{purpose} needs the {extra} extra: pip install 'vidtempo[{extra}]'{reason}") from None

@@ -242,7 +242,9 @@ def _add_tune(sub) -> None:
     p.add_argument("--output-dir", required=True, type=Path, help="where the best configs, report and study go")
     add_suffix_option(p)
     p.add_argument("--trials", type=int, default=20, help="finished trials the study should hold (default %(default)s)")
-    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--timeout", type=float, metavar="S",
+                   help="stop starting new trials after this many seconds; the trial running then finishes, so "
+                        "the run can last up to one trial longer")
     p.add_argument("--storage", help="any database URL Optuna takes (default sqlite:///OUTPUT_DIR/study.db); "
                                      "processes given the same one share the study")
     p.add_argument("--study-name", default="vidtempo", help="(default %(default)s)")

@@ -3,10 +3,11 @@
 Each Optuna trial trains one model per cross-fitting fold (the folds of the ``cross_fit`` ensemble: train +
 val pooled, stratified, ``folds`` of them) and scores the out-of-fold validation accuracy, ties broken by the
 validation loss; the test split is never read. The first fold reports every epoch's validation accuracy, so
-Optuna's median pruner stops trials that trail. The search space is declared here (``default_space``, scaled
-by the number of labelled videos) and ``--space`` replaces any part of it. The study lives in its storage
-(SQLite beside the outputs by default): a rerun continues it, and processes sharing the storage share the
-study and its trial budget.
+Optuna's median pruner stops trials that trail. The recipe handed on is the cheapest to train of the trials
+the validation cannot tell from the best (``choose_trial``). The search space is declared here
+(``default_space``, scaled by the number of labelled videos) and ``--space`` replaces any part of it. The
+study lives in its storage (SQLite beside the outputs by default): a rerun continues it, and processes
+sharing the storage share the study and its trial budget.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
+from .._imports import require_extra
 from ..config import ModelConfig, TrainingConfig, make_config
 from ..ensemble.folds import cross_fit_splits
 from ..errors import ConfigError, VidtempoError
@@ -210,6 +212,8 @@ class Objective:
             cfg = trainer.training_config
             loaders = trainer.create_dataloaders(feature_file_suffix=self.suffix, config=cfg)
             run = TrainingRun(trainer, cfg, trainer.resolve_model_config(), f"fold_{fold}", loaders)
+            if reporter.report:  # every fold trains the same model: its size, once, for ``training_cost``
+                reporter.trial.set_user_attr("parameters", sum(p.numel() for p in run.model.parameters()))
             run.fit(reporter)
             best = run.progress.best_epoch
             loss = run.progress.history()["val_loss"][best]
@@ -230,11 +234,10 @@ def run_tuning(features_dir: str | os.PathLike, output_dir: str | os.PathLike, s
     """Run (or continue) the study until it holds ``trials`` finished trials or ``timeout_s`` passes; then
     write the best configs and the report. Every trial starts from ``recipe``, and the first tries the
     recipe's own values. Returns the chosen trial's summary (``choose_trial``)."""
-    import optuna
-
     features_dir, output_dir = Path(features_dir), Path(output_dir)
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {trials}")
+    optuna = require_extra("optuna", "tune", "vidtempo tune")  # before the feature files are read
     splits = read_splits(features_dir, suffix, ("train", "val"))
     labelled = len(splits["train"].labels) + len(splits["val"].labels)
     space = resolve_space(labelled, space_overrides)
@@ -317,12 +320,34 @@ def _open_study(optuna, storage_url: str, name: str, identity: Mapping[str, Any]
     return study
 
 
+def training_cost(trial) -> float | None:
+    """What a trial's recipe costs to train: its model's parameters times its ``num_epochs`` (the most epochs
+    early stopping lets a run take). Per video and epoch, training computes in proportion to the parameters
+    (the LSTM's and the attention's weights are applied to every frame), and every trial of a study trains
+    on the same videos, so this is the recipe's compute. It is taken from the recipe rather than measured
+    seconds because a trial's seconds move with the machine's load and the processes sharing the study, and
+    the same recipe must cost the same. Weight averaging (one more pass over the parameters per step) and
+    the batch size change the compute little and are left out. ``None`` for a trial recorded without its
+    parameter count (a study older than that record)."""
+    parameters, epochs = _size(trial)
+    return None if parameters is None else float(parameters) * float(epochs)
+
+
+def _size(trial) -> tuple[int | None, int]:
+    """A trial's parameter count (``None`` where not recorded) and its recipe's ``num_epochs``."""
+    epochs = trial.user_attrs.get("training_config", {}).get("num_epochs", TrainingConfig().num_epochs)
+    return trial.user_attrs.get("parameters"), epochs
+
+
 def choose_trial(study, num_videos: int):
-    """The trial whose recipe the study hands on, and why: the best complete one, unless the starting recipe's
-    trial (whole: every searched setting its own) is not behind it by more than one standard error of that
-    trial's out-of-fold accuracy over ``num_videos`` videos, or by less than one video: then the starting
-    recipe's. As in the one-standard-error rule, a difference the validation cannot tell from noise does not
-    replace the recipe the user already has."""
+    """The trial whose recipe the study hands on, and why, by the one-standard-error rule: of the complete
+    trials the validation cannot tell from the best (behind it by no more than one standard error of their
+    own out-of-fold accuracy over ``num_videos`` videos, or by less than one video), the cheapest to train
+    (``training_cost``); of equally cheap ones, the starting recipe's trial (whole: every searched setting its
+    own), else the best. So a difference the validation cannot tell from noise neither replaces the recipe
+    the user already has nor buys a costlier one: when every trial classifies every video, the loss
+    tie-break would otherwise favour the largest, longest recipe. Costs decide only when every tied trial
+    has one; without them (older studies) the starting recipe is kept when it ties, else the best wins."""
     import optuna
 
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
@@ -331,16 +356,45 @@ def choose_trial(study, num_videos: int):
     best = max(complete, key=lambda t: t.value)
     start = next((t for t in complete if t.user_attrs.get(STARTING_RECIPE, "whole" if t.number == 0 else None)
                   == "whole"), None)  # studies older than the mark: trial 0 was the recipe
-    if start is None or best.number == start.number:
-        return best, "the best trial"
-    share = min(max(_accuracy(start) / 100.0, 0.0), 1.0)
     videos = max(num_videos, 1)
-    margin = 100.0 * math.sqrt(share * (1.0 - share) / videos)
-    lead = _accuracy(best) - _accuracy(start)
-    if lead <= margin or lead < 100.0 / videos - 1e-9:
+    tied = [t for t in complete if _ties(best, t, videos)]
+    costs = {t.number: training_cost(t) for t in tied}
+    costed = all(cost is not None for cost in costs.values())
+    chosen = min(tied, key=lambda t: (costs[t.number] if costed else 0.0, start is None or t.number != start.number,
+                                      -t.value, t.number))
+    if start is not None and chosen.number == start.number != best.number:
         return start, (f"the starting recipe: the best trial ({best.number}, {best.value:.2f}%) is not ahead of it "
-                       f"by more than one standard error ({margin:.2f} points) and at least one video")
-    return best, f"the best trial: ahead of the starting recipe by more than one standard error ({margin:.2f} points)"
+                       f"by more than one standard error ({_margin(start, videos):.2f} points) and at least one "
+                       "video")
+    if chosen.number != best.number:
+        return chosen, (f"the cheapest to train of the {len(tied)} trials within one standard error or one video of "
+                        f"the best ({best.number}, {best.value:.2f}%): {_cost_text(chosen)} against "
+                        f"{_cost_text(best)}")
+    if start is None or start.number == best.number:
+        return best, "the best trial"
+    if any(t.number == start.number for t in tied):
+        return best, (f"the best trial: the starting recipe ties with it but costs more to train "
+                      f"({_cost_text(start)} against {_cost_text(best)})")
+    return best, (f"the best trial: ahead of the starting recipe by more than one standard error "
+                  f"({_margin(start, videos):.2f} points)")
+
+
+def _margin(trial, videos: int) -> float:
+    """One standard error, in points, of a trial's out-of-fold accuracy over ``videos`` videos."""
+    share = min(max(_accuracy(trial) / 100.0, 0.0), 1.0)
+    return 100.0 * math.sqrt(share * (1.0 - share) / videos)
+
+
+def _ties(best, trial, videos: int) -> bool:
+    """Whether the validation cannot tell ``trial`` from ``best``: behind by no more than one standard error of
+    its accuracy, or by less than one video (the loss's tie-break alone)."""
+    lead = _accuracy(best) - _accuracy(trial)
+    return lead <= _margin(trial, videos) or lead < 100.0 / videos - 1e-9
+
+
+def _cost_text(trial) -> str:
+    parameters, epochs = _size(trial)
+    return f"{parameters:,} parameters x {epochs} epochs"
 
 
 def _accuracy(trial) -> float:
@@ -359,12 +413,12 @@ def write_outputs(study, output_dir: Path, num_videos: int) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(model, output_dir / "best_model_config.json")
     write_json(training, output_dir / "best_training_config.json")
-    (output_dir / "report.md").write_text(_report(study, chosen, why, output_dir))
+    (output_dir / "report.md").write_text(_report(study, chosen, why, output_dir, num_videos))
     return {"trial": chosen.number, "value": chosen.value, "params": chosen.params, "trials": len(study.trials),
             "why": why}
 
 
-def _report(study, chosen, why: str, output_dir: Path) -> str:
+def _report(study, chosen, why: str, output_dir: Path, num_videos: int) -> str:
     marked = [t for t in study.trials if t.user_attrs.get(STARTING_RECIPE)] or study.trials[:1]
     first = next((t for t in marked if t.state.name == "COMPLETE"), marked[-1])
     start = (f"Trial {first.number} tried the recipe the trials start from"
@@ -375,12 +429,13 @@ def _report(study, chosen, why: str, output_dir: Path) -> str:
     lines = [f"# vidtempo tune: study {study.study_name}", "",
              f"Chosen trial {chosen.number}: out-of-fold validation accuracy {chosen.value:.2f}%, {why}. {start}.",
              "", "```json", json.dumps(chosen.params, indent=2), "```", "",
-             "| trial | out-of-fold accuracy | " + " | ".join(keys) + " |",
-             "| --- | --- | " + " | ".join("---" for _ in keys) + " |"]
+             "| trial | out-of-fold accuracy | parameters | " + " | ".join(keys) + " |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in keys) + " |"]
     for trial in study.trials:
         params = " | ".join(_short(trial.params.get(k)) for k in keys)
-        lines.append(f"| {trial.number} | {_outcome(trial)} | {params} |")
-    lines += [""] + _plots(study, output_dir)
+        size = trial.user_attrs.get("parameters")
+        lines.append(f"| {trial.number} | {_outcome(trial)} | {'' if size is None else f'{size:,}'} | {params} |")
+    lines += [""] + _plots(study, output_dir, num_videos)
     return "\n".join(lines) + "\n"
 
 
@@ -406,7 +461,10 @@ def _short(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _plots(study, output_dir: Path) -> list[str]:
+def _plots(study, output_dir: Path, num_videos: int) -> list[str]:
+    noise = _only_noise(study, num_videos)
+    if noise:
+        return [noise]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -427,3 +485,17 @@ def _plots(study, output_dir: Path) -> list[str]:
         plt.close(axes.figure)
         lines.append(f"![{name}]({name})")
     return lines
+
+
+def _only_noise(study, num_videos: int) -> str | None:
+    """The report's sentence when the complete trials classified the same number of videos correctly (their
+    out-of-fold accuracies within half a video of each other): their values then differ only by the loss's
+    tie-break, so the optimisation history would chart that and the parameter importances would rank
+    settings on it. ``None`` when the plots show real differences (or there are fewer than two trials)."""
+    accuracies = [_accuracy(t) for t in study.trials if t.state.name == "COMPLETE"]
+    videos = max(num_videos, 1)
+    if len(accuracies) < 2 or max(accuracies) - min(accuracies) >= 50.0 / videos:
+        return None
+    return (f"No plots: all {len(accuracies)} finished trials scored {max(accuracies):.2f}% (the same number of "
+            f"the {videos} videos), so their values differ only by the validation loss's tie-break, and an "
+            "optimisation history or parameter importances would show nothing but that noise.")
