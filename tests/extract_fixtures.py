@@ -92,6 +92,72 @@ LAUNCHER_VARIABLES = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_AR
                       "JOB_COMPLETION_INDEX", "VIDTEMPO_NUM_SHARDS", "RANK", "WORLD_SIZE")
 
 
+def write_frames(target: Path, frames: list[np.ndarray], times: list[float] | None = None, codec: str = "libx264",
+                 pix_fmt: str = "yuv420p", container: str | None = None) -> Path:
+    """Encode RGB ``frames`` into ``target``; ``times`` (seconds) places each frame, else 25 per second."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    height, width = frames[0].shape[:2]
+    with av.open(str(target), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        stream.time_base = Fraction(1, 1000)
+        for index, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format=pix_fmt)
+            frame.pts = round((times[index] if times else index / 25) * 1000)
+            frame.time_base = Fraction(1, 1000)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return target
+
+
+def write_pixel_bomb(target: Path, side: int = 16000) -> Path:
+    """A PNG-in-MOV of one ``side`` x ``side`` frame: tens of kB on disk, 768 MB a frame once decoded to RGB."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(target), "w", format="mov") as out:
+        stream = out.add_stream("png", rate=1)
+        stream.width = stream.height = side
+        stream.pix_fmt = "monob"
+        frame = av.VideoFrame(side, side, "monob")
+        for plane in frame.planes:
+            plane.update(bytes(plane.buffer_size))
+        frame.pts = 0
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return target
+
+
+def hostile_media(folder: Path) -> dict[str, Path]:
+    """Files a library or an upload may hold that are not plain videos, by kind: each must end as frames or
+    one clear error."""
+    folder.mkdir(parents=True, exist_ok=True)
+    real = cut_clip(sample(BIKES), folder / "source" / "real.mp4", 40, codec="libx264")
+    data = real.read_bytes()
+    rng = np.random.default_rng(0)
+    files = {
+        "empty": folder / "empty.mp4",
+        "random": write_random_bytes(folder / "random.mp4"),
+        "text": folder / "text.mp4",
+        "truncated": folder / "truncated.mp4",
+        "corrupted_middle": folder / "corrupted_middle.mp4",
+        "audio_only": write_audio_only(folder / "audio_only.mp4"),
+        "one_pixel": write_frames(folder / "one_pixel.mp4", [np.full((1, 1, 3), 200, np.uint8)] * 5, codec="mpeg4"),
+        "two_frames_ten_hours": write_frames(folder / "two_frames_ten_hours.mp4",
+                                             [np.zeros((64, 64, 3), np.uint8), np.full((64, 64, 3), 255, np.uint8)],
+                                             times=[0.0, 36000.0]),
+        "pixel_bomb": write_pixel_bomb(folder / "pixel_bomb.mov"),
+    }
+    files["empty"].write_bytes(b"")
+    files["text"].write_text("this is not a video\n" * 100)
+    files["truncated"].write_bytes(data[: len(data) // 2])
+    middle = bytearray(data)
+    start = len(middle) // 3
+    middle[start : start + len(middle) // 3] = rng.integers(0, 256, len(middle) // 3, dtype=np.uint8).tobytes()
+    files["corrupted_middle"].write_bytes(bytes(middle))
+    real.unlink()
+    real.parent.rmdir()
+    return files
+
+
 def cli_env(launcher: dict[str, str] | None = None) -> dict[str, str]:
     """This environment with the sources on the path; with ``launcher``, exactly those launcher variables."""
     env = dict(os.environ)

@@ -17,6 +17,8 @@ from typing import Any, Sequence
 from .._version import __version__
 from .options import (
     add_checkpoints_option,
+    add_decode_limit_options,
+    decode_limits,
     add_device_option,
     add_precision_option,
     add_runtime_option,
@@ -396,6 +398,7 @@ def _add_predict(sub) -> None:
     add_precision_option(p)
     add_runtime_option(p)
     add_quiet_option(p, help="no progress bar (the closing summary line stays)")
+    add_decode_limit_options(p)
     add_timeline_options(p)
     p.set_defaults(run=_run_predict)
 
@@ -416,6 +419,7 @@ def _run_predict(args) -> int:
     if args.output is not None:
         check_output_path(args.output, args.timeline)
     shard = resolve_shard(args.shard) if args.shard else None
+    limits = decode_limits(args)
     if args.videos_dir is not None:
         from ..features.extract.video import VIDEO_EXTENSIONS
         from ..inference.library import library_items
@@ -428,7 +432,7 @@ def _run_predict(args) -> int:
     from ..inference.classify import VideoClassifier  # torch: after the arguments are checked
 
     classifier = VideoClassifier.from_checkpoints(source, device=args.device, tta=args.tta,
-                                                  precision=args.precision, runtime=args.runtime)
+                                                  precision=args.precision, runtime=args.runtime, **limits)
     if args.videos_dir is not None:
         return _predict_library(classifier, args, shard)
     if args.timeline:
@@ -503,6 +507,7 @@ def _add_serve(sub) -> None:
     p.add_argument("--api-key", help=f"require this key (header X-API-Key or Authorization: Bearer) on every route "
                                      f"but / and /health; or set {API_KEY_ENV}")
     add_tta_option(p, help="average each prediction over test-time augmentation views")
+    add_decode_limit_options(p)
     add_device_option(p)
     add_threads_option(p)
     add_precision_option(p)
@@ -518,6 +523,7 @@ def _run_serve(args) -> int:
         max_connections=args.max_connections, api_key=args.api_key or os.environ.get(API_KEY_ENV),
         shutdown_timeout_s=args.shutdown_timeout, header_timeout_s=args.header_timeout,
         body_timeout_s=args.body_timeout)
+    limits = decode_limits(args)
     source = checkpoint_source(args.checkpoints)
     use_threads(args)
     try:  # torch and the service's packages: after the arguments are checked
@@ -531,7 +537,7 @@ def _run_serve(args) -> int:
     from ..inference.classify import VideoClassifier
 
     classifier = VideoClassifier.from_checkpoints(source, device=args.device, tta=args.tta,
-                                                  precision=args.precision, runtime=args.runtime)
+                                                  precision=args.precision, runtime=args.runtime, **limits)
     uvicorn.run(create_app(classifier, settings), host=args.host, port=args.port, log_config=log_config(),
                 access_log=False, limit_concurrency=settings.max_connections,
                 timeout_graceful_shutdown=settings.shutdown_timeout_s,
@@ -633,6 +639,7 @@ def _add_demo(sub) -> None:
                    help=with_default("maximum epochs per member", run_demo, "epochs"))
     p.add_argument("--num-models", type=int, default=default_of(run_demo, "num_models"),
                    help=with_default("ensemble members", run_demo, "num_models"))
+    add_decode_limit_options(p)
     add_threads_option(p)
     add_quiet_option(p)
     p.set_defaults(run=_run_demo)
@@ -644,8 +651,9 @@ def _run_demo(args) -> int:
     for flag, value in (("--epochs", args.epochs), ("--num-models", args.num_models)):
         if value < 1:
             raise VidtempoError(f"{flag} must be a positive integer, got {value}")
+    limits = decode_limits(args)
     use_threads(args)
-    run_demo(args.output_dir, epochs=args.epochs, num_models=args.num_models, quiet=args.quiet)
+    run_demo(args.output_dir, epochs=args.epochs, num_models=args.num_models, quiet=args.quiet, **limits)
     return 0
 
 

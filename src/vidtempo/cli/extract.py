@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from .options import (add_device_option, add_quiet_option, add_suffix_option, add_threads_option, default_of,
-                      use_threads, with_default)
+from .options import (add_decode_limit_options, add_device_option, add_quiet_option, add_suffix_option,
+                      add_threads_option, decode_limits, default_of, use_threads, with_default)
 from ..errors import VidtempoError
 from ..features.sharding import resolve_shard
 from ..features.store import MULTISCALE_SUFFIX, SPLITS
@@ -32,9 +32,7 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                         help=with_default("how sampled frames are found: exact (decode up to each), keyframe (the "
                                           "keyframe before each), auto (whole short videos; keyframes near their "
                                           "targets in long ones)", ExtractionSettings, "sampling"))
-    parser.add_argument("--max-decode-seconds", type=float, default=default_of(RunOptions, "max_decode_seconds"),
-                        help=with_default("a video still decoding after this long fails", RunOptions,
-                                          "max_decode_seconds"))
+    add_decode_limit_options(parser)
     parser.add_argument("--batch-size", type=int, default=default_of(RunOptions, "batch_size"),
                         help=with_default("frames per CNN batch", RunOptions, "batch_size"))
     parser.add_argument("--workers", type=int, default=None,
@@ -76,7 +74,7 @@ def run_extract(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         strict=args.strict,
         quiet=args.quiet,
-        max_decode_seconds=args.max_decode_seconds,
+        **decode_limits(args),
     )
     use_threads(args)
     try:

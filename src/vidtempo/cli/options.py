@@ -90,6 +90,27 @@ def other_running_processes(stat: Path = Path("/proc/stat"), samples: int = 5) -
     return max(0, min(counts))
 
 
+def add_decode_limit_options(parser: argparse.ArgumentParser) -> None:
+    """The bounds every command that decodes videos puts on one video (features.extract.settings.RunOptions)."""
+    from ..features.extract.settings import RunOptions
+
+    parser.add_argument("--max-decode-seconds", type=float, default=default_of(RunOptions, "max_decode_seconds"),
+                        help=with_default("a video still decoding after this long fails (one error, the run goes on); "
+                                          "a decoder that does not stop is killed and replaced", RunOptions,
+                                          "max_decode_seconds"))
+    parser.add_argument("--max-frame-pixels", type=int, default=default_of(RunOptions, "max_frame_pixels"),
+                        help=with_default("a video whose frames have more pixels than this is refused before "
+                                          "decoding (8K)", RunOptions, "max_frame_pixels"))
+
+
+def decode_limits(args: argparse.Namespace) -> dict[str, Any]:
+    """``--max-decode-seconds`` and ``--max-frame-pixels``, checked, as keyword arguments of the Python API."""
+    from ..features.extract.settings import RunOptions
+
+    options = RunOptions(max_decode_seconds=args.max_decode_seconds, max_frame_pixels=args.max_frame_pixels)
+    return {"max_decode_seconds": options.max_decode_seconds, "max_frame_pixels": options.max_frame_pixels}
+
+
 def add_quiet_option(parser: argparse.ArgumentParser, help: str = "no progress bars or progress lines") -> None:
     parser.add_argument("--quiet", action="store_true", help=help)
 

@@ -23,10 +23,12 @@ def square_frames(path: str | os.PathLike, size: int = MONTAGE_SIZE) -> list[np.
     """Every frame of a video, centre-cropped to a square and scaled to ``size`` x ``size`` RGB."""
     from PIL import Image
 
+    from ..features.extract.video import to_rgb
+
     frames = []
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
-            image = frame.to_image()
+            image = Image.fromarray(to_rgb(frame))
             side = min(image.size)
             left, top = (image.width - side) // 2, (image.height - side) // 2
             square = image.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)

@@ -13,6 +13,7 @@ import os
 import time
 from pathlib import Path
 
+from ..features.extract.settings import RunOptions
 from ..files import write_json
 from .videos import build_demo_videos
 
@@ -23,11 +24,15 @@ DEMO_TRAINING = {"learning_rate": 1e-3, "batch_size": 16, "patience": 15, "check
                  "num_workers": 0}
 
 
-def run_demo(output_dir: str | os.PathLike, epochs: int = 40, num_models: int = 3, quiet: bool = False) -> dict:
+def run_demo(output_dir: str | os.PathLike, epochs: int = 40, num_models: int = 3, quiet: bool = False,
+             max_decode_seconds: float | None = RunOptions.max_decode_seconds,
+             max_frame_pixels: int | None = RunOptions.max_frame_pixels) -> dict:
+    """Every stage on the built-in clips (module docstring); the two limits bound each video's decode
+    (RunOptions)."""
     # Imported here: the command line reads this module's defaults without loading torch.
     from ..ensemble.ensemble import Ensemble
     from ..ensemble.evaluation import evaluate_ensemble, write_evaluation_report
-    from ..features.extract import ExtractionSettings, RunOptions, extract_features
+    from ..features.extract import ExtractionSettings, extract_features
     from ..features.store import read_split, split_path
     from ..inference.classify import VideoClassifier
     from ..training.trainer import EnhancedTemporalModelTrainer
@@ -42,7 +47,8 @@ def run_demo(output_dir: str | os.PathLike, epochs: int = 40, num_models: int = 
     say("demo 2/6: extracting features (efficientnet_lite0, ImageNet weights)")
     settings = ExtractionSettings(**DEMO_EXTRACTION)
     features_dir = output_dir / "features"
-    extract_features(videos.root, features_dir, settings, RunOptions(device="cpu", quiet=quiet))
+    limits = {"max_decode_seconds": max_decode_seconds, "max_frame_pixels": max_frame_pixels}
+    extract_features(videos.root, features_dir, settings, RunOptions(device="cpu", quiet=quiet, **limits))
 
     say(f"demo 3/6: training an ensemble of {num_models}")
     checkpoints = output_dir / "checkpoints"
@@ -58,7 +64,11 @@ def run_demo(output_dir: str | os.PathLike, epochs: int = 40, num_models: int = 
 
     say("demo 5/6: classifying a held-out clip from its video file")
     clip = sorted((videos.root / "test" / "Animation").glob("*.mp4"))[0]
-    prediction = VideoClassifier(ensemble).classify_file(clip)
+    classifier = VideoClassifier(ensemble, **limits)
+    try:
+        prediction = classifier.classify_file(clip)
+    finally:
+        classifier.extractor.close()
 
     say("demo 6/6: writing the report")
     notes = _report_notes(videos, clip, prediction)

@@ -50,11 +50,13 @@ def sample_video_dir() -> Path:
 
 def read_frames(path: Path) -> list[np.ndarray]:
     """Every frame of a video as RGB uint8, scaled to CLIP_WIDTH wide."""
+    from ..features.extract.video import to_rgb  # torch: only when clips are cut, not for --help
+
     frames = []
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
             height = int(round(frame.height * CLIP_WIDTH / frame.width / 2)) * 2
-            frames.append(frame.to_ndarray(format="rgb24", width=CLIP_WIDTH, height=height))
+            frames.append(to_rgb(frame, CLIP_WIDTH, height))
     return frames
 
 

@@ -75,7 +75,8 @@ class VideoClassifier(VideoPredictor):
         """One video at a time: its windows already make batches for the ensemble."""
         decode = functools.partial(decode_timeline_frames, window_seconds=options.window_seconds,
                                    hop_seconds=options.hop_seconds, frames_per_video=self.settings.frames_per_video,
-                                   image_size=self.settings.image_size, sampling=self.settings.sampling)
+                                   image_size=self.settings.image_size, sampling=self.settings.sampling,
+                                   max_pixels=self.extractor.max_frame_pixels)
         for item, frames, error in self.extractor.decoded_videos(pending, decode):
             if frames is None:
                 yield error_row(item.video_id, f"{item.video_id}: {error}", self.categories, timeline=True)

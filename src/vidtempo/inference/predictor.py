@@ -19,7 +19,7 @@ import torch
 from ..ensemble.ensemble import INFERENCE_PRECISION, Ensemble
 from ..ensemble.trust import describe
 from ..errors import VidtempoError
-from ..features.extract import ExtractionSettings, FeatureExtractor, scale_indices
+from ..features.extract import ExtractionSettings, FeatureExtractor, RunOptions, scale_indices
 from ..runtime import autocast
 from ..training.data import collate_features
 
@@ -42,7 +42,10 @@ class PreparedVideo:
 class VideoPredictor:
     """A trained ensemble with its extractor: ``prepare`` a video file, ``classify_prepared`` prepared videos."""
 
-    def __init__(self, ensemble: Ensemble, extractor: FeatureExtractor | None = None, tta: bool = False) -> None:
+    def __init__(self, ensemble: Ensemble, extractor: FeatureExtractor | None = None, tta: bool = False, *,
+                 max_decode_seconds: float | None = RunOptions.max_decode_seconds,
+                 max_frame_pixels: int | None = RunOptions.max_frame_pixels) -> None:
+        """Without ``extractor``, one of the checkpoints' extraction settings, decoding under the two limits."""
         self.ensemble = ensemble
         self.tta = tta
         if extractor is None:
@@ -51,25 +54,30 @@ class VideoPredictor:
                     "these checkpoints were not trained on features extracted from videos "
                     "(no extraction settings recorded), so they cannot classify video files"
                 )
-            extractor = FeatureExtractor(ensemble.extraction, device=str(ensemble.device))
+            extractor = FeatureExtractor(ensemble.extraction, device=str(ensemble.device),
+                                         max_decode_seconds=max_decode_seconds, max_frame_pixels=max_frame_pixels)
         self.extractor = extractor
 
     @classmethod
     def from_checkpoints(cls, checkpoints: Any, device: str = "cpu", tta: bool = False,
-                         precision: str = INFERENCE_PRECISION, runtime: str = "torch") -> "VideoPredictor":
+                         precision: str = INFERENCE_PRECISION, runtime: str = "torch",
+                         max_decode_seconds: float | None = RunOptions.max_decode_seconds,
+                         max_frame_pixels: int | None = RunOptions.max_frame_pixels) -> "VideoPredictor":
         """``precision`` (auto, fp32, bf16) is the CNN's and the ensemble's with PyTorch; auto is what the
         hardware is fast at. ``runtime`` (torch, onnx, auto; see onnx_model.resolve_runtime): ``onnx`` runs an
-        exported folder, or the export of ``checkpoints`` kept beside them, with ONNX Runtime in float32."""
+        exported folder, or the export of ``checkpoints`` kept beside them, with ONNX Runtime in float32.
+        ``max_decode_seconds`` and ``max_frame_pixels`` bound each video's decode (RunOptions)."""
+        limits = {"max_decode_seconds": max_decode_seconds, "max_frame_pixels": max_frame_pixels}
         from .onnx_model import OnnxEnsemble, exported_folder, resolve_runtime
 
         chosen = resolve_runtime(runtime, checkpoints, device)
         if chosen == "torch":
-            return cls(Ensemble.from_checkpoints(checkpoints, device=device, precision=precision), tta=tta)
+            return cls(Ensemble.from_checkpoints(checkpoints, device=device, precision=precision), tta=tta, **limits)
         if tta:
             raise VidtempoError("the ONNX runtime runs plain predictions: TTA needs --runtime torch")
         ensemble = OnnxEnsemble(exported_folder(checkpoints))
         backbone = ensemble.backbone()  # refuses, saying why, a model exported without one
-        return cls(ensemble, FeatureExtractor(ensemble.extraction, device="cpu", backbone=backbone), tta=tta)
+        return cls(ensemble, FeatureExtractor(ensemble.extraction, device="cpu", backbone=backbone, **limits), tta=tta)
 
     @property
     def runtime(self) -> str:

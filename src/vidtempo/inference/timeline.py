@@ -28,6 +28,7 @@ videos with the benchmark's ``--clips-dir`` mode.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ..errors import VidtempoError
+from ..features.extract.settings import MAX_FRAME_PIXELS
 
 if TYPE_CHECKING:
     from .predictor import VideoPredictor
@@ -216,7 +218,8 @@ class TimelineFrames:
 
 
 def decode_timeline_frames(path: str | os.PathLike, window_seconds: float, hop_seconds: float,
-                           frames_per_video: int, image_size: int, sampling: str = "exact") -> TimelineFrames:
+                           frames_per_video: int, image_size: int, sampling: str = "exact",
+                           max_pixels: int | None = MAX_FRAME_PIXELS) -> TimelineFrames:
     """Decode what a timeline of ``path`` needs (see TimelineFrames), in one pass; the whole-video sample is
     the one ``sampling`` takes in a plain prediction. Raises VideoDecodeError. Decoder worker processes run
     it too, so it takes plain values."""
@@ -237,7 +240,7 @@ def decode_timeline_frames(path: str | os.PathLike, window_seconds: float, hop_s
             plans["whole"] = sparse_choice(plans["whole"], keyframes(), total, sampling == "keyframe")
         return sorted(set(plans["plan"].grid.tolist()) | set(plans["whole"]))
 
-    clip = decode_selected(path, select, image_size, keyframes=True)
+    clip = decode_selected(path, select, image_size, keyframes=True, max_pixels=max_pixels)
     return TimelineFrames(clip, plans["plan"], plans["whole"], window_seconds, hop_seconds)
 
 
@@ -252,8 +255,11 @@ def classify_timeline(classifier: "VideoPredictor", path: str | os.PathLike, win
     options = TimelineOptions(window_seconds, hop_seconds, switch_penalty).resolved(classifier)
     start = time.perf_counter()
     settings = classifier.settings
-    frames = decode_timeline_frames(path, options.window_seconds, options.hop_seconds, settings.frames_per_video,
-                                    settings.image_size, settings.sampling)
+    decode = functools.partial(decode_timeline_frames, window_seconds=options.window_seconds,
+                               hop_seconds=options.hop_seconds, frames_per_video=settings.frames_per_video,
+                               image_size=settings.image_size, sampling=settings.sampling,
+                               max_pixels=classifier.extractor.max_frame_pixels)
+    frames = classifier.extractor.decode_with(decode, path)
     return timeline_result(classifier, path, frames, switch_penalty, thumbnails,
                            {"decode_s": time.perf_counter() - start})
 
