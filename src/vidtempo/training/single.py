@@ -13,6 +13,7 @@ import torch
 
 from .. import checkpoint
 from .._version import __version__
+from .._imports import require_extra
 from ..config import ABSENT_SETTINGS_MEANT, TrainingConfig, make_config
 from ..ensemble.ensemble import inference_amp_dtype, model_outputs
 from ..ensemble.metrics import classification_metrics
@@ -179,8 +180,5 @@ class SingleModelTrainer(TrainingSession):
     def _tensorboard(self, model_name: str):
         if self.tensorboard_dir is None:
             return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ConfigError("TensorBoard logging needs the tensorboard package: pip install tensorboard") from None
-        return SummaryWriter(log_dir=str(self.tensorboard_dir / model_name))
+        board = require_extra("torch.utils.tensorboard", "tensorboard", "TensorBoard logging (--tensorboard)")
+        return board.SummaryWriter(log_dir=str(self.tensorboard_dir / model_name))
