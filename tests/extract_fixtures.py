@@ -126,6 +126,10 @@ def write_pixel_bomb(target: Path, side: int = 16000) -> Path:
     return target
 
 
+# The hostile files that still hold decodable frames: a damaged middle gives the frames before the damage.
+PLAYABLE_HOSTILE = ("one_pixel", "two_frames_ten_hours", "corrupted_middle")
+
+
 def hostile_media(folder: Path) -> dict[str, Path]:
     """Files a library or an upload may hold that are not plain videos, by kind: each must end as frames or
     one clear error."""

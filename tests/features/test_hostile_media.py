@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from extract_fixtures import hostile_media
+from extract_fixtures import PLAYABLE_HOSTILE, hostile_media
 from vidtempo.features.extract import ExtractionSettings, FeatureExtractor
 from vidtempo.features.extract.catalog import VideoItem
 from vidtempo.features.extract.settings import MAX_FRAME_PIXELS, SAMPLING_MODES, RunOptions
 from vidtempo.features.extract.video import VideoDecodeError, decode_clip
 from vidtempo.errors import VidtempoError
 
-PLAYABLE = {"one_pixel", "two_frames_ten_hours"}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +27,7 @@ def test_each_hostile_file_is_frames_or_one_error_line(media, sampling):
     rows = {item.video_id: (frames, error) for item, frames, error in extractor.decoded_videos(items)}
     assert set(rows) == set(media)
     for kind, (frames, error) in rows.items():
-        if kind in PLAYABLE:
+        if kind in PLAYABLE_HOSTILE:
             assert error is None and frames is not None and frames.shape[1:] == (3, 64, 64), kind
         else:
             assert frames is None and error and "\n" not in error, kind

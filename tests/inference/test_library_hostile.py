@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from extract_fixtures import hostile_media
+from extract_fixtures import PLAYABLE_HOSTILE, hostile_media
 from vidtempo.features.extract.decoder_pool import STALL_ENV
 
 pytestmark = pytest.mark.slow
@@ -41,7 +41,7 @@ def test_a_library_with_hostile_files_and_a_stuck_decoder_ends_with_one_row_each
     assert "decoder stopped responding after" in rows["stuck.mp4"]["error"]
     for kind, path in media.items():
         row = rows[f"hostile/{path.name}"]
-        playable = kind in ("one_pixel", "two_frames_ten_hours")
+        playable = kind in PLAYABLE_HOSTILE
         assert bool(row["predicted_class"]) == playable and bool(row["error"]) != playable, (kind, row["error"])
     assert "exceed the limit" in rows["hostile/pixel_bomb.mov"]["error"]
     assert "could not be read" in result.stderr

@@ -24,6 +24,7 @@ Frames travel as uint8 ``[T, 3, S, S]`` (a quarter of the bytes of float32 betwe
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import time
@@ -126,8 +127,8 @@ def decode_clip(path: str | os.PathLike, num_frames: int, image_size: int, sampl
         targets = uniform(facts.total_frames, facts.frame_rate)
         if not sparse_sampling_applies(sampling, facts.total_frames, len(targets)):
             return None
-        return _decode_near_targets(container, stream, targets, facts.total_frames, facts.frame_rate, image_size,
-                                    keyframes_only=sampling == "keyframe", deadline=deadline)
+        return _decode_near_targets(facts, targets, image_size, keyframes_only=sampling == "keyframe",
+                                    deadline=deadline)
 
     return decode_selected(path, uniform, image_size, deadline, near_targets if sampling != "exact" else None,
                            max_pixels=max_pixels)
@@ -161,22 +162,61 @@ def sparse_choice(targets: list[int], keyframes: list[int], total_frames: int, k
 
 @dataclass
 class StreamFacts:
-    """What the container says of its first video stream, and its keyframes' positions on demand (a
-    demuxing pass over the file, no decoding)."""
+    """What the container says of its first video stream, and on demand its keyframes' positions and, for a
+    variable frame rate, every frame's time stamp (a demuxing pass over the file each, no decoding).
+
+    A frame's index is its place in presentation order. At a constant rate it follows from its time stamp
+    (time x rate); at a variable rate it does not (frames of 20, 40 and 60 ms average 25 per second, yet the
+    226th second-25th is not frame 226), so it is looked up among all the stream's time stamps."""
 
     total_frames: int
     frame_rate: float | None
     container: av.container.InputContainer
     stream: av.VideoStream
+    _timestamps: list[int] | None = None
+
+    @property
+    def variable_rate(self) -> bool:
+        """The stream's frames are not evenly spaced: its average rate and its base rate (the rate its time
+        stamps are multiples of) disagree."""
+        average, base = self.stream.average_rate, self.stream.base_rate
+        return bool(average and base and abs(float(average) / float(base) - 1) > FRAME_COUNT_TOLERANCE)
+
+    def timestamps(self) -> list[int]:
+        """Every frame's presentation time stamp, in order (a demuxing pass, kept)."""
+        if self._timestamps is None:
+            self._timestamps = sorted(packet.pts for packet in self.container.demux(self.stream)
+                                      if packet.pts is not None and packet.size > 0)
+            self.container.seek(0)
+        return self._timestamps
+
+    def index_of(self, pts: int | None) -> int | None:
+        """The index of the frame shown at ``pts``; None when it cannot be known (no time stamp, no rate)."""
+        if pts is None or not self.frame_rate or not self.stream.time_base:
+            return None
+        if self.variable_rate:
+            stamps = self.timestamps()
+            return min(bisect.bisect_left(stamps, pts), max(len(stamps) - 1, 0))
+        start = self.stream.start_time or 0
+        return int(round((pts - start) * float(self.stream.time_base) * self.frame_rate))
+
+    def pts_of(self, index: float) -> int:
+        """The time stamp to seek to for frame ``index`` (at or before it)."""
+        if self.variable_rate and self.timestamps():
+            stamps = self.timestamps()
+            return stamps[min(int(index), len(stamps) - 1)]
+        start = self.stream.start_time or 0
+        return start + int(index / self.frame_rate / float(self.stream.time_base))
 
     def keyframes(self) -> list[int]:
         if not self.frame_rate or not self.stream.time_base:
             return []
-        start, scale = self.stream.start_time or 0, float(self.stream.time_base) * self.frame_rate
-        found = [int(round((packet.pts - start) * scale)) for packet in self.container.demux(self.stream)
-                 if packet.is_keyframe and packet.pts is not None]
+        if self.variable_rate:
+            self.timestamps()  # before the keyframe pass, which must not interleave with it
+        stamps = [packet.pts for packet in self.container.demux(self.stream)
+                  if packet.is_keyframe and packet.pts is not None]
         self.container.seek(0)
-        return sorted(found)
+        return sorted(index for index in map(self.index_of, stamps) if index is not None)
 
 
 FrameSelector = Callable[..., list[int]]
@@ -275,53 +315,59 @@ def _decode_at(
     frames: list[np.ndarray] = []
     decoded = 0
     container.seek(0)  # back to the start (also flushes the decoder) after counting or an earlier pass
-    for frame in container.decode(stream):
-        if decoded in wanted:
-            frames.append(prepare_frame(frame, image_size))
-        decoded += 1
-        if decoded > last:
-            break
-        _check_deadline(deadline, container)
+    try:
+        for frame in container.decode(stream):
+            if decoded in wanted:
+                frames.append(prepare_frame(frame, image_size))
+            decoded += 1
+            if decoded > last:
+                break
+            _check_deadline(deadline, container)
+    except (av.FFmpegError, EOFError):
+        if not decoded:
+            raise
+        # The data ends before the index says (a truncated file): the frames so far are all there is; the
+        # caller samples again over them.
     return frames, decoded
 
 
 def _decode_near_targets(
-    container: av.container.InputContainer, stream: av.VideoStream, targets: list[int], total: int,
-    rate: float | None, image_size: int, keyframes_only: bool, deadline: float | None,
+    facts: StreamFacts, targets: list[int], image_size: int, keyframes_only: bool, deadline: float | None,
 ) -> tuple[list[np.ndarray], list[int]] | None:
     """For each target frame: with ``keyframes_only``, the keyframe at or before it; else, with a reach of
     half a target spacing either side, the last keyframe before the reach ends when it lies within the reach,
     else the first frame after that keyframe that does. Frames are kept once each, in order. None when the
-    stream cannot be sought in by time stamps (no rate or time base, frames without time stamps)."""
-    if not rate or not stream.time_base or len(targets) < 2:
+    stream cannot be sought in by time stamps (no rate or time base, frames without time stamps). A file
+    whose data ends early gives the frames found before its end."""
+    container, stream, total = facts.container, facts.stream, facts.total_frames
+    if not facts.frame_rate or not stream.time_base or len(targets) < 2:
         return None
-    time_base = float(stream.time_base)
-    start = stream.start_time or 0
     tolerance = math.inf if keyframes_only else (targets[-1] - targets[0]) / (len(targets) - 1) / 2
-
-    def index_of(frame: av.VideoFrame) -> int | None:
-        return None if frame.pts is None else int(round((frame.pts - start) * time_base * rate))
-
     frames: list[np.ndarray] = []
     indices: list[int] = []
     for target in targets:
         reach = target if keyframes_only else min(target + tolerance, total - 1)
-        container.seek(start + int(reach / rate / time_base), stream=stream, backward=True, any_frame=False)
-        for frame in container.decode(stream):
-            _check_deadline(deadline, container)
-            index = index_of(frame)
-            if index is None:
-                return None
-            if index > max(reach, target):
-                break  # the seek overshot: no frame near this target
-            if indices and index <= indices[-1]:
-                if keyframes_only:
-                    break  # the previous target's keyframe again
-                continue  # frames before the last one kept
-            if keyframes_only or index >= target - tolerance:
-                frames.append(prepare_frame(frame, image_size))
-                indices.append(min(index, total - 1))
-                break
+        container.seek(facts.pts_of(reach), stream=stream, backward=True, any_frame=False)
+        try:
+            for frame in container.decode(stream):
+                _check_deadline(deadline, container)
+                index = facts.index_of(frame.pts)
+                if index is None:
+                    return None
+                if index > max(reach, target):
+                    break  # the seek overshot: no frame near this target
+                if indices and index <= indices[-1]:
+                    if keyframes_only:
+                        break  # the previous target's keyframe again
+                    continue  # frames before the last one kept
+                if keyframes_only or index >= target - tolerance:
+                    frames.append(prepare_frame(frame, image_size))
+                    indices.append(min(index, total - 1))
+                    break
+        except (av.FFmpegError, EOFError):
+            if not frames:
+                raise
+            break  # the data ends here (a truncated file): keep what came before
     return frames, indices
 
 
@@ -350,11 +396,25 @@ def _frame_count(container: av.container.InputContainer, stream: av.VideoStream,
     declared = stream.frames or 0
     seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
     agrees = rate and seconds and abs(declared - seconds * rate) <= max(1.0, FRAME_COUNT_TOLERANCE * declared)
-    if declared > 0 and agrees:
+    if declared > 0 and agrees and not _index_past_the_end(container, stream):
         return declared
     count = _count_packets(container, stream)
     container.seek(0)
     return count
+
+
+def _index_past_the_end(container: av.container.InputContainer, stream: av.VideoStream) -> bool:
+    """Whether the container's index places frames beyond the end of the file (a file cut short after an
+    index written at its start): its frame count then promises frames that are not there. Read from the
+    index (PyAV 17+ shows it), no demuxing."""
+    entries = getattr(stream, "index_entries", None)
+    if not entries:
+        return False
+    try:
+        size = os.path.getsize(container.name)
+    except (OSError, TypeError):
+        return False
+    return max(entry.pos + entry.size for entry in entries) > size
 
 
 def _open(path: str | os.PathLike) -> av.container.InputContainer:
