@@ -206,7 +206,7 @@ class TrainingRun:
         cfg, progress = self.cfg, self.progress
         if cfg.checkpoint_every:
             self._warn_about_other_runs()
-        first_epoch, started = progress.next_epoch, time.perf_counter()
+        first_epoch, clock = progress.next_epoch, EpochClock()
         for epoch in range(first_epoch, cfg.num_epochs):
             self.session.seed_epoch(cfg.seed, epoch)
             epoch_start = time.perf_counter()
@@ -226,8 +226,8 @@ class TrainingRun:
                 self._save(self.best_path, epoch, val_metrics, train_metrics)
             if periodic:
                 self._save_periodic(epoch, val_metrics, train_metrics)
-            mean_seconds = (time.perf_counter() - started) / (epoch + 1 - first_epoch)
-            self._log_epoch(epoch, record, mean_seconds)
+            clock.add(time.perf_counter() - epoch_start)
+            self._log_epoch(epoch, record, clock.remaining_seconds(cfg.num_epochs - epoch - 1))
             if progress.patience_counter >= cfg.patience:
                 self.session.log(f"{self.model_name}: no validation improvement for {cfg.patience} epochs; "
                                  "stopping early")
@@ -329,8 +329,8 @@ class TrainingRun:
         self._save(self.best_path, *self.unsaved_best, more=more)
         self.writer.close()
 
-    def _log_epoch(self, epoch: int, r: EpochRecord, mean_seconds: float) -> None:
-        eta = format_duration(mean_seconds * (self.cfg.num_epochs - epoch - 1))
+    def _log_epoch(self, epoch: int, r: EpochRecord, remaining_seconds: float) -> None:
+        eta = format_duration(remaining_seconds)
         self.session.log(
             f"{self.model_name} epoch {epoch + 1}/{self.cfg.num_epochs} | train loss {r.train_loss:.4f} "
             f"acc {r.train_acc:.2f}% | val loss {r.val_loss:.4f} acc {r.val_acc:.2f}% f1 {r.val_f1:.2f}% | "
@@ -361,6 +361,24 @@ def _log_to_board(board, r: EpochRecord, epoch: int) -> None:
                        ("accuracy/val", r.val_acc), ("f1_weighted/val", r.val_f1), ("learning_rate", r.lr)):
         board.add_scalar(tag, value, epoch)
     board.flush()
+
+
+class EpochClock:
+    """The time left in a run, from its recent epochs: when another process starts on the machine (or stops),
+    the ETA follows within a few epochs instead of averaging the change away over the whole run."""
+
+    RECENT_EPOCHS = 3
+
+    def __init__(self) -> None:
+        self.recent: list[float] = []
+
+    def add(self, seconds: float) -> None:
+        self.recent = [*self.recent, seconds][-self.RECENT_EPOCHS:]
+
+    def remaining_seconds(self, epochs_left: int) -> float:
+        if not self.recent:
+            return 0.0
+        return sum(self.recent) / len(self.recent) * epochs_left
 
 
 def format_duration(seconds: float) -> str:
