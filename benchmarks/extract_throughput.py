@@ -26,9 +26,6 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import torch
-from torch.utils.data import DataLoader
-
-from vidtempo.features.extract.decoding import DecodeVideos
 from vidtempo.features.extract.extractor import FeatureExtractor, default_workers, extract_features, resolve_device
 from vidtempo.features.extract.catalog import scan_videos
 from vidtempo.features.extract.settings import ExtractionSettings, RunOptions
@@ -53,20 +50,15 @@ def build_videos(root: Path, repeats: int) -> None:
 
 
 def time_decode(items, settings: ExtractionSettings, workers: int) -> tuple[int, float]:
-    loader = DataLoader(
-        DecodeVideos(items, settings.frames_per_video, settings.image_size),
-        batch_size=None,
-        num_workers=workers,
-        prefetch_factor=2 if workers else None,
-    )
+    """Decoding alone, in ``workers`` watched decoder processes (0: in this process), as extraction does."""
+    extractor = FeatureExtractor(settings, device="cpu", workers=workers)
     started = time.perf_counter()
-    frames = sum(int(f.shape[0]) for _, f, _ in loader if f is not None)
+    frames = sum(int(f.shape[0]) for _, f, _ in extractor.decoded_videos(items) if f is not None)
     return frames, time.perf_counter() - started
 
 
 def time_cnn(items, extractor: FeatureExtractor) -> tuple[int, float]:
-    loader = DecodeVideos(items, extractor.settings.frames_per_video, extractor.settings.image_size)
-    clips = [loader[i][1] for i in range(len(items))]
+    clips = [frames for _, frames, _ in FeatureExtractor(extractor.settings, workers=0).decoded_videos(items)]
     extractor.frame_features(clips[0][:2])  # warm-up: first-call kernel selection
     started = time.perf_counter()
     for clip in clips:

@@ -19,7 +19,7 @@ import sys
 import warnings
 from typing import Any, Callable
 
-_EXTRACT_MODULES = ("backbones", "catalog", "decoding", "efficientnet_lite", "extractor", "multiscale", "report",
+_EXTRACT_MODULES = ("backbones", "catalog", "efficientnet_lite", "extractor", "multiscale", "report",
                     "resume", "settings", "shards", "video")
 
 # old module path -> the path it moved to
