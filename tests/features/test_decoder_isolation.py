@@ -128,3 +128,31 @@ def test_the_pool_serves_several_threads_at_once():
         for thread in threads:
             thread.join()
     assert all(tuple(r.frames.shape) == (2, 3, 32, 32) for r in results)
+
+
+@pytest.mark.slow  # a command-line process that loads the backbone
+@pytest.mark.timeout(300)
+def test_extract_lists_a_stuck_video_as_failed_and_writes_the_others(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from extract_fixtures import cli_env, link
+    from vidtempo.features.extract.decoder_pool import STALL_ENV
+    from vidtempo.features.store import read_split
+
+    videos = tmp_path / "videos"
+    link(sample(CARPHONE), videos / "train" / "A" / "fine.mp4")
+    link(sample(BIKES), videos / "train" / "B" / "stuck.mp4")
+    link(sample(BIKES), videos / "train" / "B" / "also_fine.mp4")
+    out = tmp_path / "features"
+    command = [sys.executable, "-m", "vidtempo", "extract", "--videos-dir", str(videos), "--output-dir", str(out),
+               "--frames", "4", "--image-size", "64", "--workers", "1", "--max-decode-seconds", "2", "--quiet"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240,
+                            env={**cli_env(), STALL_ENV: "stuck.mp4"})
+    assert result.returncode == 0, result.stderr
+    failed = json.loads((out / "train_failures_multiscale.json").read_text())["failed"]
+    assert [f["video"] for f in failed] == ["train/B/stuck.mp4"]
+    assert "decoder stopped responding after" in failed[0]["error"]
+    assert sorted(read_split(out / "train_features_multiscale.h5").video_ids) == ["train/A/fine.mp4",
+                                                                                 "train/B/also_fine.mp4"]
