@@ -120,6 +120,8 @@ def export_ensemble(ensemble: Ensemble, output: str | os.PathLike, opset: int = 
     _check_quantize(quantize, calibration_videos)
     if quantize and ensemble.extraction is None:
         raise VidtempoError("--quantize needs a backbone: these checkpoints record no extraction settings")
+    # Decoded before anything is exported: calibration videos that do not decode are refused at once.
+    calibration = _calibration_frames(ensemble.extraction, calibration_videos) if quantize else []
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
@@ -130,8 +132,7 @@ def export_ensemble(ensemble: Ensemble, output: str | os.PathLike, opset: int = 
         if ensemble.extraction is not None:
             graphs[BACKBONE_ONNX] = _export_backbone(ensemble, staging / BACKBONE_ONNX, opset)
         if quantize:
-            graphs[BACKBONE_ONNX] = _quantize_backbone(staging / BACKBONE_ONNX, ensemble.extraction,
-                                                       calibration_videos)
+            graphs[BACKBONE_ONNX] = _quantize_backbone(staging / BACKBONE_ONNX, calibration)
         manifest = {**_manifest(ensemble, graphs, opset), "backbone_precision": quantize or "fp32"}
         (staging / MODEL_JSON).write_text(json.dumps(manifest, indent=2))
         if output.exists():
@@ -157,21 +158,30 @@ def _check_quantize(quantize: str | None, calibration_videos: Sequence[str | os.
         raise VidtempoError("--quantize int8 needs --calibration-videos: frames of training videos set its ranges")
 
 
-def _quantize_backbone(path: Path, settings: Any, videos: Sequence[str | os.PathLike]) -> str:
-    """Replace the float32 backbone at ``path`` by its int8 version, calibrated on frames of ``videos``."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
+def _calibration_frames(settings: Any, videos: Sequence[str | os.PathLike]) -> list[torch.Tensor]:
+    """uint8 frames ``[F, 3, S, S]`` of each of the first CALIBRATION_VIDEOS ``videos`` that decodes, sampled as
+    extraction samples them. Raises VidtempoError, naming the videos' folder, when none decodes."""
     from ..features.extract.video import VideoDecodeError, decode_clip
 
-    batches = []
-    for video in list(videos)[:CALIBRATION_VIDEOS]:
+    videos = list(videos)[:CALIBRATION_VIDEOS]
+    batches, failures = [], []
+    for video in videos:
         try:
             batches.append(decode_clip(video, CALIBRATION_FRAMES, settings.image_size, settings.sampling).frames)
-        except VideoDecodeError:
-            continue
+        except VideoDecodeError as exc:
+            failures.append(exc)
     if not batches:
-        raise VidtempoError("--calibration-videos: none of the videos could be decoded")
+        folder = os.path.commonpath([os.path.dirname(os.path.abspath(v)) for v in videos])
+        raise VidtempoError(f"{folder}: none of the {len(videos)} calibration videos could be decoded, so no "
+                            f"frames set the int8 ranges (first: {failures[0]})")
+    return batches
+
+
+def _quantize_backbone(path: Path, batches: Sequence[torch.Tensor]) -> str:
+    """Replace the float32 backbone at ``path`` by its int8 version, its activation ranges calibrated on the
+    uint8 frame ``batches``."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Frames(CalibrationDataReader):
         def __init__(self) -> None:
@@ -205,13 +215,44 @@ def _export(module: nn.Module, args: tuple, path: Path, opset: int, input_names:
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # it notes registry entries it skips (torchvision's), not about this model
-    with warnings.catch_warnings(), torch.no_grad(), _restore_level(quiet, level):
+    with warnings.catch_warnings(), torch.no_grad(), _restore_level(quiet, level), _recurrence_as_loop():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(module.eval(), args, dynamo=True, input_names=input_names,
                                     output_names=output_names, dynamic_shapes=dynamic_shapes, opset_version=opset,
                                     verbose=False)
         program.save(str(path))
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _recurrence_as_loop() -> contextlib.AbstractContextManager:
+    """The LSTM traced as one loop over the steps, for the whole export.
+
+    torch's ONNX exporter uses this decomposition only while it captures the graph. Its later decomposition
+    pass retraces ``aten.lstm`` with the default one, a Python loop over the example's steps, which either
+    makes the steps a fixed input dimension (more than one layer) or leaves the example's step count in the
+    declared shapes of what follows the LSTM (ONNX Runtime then fails at other lengths on reusing a buffer).
+    The ONNX graph holds an LSTM node either way. A torch without this decomposition exports as it can, and
+    ``_check_dynamic`` refuses a graph that came out fixed."""
+    try:
+        from torch.export._patches import register_lstm_while_loop_decomposition
+    except ImportError:
+        return contextlib.nullcontext()
+    return register_lstm_while_loop_decomposition()
+
+
+def _check_dynamic(path: Path, axes: dict[str, tuple[int, ...]]) -> None:
+    """Refuse a graph that declares a number where ``axes`` (input or output name -> axes) asked for a
+    symbolic size: ONNX Runtime refuses other sizes there, or plans buffers for the example's and fails."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    for value in [*graph.input, *graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        fixed = [axis for axis in axes.get(value.name, ()) if not dims[axis].dim_param]
+        if fixed:
+            raise VidtempoError(f"{path.name}: torch {torch.__version__} exported '{value.name}' with axis {fixed[0]} "
+                                f"fixed at {dims[fixed[0]].dim_value}, so the graph would run only at the size of "
+                                "the example it was traced with")
 
 
 @contextlib.contextmanager
@@ -224,10 +265,13 @@ def _restore_level(logger: logging.Logger, level: int):
 
 def _export_ensemble(ensemble: Ensemble, path: Path, opset: int) -> str:
     dim = ensemble.models[0].config.feature_dim
-    batch, steps = torch.export.Dim("batch", min=1, max=65536), torch.export.Dim("steps", min=2, max=1 << 20)
+    batch, steps = torch.export.Dim("batch", min=1, max=65536), torch.export.Dim("steps", min=1, max=1 << 20)
     example = (torch.zeros(2, 5, dim), torch.tensor([5, 3]))
-    return _export(EnsembleGraph(ensemble), example, path, opset, ["features", "lengths"], list(ENSEMBLE_OUTPUTS),
-                   {"features": {0: batch, 1: steps}, "lengths": {0: batch}})
+    digest = _export(EnsembleGraph(ensemble), example, path, opset, ["features", "lengths"], list(ENSEMBLE_OUTPUTS),
+                     {"features": {0: batch, 1: steps}, "lengths": {0: batch}})
+    _check_dynamic(path, {"features": (0, 1), "lengths": (0,), "member_probs": (1,), "attention": (0, 1),
+                          **{name: (0,) for name in ENSEMBLE_OUTPUTS if name not in ("member_probs", "attention")}})
+    return digest
 
 
 def _export_backbone(ensemble: Ensemble, path: Path, opset: int) -> str:
@@ -238,7 +282,9 @@ def _export_backbone(ensemble: Ensemble, path: Path, opset: int) -> str:
     size = settings.image_size
     frames = torch.export.Dim("frames", min=1, max=4096)
     example = (torch.zeros(2, 3, size, size, dtype=torch.uint8),)
-    return _export(backbone, example, path, opset, ["frames"], ["features"], {"frames": {0: frames}})
+    digest = _export(backbone, example, path, opset, ["frames"], ["features"], {"frames": {0: frames}})
+    _check_dynamic(path, {"frames": (0,), "features": (0,)})
+    return digest
 
 
 def _manifest(ensemble: Ensemble, graphs: dict[str, str], opset: int) -> dict[str, Any]:

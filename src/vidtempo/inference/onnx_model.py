@@ -23,6 +23,9 @@ from .export import BACKBONE_ONNX, ENSEMBLE_ONNX, FORMAT_VERSION, MODEL_JSON, ex
 RUNTIMES = ("auto", "torch", "onnx")
 # Where ``--runtime onnx`` keeps the export of a checkpoint folder, keyed by what the export depends on.
 EXPORT_CACHE = ".onnx"
+# Part of that key: a kept export written before a change of the exported graph is made again. 2: the graph
+# takes any number of steps (earlier ones could hold the traced example's 5 steps in their shapes).
+EXPORT_REVISION = 2
 
 
 def is_exported_model(path: Any) -> bool:
@@ -68,7 +71,8 @@ def exported_folder(checkpoints: Any) -> Path:
 
     ensemble = Ensemble.from_checkpoints(checkpoints, device="cpu", precision="fp32")
     key = json.dumps({"ids": [m.get("checkpoint_id") for m in ensemble.metadata], "names": ensemble.names,
-                      "settings": str(ensemble.settings), "format": FORMAT_VERSION}, sort_keys=True)
+                      "settings": str(ensemble.settings), "format": FORMAT_VERSION, "revision": EXPORT_REVISION},
+                     sort_keys=True)
     first = Path(ensemble.metadata[0]["path"]).parent
     folder = first / EXPORT_CACHE / hashlib.sha256(key.encode()).hexdigest()[:16]
     if not is_exported_model(folder):
@@ -156,8 +160,6 @@ class OnnxEnsemble:
         if lengths is None:
             lengths = np.full(features.shape[0], features.shape[1], dtype=np.int64)
         lengths = np.asarray(torch.as_tensor(lengths).numpy(), dtype=np.int64).reshape(-1)
-        if features.shape[1] < 2:  # the graph was exported for two or more steps: pad one more (masked)
-            features = np.concatenate([features, np.zeros_like(features)], axis=1)
         outputs = self.session.run(None, {"features": features, "lengths": lengths})
         names = [o.name for o in self.session.get_outputs()]
         return dict(zip(names, outputs))
