@@ -140,9 +140,8 @@ def classify(path: str, manifest: dict, backbone: ort.InferenceSession, ensemble
     features = np.concatenate([backbone.run(None, {"frames": frames[i : i + CNN_BATCH]})[0]
                                for i in range(0, len(frames), CNN_BATCH)])
     steps = sequence(features, manifest["extraction"])
-    padded = np.concatenate([steps, np.zeros_like(steps)]) if len(steps) < 2 else steps  # the graph takes T >= 2
     names = [o.name for o in ensemble.get_outputs()]
-    out = dict(zip(names, ensemble.run(None, {"features": padded[None].astype(np.float32),
+    out = dict(zip(names, ensemble.run(None, {"features": steps[None].astype(np.float32),
                                               "lengths": np.array([len(steps)], dtype=np.int64)})))
     classes, probs = manifest["classes"], out["probs"][0]
     best = int(probs.argmax())

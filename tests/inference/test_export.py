@@ -225,6 +225,16 @@ def test_int8_ranges_are_those_of_the_calibration_frames(video_model, exported, 
     assert any(abs(other_scales[k] - v) > 0.01 * v for k, v in scales.items())
 
 
+def test_calibration_videos_are_spread_over_the_whole_folder():
+    from vidtempo.inference.export import spread_evenly
+
+    names = [f"{category}/{i:03d}.mp4" for category in "ABCD" for i in range(50)]
+    picked = spread_evenly(names, 64)
+    assert len(set(picked)) == 64 and picked[0] == names[0] and picked[-1] == names[-1]
+    assert {name[0] for name in picked} == set("ABCD") and sum(name[0] == "D" for name in picked) >= 15
+    assert spread_evenly(names[:5], 64) == names[:5]
+
+
 def test_calibration_videos_that_do_not_decode_are_refused_in_one_line(video_model, tmp_path):
     from helpers import assert_refused, vidtempo
 
@@ -236,6 +246,11 @@ def test_calibration_videos_that_do_not_decode_are_refused_in_one_line(video_mod
                       "--quantize", "int8", "--calibration-videos", folder)
     assert_refused(result, str(folder), "none of the 2 calibration videos")
     assert not (tmp_path / "model").exists()
+    for bad, says in ((tmp_path / "missing", "is not a folder"), (tmp_path / "empty", "holds no video files")):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        refused = vidtempo("export", "--checkpoints", video_model.checkpoints, "--output", tmp_path / "model",
+                           "--quantize", "int8", "--calibration-videos", bad)
+        assert_refused(refused, f"{bad}: --calibration-videos {says}")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging folder left behind"
 
 

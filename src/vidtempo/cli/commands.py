@@ -586,7 +586,11 @@ def _run_export(args) -> int:
     if args.calibration_videos is not None:
         from ..inference.library import library_items
 
+        if not args.calibration_videos.is_dir():
+            raise VidtempoError(f"{args.calibration_videos}: --calibration-videos is not a folder")
         videos = [item.path for item in library_items(args.calibration_videos)]
+        if not videos:
+            raise VidtempoError(f"{args.calibration_videos}: --calibration-videos holds no video files")
     folder = export_model(checkpoint_source(args.checkpoints), args.output, opset=args.opset, overwrite=args.overwrite,
                           quantize=args.quantize, calibration_videos=videos)
     print(f"vidtempo: exported {folder}")

@@ -158,21 +158,33 @@ def _check_quantize(quantize: str | None, calibration_videos: Sequence[str | os.
         raise VidtempoError("--quantize int8 needs --calibration-videos: frames of training videos set its ranges")
 
 
-def _calibration_frames(settings: Any, videos: Sequence[str | os.PathLike]) -> list[torch.Tensor]:
-    """uint8 frames ``[F, 3, S, S]`` of each of the first CALIBRATION_VIDEOS ``videos`` that decodes, sampled as
-    extraction samples them. Raises VidtempoError, naming the videos' folder, when none decodes."""
-    from ..features.extract.video import VideoDecodeError, decode_clip
+def spread_evenly(items: Sequence[Any], count: int) -> list[Any]:
+    """Up to ``count`` of ``items``, evenly spread from the first to the last, in order."""
+    if len(items) <= count:
+        return list(items)
+    return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)]
 
-    videos = list(videos)[:CALIBRATION_VIDEOS]
+
+def _calibration_frames(settings: Any, videos: Sequence[str | os.PathLike]) -> list[torch.Tensor]:
+    """uint8 frames ``[F, 3, S, S]`` of up to CALIBRATION_VIDEOS ``videos`` spread evenly over the list (so every
+    class folder counts, not the first ones), sampled as extraction samples them, in a watched decoder
+    process. Raises VidtempoError, naming the videos' folder, when none decodes."""
+    import functools
+
+    from ..features.extract.decoder_pool import DecoderPool
+    from ..features.extract.settings import RunOptions
+    from ..features.extract.video import decode_clip
+
+    picked = spread_evenly(list(videos), CALIBRATION_VIDEOS)
+    decode = functools.partial(decode_clip, num_frames=CALIBRATION_FRAMES, image_size=settings.image_size,
+                               sampling=settings.sampling)
     batches, failures = [], []
-    for video in videos:
-        try:
-            batches.append(decode_clip(video, CALIBRATION_FRAMES, settings.image_size, settings.sampling).frames)
-        except VideoDecodeError as exc:
-            failures.append(exc)
+    with DecoderPool(1, max_seconds=RunOptions.max_decode_seconds) as pool:
+        for clip, error in pool.imap(decode, ((video,) for video in picked), ahead=2):
+            (batches.append(clip.frames) if error is None else failures.append(error))
     if not batches:
-        folder = os.path.commonpath([os.path.dirname(os.path.abspath(v)) for v in videos])
-        raise VidtempoError(f"{folder}: none of the {len(videos)} calibration videos could be decoded, so no "
+        folder = os.path.commonpath([os.path.dirname(os.path.abspath(v)) for v in picked])
+        raise VidtempoError(f"{folder}: none of the {len(picked)} calibration videos could be decoded, so no "
                             f"frames set the int8 ranges (first: {failures[0]})")
     return batches
 
