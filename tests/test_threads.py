@@ -92,3 +92,28 @@ def test_threads_sleep_while_they_wait_when_other_processes_run():
         for spinner in spinners:
             spinner.kill()
     assert result.stdout.strip() == "PASSIVE", result.stderr
+
+
+@pytest.mark.parametrize("running, preset, policy", [
+    (1, None, None),  # only this process: a quiet machine, where spinning threads are faster
+    (3, None, "PASSIVE"),  # two others running
+    (3, "ACTIVE", "ACTIVE"),  # a policy the environment sets is kept
+])
+def test_the_wait_policy_follows_the_processes_running(tmp_path, monkeypatch, restore_threads, running, preset,
+                                                       policy):
+    """The count comes from a /proc/stat of the test's making, so a quiet machine can be tested on a busy one."""
+    import functools
+    import os
+
+    from vidtempo.cli import options
+
+    stat = tmp_path / "stat"
+    stat.write_text(f"cpu  1 2 3\nprocs_running {running}\nprocs_blocked 0\n")
+    monkeypatch.setattr(options, "other_running_processes",
+                        functools.partial(options.other_running_processes, stat, samples=1))
+    if preset is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", preset)
+    use_threads(argparse.Namespace(threads=None))  # as a command calls it
+    assert os.environ.get("OMP_WAIT_POLICY") == policy

@@ -139,3 +139,55 @@ def test_calibration_is_fitted_when_validation_allows():
     logits, labels = calibrated_logits(num_samples=2000, seed=3)
     temperature, skipped = fit_calibration(torch.softmax(3.0 * logits, -1), labels)
     assert skipped is None and temperature == pytest.approx(3.0, rel=0.15)
+
+
+def sixty_percent_sure(num_videos: int, near_ties_lost: int = 0, confidently_wrong: int = 0):
+    """Three classes, every video 60% sure of its top class. The first ``near_ties_lost`` lose a near tie
+    (0.39 for the true class against 0.41); the last ``confidently_wrong`` put their 60% on a wrong class."""
+    predicted = torch.arange(num_videos) % 3
+    probs = torch.full((num_videos, 3), 0.2, dtype=torch.float64).scatter_(1, predicted[:, None], 0.6)
+    labels = predicted.clone()
+    for i in range(near_ties_lost):
+        probs[i, labels[i]], probs[i, (labels[i] + 1) % 3], probs[i, (labels[i] + 2) % 3] = 0.39, 0.41, 0.20
+    if confidently_wrong:
+        labels[-confidently_wrong:] = (labels[-confidently_wrong:] + 1) % 3
+    return probs, labels
+
+
+@pytest.mark.parametrize("num_videos", [50, 60])
+def test_a_fit_that_runs_to_the_lower_bound_of_its_search_is_not_applied(num_videos):
+    """One near-tie mistake among 60%-sure predictions: the NLL keeps falling as T -> 0, so the search stops
+    at its bound, where 60% confidence would become 99%. That temperature is the search's edge, not a fit."""
+    from vidtempo.ensemble.calibration import MIN_TEMPERATURE, fit_calibration, fit_temperature, log_probabilities
+
+    probs, labels = sixty_percent_sure(num_videos, near_ties_lost=1)
+    assert fit_temperature(log_probabilities(probs), labels) == pytest.approx(MIN_TEMPERATURE, rel=1e-6)
+    temperature, skipped = fit_calibration(probs, labels)
+    assert temperature == 1.0
+    assert skipped is not None and "bound" in skipped and f"{MIN_TEMPERATURE:g}" in skipped
+
+
+def test_a_fit_that_runs_to_the_upper_bound_is_not_applied_either():
+    """60%-sure predictions right only a third of the time on three classes: the NLL keeps falling as the
+    outputs flatten towards uniform, and the search stops at its upper bound."""
+    from vidtempo.ensemble.calibration import MAX_TEMPERATURE, fit_calibration
+
+    temperature, skipped = fit_calibration(*sixty_percent_sure(60, confidently_wrong=40))
+    assert temperature == 1.0
+    assert skipped is not None and "bound" in skipped and f"{MAX_TEMPERATURE:g}" in skipped
+
+
+def test_the_size_rule_and_the_bound_rule_at_the_minimum_size():
+    """49 videos: too few, whatever they hold. 50: enough; a fit inside the search's range is applied, one
+    that runs to its bound is not."""
+    from vidtempo.ensemble.calibration import MAX_TEMPERATURE, MIN_CALIBRATION_VIDEOS, MIN_TEMPERATURE, fit_calibration
+
+    assert MIN_CALIBRATION_VIDEOS == 50
+    temperature, skipped = fit_calibration(*sixty_percent_sure(49, confidently_wrong=20))
+    assert temperature == 1.0 and "49 validation videos, fewer than 50" in skipped
+    # 60% sure and right 30 times in 50: about calibrated already, so a temperature near 1.
+    temperature, skipped = fit_calibration(*sixty_percent_sure(50, confidently_wrong=20))
+    assert skipped is None and temperature == pytest.approx(1.0, abs=0.25)
+    assert MIN_TEMPERATURE < temperature < MAX_TEMPERATURE
+    temperature, skipped = fit_calibration(*sixty_percent_sure(50, near_ties_lost=1))
+    assert temperature == 1.0 and "bound" in skipped

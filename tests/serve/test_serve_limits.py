@@ -16,6 +16,7 @@ import pytest
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
+parser = pytest.importorskip("prometheus_client.parser")
 
 from loopback import TricklingServer, chunked_upload, json_body, multipart, raw_request  # noqa: E402
 from serve_helpers import Server, a_clip, upload, wait_for_job  # noqa: E402
@@ -56,7 +57,9 @@ def test_a_trickling_url_gets_a_json_504_soon_after_the_url_timeout(guarded_serv
     response = post_url(guarded_server, trickling[part].url + "/clip.mp4")
     elapsed = time.monotonic() - started
     assert response.status_code == 504 and "within 5 s" in response.json()["detail"]
-    assert elapsed < URL_TIMEOUT_S + 3, f"answered after {elapsed:.1f} s with a {URL_TIMEOUT_S} s limit"
+    # Without a deadline for the whole fetch (bytes keep coming, so no read times out) there is no answer at
+    # all before the client gives up; the bound catches a deadline that counts twice.
+    assert elapsed < 2 * URL_TIMEOUT_S, f"answered after {elapsed:.1f} s with a {URL_TIMEOUT_S} s limit"
 
 
 def test_uploads_and_health_stay_responsive_while_eight_trickling_urls_are_in_flight(guarded_server, trickling,
@@ -73,10 +76,14 @@ def test_uploads_and_health_stay_responsive_while_eight_trickling_urls_are_in_fl
         upload_s = time.monotonic() - before
         answers = [future.result() for future in slow]
     answered_s = time.monotonic() - started
-    assert health.status_code == 200 and health_s < 1.0, f"/health took {health_s:.2f} s"
+    # Fetches that held the event loop or the upload's path would hold them until their deadline, 5 s: the
+    # bounds lie well below that and well above a free service's answer.
+    assert health.status_code == 200 and health_s < URL_TIMEOUT_S / 2, f"/health took {health_s:.2f} s"
     assert uploaded.status_code == 200 and upload_s < URL_TIMEOUT_S, f"an upload took {upload_s:.1f} s"
     assert [a.status_code for a in answers] == [504] * 8
-    assert answered_s < URL_TIMEOUT_S + 3, "queued fetches share the deadline of their request"
+    # Four download slots for eight URLs: sharing their request's deadline, all end at about 5 s; with a
+    # deadline of their own from when a slot frees, the second four would end at about 10 s. Midway:
+    assert answered_s < 1.5 * URL_TIMEOUT_S, "queued fetches share the deadline of their request"
 
 
 # ------------------------------------------------------------------------------------------- large uploads
@@ -195,16 +202,39 @@ def soak_requests(server, video_model, tmp_path):
     ]
 
 
+def counters(server) -> dict:
+    """The service's request counts by (method, route, status), and its count of videos classified."""
+    found = {}
+    for family in parser.text_string_to_metric_families(httpx.get(server.url + "/metrics").text):
+        for sample in family.samples:
+            if sample.name == "vidtempo_http_requests_total":
+                found[tuple(sample.labels[k] for k in ("method", "route", "status"))] = sample.value
+            elif sample.name == "vidtempo_inference_seconds_count":
+                found["inferences"] = sample.value
+    return found
+
+
+# What one round of soak_requests does to the service's counters (its job's status polls vary, left out).
+SOAK_ROUND = {("POST", "/predict", "200"): 1, ("POST", "/jobs", "202"): 1, ("POST", "/predict", "422"): 1,
+              ("POST", "/predict", "413"): 2, ("POST", "/predict/url", "403"): 1,
+              ("POST", "/predict/url", "400"): 1, ("GET", "/jobs/{job_id}", "404"): 1, ("GET", "/health", "200"): 1,
+              "inferences": 2}
+
+
 def test_a_soak_of_mixed_requests_leaves_no_files_behind_and_memory_flat(server, video_model, tmp_path):
     kinds = soak_requests(server, video_model, tmp_path)
     for send, expected in kinds:  # warm up: first decodes, first allocations
         assert send() == expected
-    rss_before = server.rss_bytes()
+    rss_before, before = server.rss_bytes(), counters(server)
     rounds = 8
     for _ in range(rounds):
         for send, expected in kinds:
             assert send() == expected
     growth_mb = (server.rss_bytes() - rss_before) / (1 << 20)
-    assert rounds * len(kinds) >= 60
-    assert growth_mb < 25, f"RSS grew {growth_mb:.1f} MB over {rounds * len(kinds)} requests"
+    after = counters(server)
+    # Every request of the soak reached the service and was counted once, refused ones included; only the
+    # two good videos of each round were classified.
+    assert {key: after.get(key, 0) - before.get(key, 0) for key in SOAK_ROUND} == \
+        {key: rounds * per_round for key, per_round in SOAK_ROUND.items()}
+    assert growth_mb < 25, f"RSS grew {growth_mb:.1f} MB over {rounds} rounds of {len(kinds)} kinds of request"
     assert server.temp_files() == []

@@ -101,23 +101,53 @@ def test_metrics_count_requests_latency_inference_and_jobs(keyed_server, video_m
     route = {"method": "POST", "route": "/predict"}
     assert value(after, "vidtempo_http_requests_total", status="200", **route) == \
         value(before, "vidtempo_http_requests_total", status="200", **route) + 1
-    assert value(after, "vidtempo_http_requests_total", method="GET", route="/jobs/{job_id}", status="404") >= 1
-    assert value(after, "vidtempo_http_request_duration_seconds_count", **route) >= 1
+    unknown_job = {"method": "GET", "route": "/jobs/{job_id}", "status": "404"}
+    for name, labels in (("vidtempo_http_requests_total", unknown_job),
+                         ("vidtempo_http_request_duration_seconds_count", route), ("vidtempo_jobs", {"state": "done"})):
+        assert value(after, name, **labels) == value(before, name, **labels) + 1, (name, labels)
     assert value(after, "vidtempo_inference_seconds_count") == value(before, "vidtempo_inference_seconds_count") + 2
     assert value(after, "vidtempo_inference_seconds_sum") > value(before, "vidtempo_inference_seconds_sum")
     assert ("vidtempo_inference_queue_depth", ()) in after
-    assert value(after, "vidtempo_jobs", state="done") >= 1
     assert value(after, "vidtempo_jobs", state="running") == 0
 
 
+def test_uploads_refused_with_422_are_not_counted_as_inferences(keyed_server, video_model, tmp_path):
+    """The inference histogram counts videos classified: an upload that is not a video (422 once decoding
+    fails), a form without its file (422 from validation) and a job on such an upload (failed) add nothing."""
+    key = {"X-API-Key": API_KEY}
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(os.urandom(20_000))
+    inferences = ("vidtempo_inference_seconds_count", "vidtempo_inference_seconds_sum")
+    refusals = {"method": "POST", "route": "/predict", "status": "422"}
+    before = samples(keyed_server)
+    assert upload(keyed_server, garbage, headers=key).status_code == 422
+    no_file = httpx.post(keyed_server.url + "/predict", files={"video": ("clip.mp4", b"x")}, headers=key)
+    assert no_file.status_code == 422
+    job = upload(keyed_server, garbage, endpoint="/jobs", headers=key).json()
+    assert wait_for_job(keyed_server, job["job_id"], headers=key)["status"] == "failed"
+    refused = samples(keyed_server)
+    assert [value(refused, name) for name in inferences] == [value(before, name) for name in inferences]
+    assert value(refused, "vidtempo_http_requests_total", **refusals) == \
+        value(before, "vidtempo_http_requests_total", **refusals) + 2, "the requests themselves are counted"
+    assert upload(keyed_server, a_clip(video_model), headers=key).status_code == 200
+    classified = samples(keyed_server)
+    assert value(classified, inferences[0]) == value(before, inferences[0]) + 1
+    assert value(classified, inferences[1]) > value(before, inferences[1])
+
+
 def test_each_request_is_one_json_access_log_line(keyed_server):
+    started = time.perf_counter()
     httpx.get(keyed_server.url + "/categories", headers={"X-API-Key": API_KEY, "User-Agent": "log-test"})
+    client_ms = (time.perf_counter() - started) * 1000
     time.sleep(0.2)
     entries = [json.loads(line) for line in keyed_server.log().splitlines() if line.startswith("{")]
     mine = [e for e in entries if e.get("event") == "request" and e.get("user_agent") == "log-test"]
     assert len(mine) == 1
     assert mine[0]["method"] == "GET" and mine[0]["route"] == "/categories" and mine[0]["status"] == 200
-    assert mine[0]["duration_ms"] >= 0 and mine[0]["client"].startswith("127.0.0.1")
+    # In milliseconds: more than nothing (seconds, rounded to 2 places, would be 0.0) and no more than the
+    # client waited (microseconds, or seconds since some epoch, would be more).
+    assert 0 < mine[0]["duration_ms"] <= client_ms
+    assert mine[0]["client"].startswith("127.0.0.1")
     assert API_KEY not in keyed_server.log()
 
 

@@ -68,18 +68,6 @@ def test_a_study_writes_configs_that_train_takes_and_continues_when_rerun(small_
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.slow
-def test_another_space_or_unusable_storage_is_refused(small_features, tmp_path):
-    run_tuning(small_features, tmp_path / "t", "_multiscale", trials=1, space_overrides=SMALL_SPACE, folds=2,
-               quiet=True)
-    other = {**SMALL_SPACE, "num_epochs": {"type": "fixed", "value": 2}}
-    with pytest.raises(ConfigError, match="another search space"):
-        run_tuning(small_features, tmp_path / "t", "_multiscale", trials=2, space_overrides=other, folds=2, quiet=True)
-    with pytest.raises(ConfigError, match="--storage"):
-        run_tuning(small_features, tmp_path / "u", "_multiscale", trials=1, storage="nosuchdb://x",
-                   space_overrides=SMALL_SPACE, folds=2, quiet=True)
-
-
 @pytest.mark.slow  # two processes
 def test_two_processes_on_one_storage_share_the_trial_budget(small_features, tmp_path):
     code = ("import sys, json\nfrom vidtempo.training.tuning import run_tuning\n"
@@ -176,6 +164,12 @@ def test_bad_tune_input_is_one_line_and_writes_nothing(small_features, tmp_path)
     other_space = {**SMALL_SPACE, "num_epochs": {"type": "fixed", "value": 2}}
     assert_refused(vidtempo(*common, "--output-dir", study, "--trials", "2", "--space", json.dumps(other_space)),
                    "another search space")
+    # The same two refusals from the Python API, as the ConfigError the command line turns into its one line.
+    with pytest.raises(ConfigError, match="another search space"):
+        run_tuning(small_features, study, "_multiscale", trials=2, space_overrides=other_space, folds=2, quiet=True)
+    with pytest.raises(ConfigError, match="--storage"):
+        run_tuning(small_features, tmp_path / "new", "_multiscale", trials=1, storage="nosuchdb://x",
+                   space_overrides=SMALL_SPACE, folds=2, quiet=True)
     from vidtempo.features.synthetic import write_synthetic_features
 
     other = tmp_path / "other_features"

@@ -33,6 +33,9 @@ MIN_CALIBRATION_VIDEOS = 50
 PROBABILITY_FLOOR = 1e-12
 # Golden-section search stops when the log-temperature bracket is this narrow (T to ~1e-6 relative).
 _LOG_T_TOLERANCE = 1e-7
+# A fitted log-temperature this close to an end of the search range ran into it (the search stops within
+# _LOG_T_TOLERANCE of where it ends; an inner optimum this close to a bound cannot be told from it).
+_AT_BOUND_LOG_T = 1e-5
 _INVERSE_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 
@@ -88,6 +91,9 @@ def fit_calibration(probs: torch.Tensor | np.ndarray, labels: Any) -> tuple[floa
 
     Skipped when validation is too small to fit one, or when no validation video is misclassified: then the
     likelihood keeps rising as ``T -> 0`` and any fit would only sharpen the outputs to the search bound.
+    Also when the fit stops at either bound of the search: its likelihood was still rising there (say one
+    near-tie mistake among many right answers, which pulls T to the lower bound and turns 60% into 99%), so
+    the bound is where the search ended, not a temperature the validation split supports.
     """
     probs_np, labels_np = _checked_probs_and_labels(probs, labels)
     if len(labels_np) < MIN_CALIBRATION_VIDEOS:
@@ -96,7 +102,13 @@ def fit_calibration(probs: torch.Tensor | np.ndarray, labels: Any) -> tuple[floa
     if (probs_np.argmax(axis=1) == labels_np).all():
         return 1.0, ("calibration skipped (temperature 1): no validation video is misclassified, so the "
                      "validation split cannot tell how sure the ensemble should be")
-    return fit_temperature(log_probabilities(probs), labels_np), None
+    temperature = fit_temperature(log_probabilities(probs), labels_np)
+    for bound, direction in ((MIN_TEMPERATURE, "sharper"), (MAX_TEMPERATURE, "softer")):
+        if abs(math.log(temperature / bound)) < _AT_BOUND_LOG_T:
+            return 1.0, (f"calibration skipped (temperature 1): the fit ran to the bound of its search, "
+                         f"T = {bound:g}, and {direction} outputs would fit validation better still, so "
+                         f"validation cannot tell how sure the ensemble should be")
+    return temperature, None
 
 
 def apply_temperature(probs: torch.Tensor | np.ndarray, temperature: float) -> torch.Tensor:

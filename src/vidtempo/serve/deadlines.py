@@ -9,7 +9,10 @@ trickling a byte at a time hold every connection slot. This protocol (uvicorn's 
   passed since its headers (the default rate: the upload limit within the body timeout), answering 408 when
   no response has started.
 
-An idle keep-alive connection between requests is closed by uvicorn's own keep-alive timeout.
+An idle keep-alive connection between requests is closed by uvicorn's own keep-alive timeout. On a kept-alive
+connection each request is held to these deadlines on its own: the header deadline starts at its first byte,
+and its body's rate counts only its own bytes, so a fast upload earlier on the connection buys a slow one no
+time.
 """
 
 from __future__ import annotations
@@ -51,18 +54,22 @@ class DeadlineH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self.conn.their_state is h11.SEND_BODY:
-            self._body_bytes += len(data)
-        elif self._header_timer is None and self.conn.their_state is h11.IDLE:
+        receiving_body = self.conn.their_state is h11.SEND_BODY
+        if not receiving_body and self._header_timer is None and self.conn.their_state is h11.IDLE:
             self._arm_header_deadline()  # the first byte of the next request on a kept-alive connection
         super().data_received(data)
         self._follow_request()
+        # Counted after h11 has read the bytes, so that a body's start arriving with its headers counts too
+        # (with the few hundred bytes of headers: a rounding error against the rate).
+        if receiving_body or self._body_timer is not None:
+            self._body_bytes += len(data)
 
     def _follow_request(self) -> None:
         state = self.conn.their_state
         if state is h11.SEND_BODY and self._body_timer is None:
             self._cancel_header_deadline()
             self._body_started = self.loop.time()
+            self._body_bytes = 0  # this body's own bytes, not those of earlier requests on the connection
             self._body_timer = self.loop.call_later(BODY_CHECK_INTERVAL_S, self._check_body_rate)
         elif state not in (h11.IDLE, h11.SEND_BODY):
             self._disarm()  # the request is whole (or the connection is ending)
@@ -97,8 +104,11 @@ class DeadlineH11Protocol(H11Protocol):
         self._body_timer = self.loop.call_later(BODY_CHECK_INTERVAL_S, self._check_body_rate)
 
     def _refuse(self) -> None:
-        """A 408 where no response has started, then close."""
-        if self.cycle is None or not self.cycle.response_started:
+        """A 408 where no response to this request has started, then close.
+
+        Asked of h11's state, not of ``self.cycle``: on a kept-alive connection whose next request is late,
+        the cycle is still the previous request's, with its response long sent."""
+        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             self.transport.write(REQUEST_TIMEOUT)
         if self.cycle is not None:
             self.cycle.keep_alive = False
