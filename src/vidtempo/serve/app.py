@@ -122,11 +122,14 @@ class Service:
             started = time.perf_counter()
             try:
                 if timeline and recorded_window_seconds(self.classifier) is not None:
-                    return self.classifier.timeline(video.path, thumbnails=thumbnails)
-                return self.classifier.classify_file(video.path, thumbnails=thumbnails, progress=progress)
+                    result = self.classifier.timeline(video.path, thumbnails=thumbnails)
+                else:
+                    result = self.classifier.classify_file(video.path, thumbnails=thumbnails, progress=progress)
             finally:
-                self.metrics.inference.observe(time.perf_counter() - started)
                 video.discard()
+            # Only videos classified count: an upload that is not a video (422) is no inference.
+            self.metrics.inference.observe(time.perf_counter() - started)
+            return result
 
         self.waiting_for_inference += 1
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from typing import Callable
 
@@ -26,27 +25,10 @@ class Metrics:
                                 ["method", "route", "status"], registry=self.registry)
         self.latency = Histogram("vidtempo_http_request_duration_seconds", "Time to answer a request, by route",
                                  ["method", "route"], buckets=LATENCY_BUCKETS_S, registry=self.registry)
-        self.inference = _Classifications(Histogram(
+        self.inference = Histogram(
             "vidtempo_inference_seconds", "Time to classify one video (decode, CNN, ensemble); videos that could "
-            "not be classified are not counted", buckets=LATENCY_BUCKETS_S, registry=self.registry))
+            "not be classified are not counted", buckets=LATENCY_BUCKETS_S, registry=self.registry)
         self.registry.register(_GaugeCollector(gauges))
-
-
-class _Classifications:
-    """The inference histogram, fed only by classifications that finished.
-
-    The service observes each video's time in the ``finally`` around its classification, so an upload that is
-    not a video (answered 422) reaches ``observe`` too, while its error unwinds. An observation made while an
-    exception is propagating is dropped: the histogram's count is the number of videos classified, and its
-    sum their time, not the time spent failing to decode something else.
-    """
-
-    def __init__(self, histogram: Histogram) -> None:
-        self.histogram = histogram
-
-    def observe(self, seconds: float) -> None:
-        if sys.exc_info()[1] is None:
-            self.histogram.observe(seconds)
 
 
 class _GaugeCollector:
