@@ -298,6 +298,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--output", type=Path, help="JSON results (default: CHECKPOINTS/evaluation_{split}.json; "
                                                "with --runtime onnx, evaluation_{split}_onnx.json)")
     p.add_argument("--report-dir", type=Path, help="plots and report.md (default: beside the JSON results)")
+    p.add_argument("--videos-dir", type=Path, help="the folder the features were extracted from: the report shows "
+                                                   "frames of each class's most confident misses")
     p.set_defaults(run=_run_evaluate)
 
 
@@ -305,6 +307,8 @@ def _run_evaluate(args) -> int:
     from ..features.store import detect_suffix, read_split, split_path
 
     source = checkpoint_source(args.checkpoints)
+    if args.videos_dir is not None and not args.videos_dir.is_dir():
+        raise VidtempoError(f"--videos-dir {args.videos_dir}: not a folder")
     use_threads(args)
     from ..ensemble.ensemble import Ensemble  # torch: after the arguments are checked
     from ..ensemble.evaluation import evaluate_ensemble, write_evaluation_report
@@ -335,7 +339,7 @@ def _run_evaluate(args) -> int:
                                        ensemble.class_names, split.labels, histories=histories or None,
                                        best_epochs={name: meta.get("best_epoch")
                                                     for name, meta in zip(ensemble.names, ensemble.metadata)},
-                                       title=f"vidtempo evaluation: {split.path.name}")
+                                       title=f"vidtempo evaluation: {split.path.name}", videos_dir=args.videos_dir)
     print(_format_evaluation(report))
     print(f"results: {output}\nreport: {markdown}")
     return 0
@@ -349,6 +353,9 @@ def _evaluate_exported(args, source, split) -> int:
 
     if args.tta:
         raise VidtempoError("--tta: the ONNX runtime scores plain predictions; TTA needs --runtime torch")
+    if args.videos_dir is not None:
+        warnings.warn("--videos-dir: the ONNX runtime writes no report, so no frames of misses; the report needs "
+                      "--runtime torch", RuntimeWarning, stacklevel=1)
     model = OnnxEnsemble(exported_folder(source), threads=args.threads)
     report = {"file": str(split.path), "split": args.split, "classes": model.class_names, "runtime": "onnx",
               "model": str(model.folder), **evaluate_exported(model, split)}

@@ -5,6 +5,7 @@ Used by the end of ``train_ensemble`` and by ``vidtempo evaluate``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -22,7 +23,9 @@ def evaluate_ensemble(ensemble: Ensemble, splits: Mapping[str, FeatureSplit], tt
                       computed: Mapping[str, tuple[Sequence[str], torch.Tensor, torch.Tensor]] | None = None,
                       ) -> dict[str, Any]:
     """``{split: {"plain"|"tta": {"members": {name: metrics}, "ensemble": metrics}}}`` plus, for the last
-    split, ``calibration`` (temperature, ECE before and after), ``reliability`` bins and ``predictions``.
+    split, ``calibration`` (temperature, ECE before and after), ``reliability`` bins and ``predictions``
+    (``split``, the calibrated plain ``probabilities`` ``[N, C]``, their top classes ``y_pred`` and the
+    split's ``video_ids``, None when its file has none).
 
     The members run once per split, over the ensemble's TTA views: plain scores are the original view's.
     ``computed``: ``{split: (views, view_probs [M, V, N, C], applies [V, N])}`` the members already ran
@@ -57,7 +60,8 @@ def evaluate_ensemble(ensemble: Ensemble, splits: Mapping[str, FeatureSplit], tt
     }
     evaluation["reliability"] = calibration["plain"]["bins"]
     after = ensemble.combine(last["plain"][2])
-    evaluation["predictions"] = {"split": split_name, "y_pred": after.argmax(-1).tolist()}
+    evaluation["predictions"] = {"split": split_name, "y_pred": after.argmax(-1).tolist(),
+                                 "probabilities": after.detach().float().cpu().numpy(), "video_ids": split.video_ids}
     return evaluation
 
 
@@ -93,16 +97,26 @@ def write_evaluation_report(
     best_epochs: Mapping[str, int | None] | None = None,
     notes: Sequence[str] | None = None,
     title: str = "vidtempo evaluation",
+    videos_dir: str | os.PathLike | None = None,
+    misses_per_class: int | None = None,
 ) -> Path:
-    """PNG plots and ``report.md`` in ``folder``; returns the report's path."""
-    from .report import build_report
+    """PNG plots and ``report.md`` in ``folder``; returns the report's path.
+
+    The report shows the ``misses_per_class`` (default ``report.MISSES_PER_CLASS``) most confident misses of
+    each class of the scored split; with ``videos_dir``, the folder the split's features were extracted from
+    (its ``video_ids`` are paths relative to it), each with a strip of its frames."""
+    from .report import MISSES_PER_CLASS, build_report
 
     scores = {k: v for k, v in evaluation.items() if k not in ("calibration", "reliability", "predictions")}
     calibration = dict(evaluation["calibration"])
     calibration["split"] = calibration.get("fitted_on") or calibration["split"]
+    predictions = evaluation["predictions"]
     return build_report(
         folder, scores, histories=histories, best_epochs=best_epochs, calibration=calibration, y_true=y_true,
-        y_pred=np.asarray(evaluation["predictions"]["y_pred"]), class_names=class_names,
+        y_pred=np.asarray(predictions["y_pred"]), class_names=class_names,
         reliability=evaluation["reliability"], title=title,
         notes=[f"Calibration: ECE measured on the {evaluation['calibration']['split']} split.", *(notes or [])],
+        probabilities=predictions.get("probabilities"), video_ids=predictions.get("video_ids"),
+        videos_dir=videos_dir, split=predictions.get("split"),
+        misses_per_class=MISSES_PER_CLASS if misses_per_class is None else misses_per_class,
     )

@@ -4,6 +4,10 @@ The inputs are the dicts vidtempo already produces: ``metrics.classification_met
 the trainer's per-epoch ``history`` and ``calibration.reliability_bins``. Every file is written under a
 temporary name and renamed, so a reader never sees half a PNG or half a report.
 
+With the ensemble's probabilities on the scored split, the report also shows, per true class, the videos it
+misses most confidently (:func:`confident_misses`), each with a strip of frames decoded from the video when
+its folder is known (:func:`write_miss_strips`): one look tells a wrong label from a wrong model.
+
 ``evaluation`` (for :func:`write_report` and :func:`build_report`) is shaped like::
 
     {"test": {"plain": {"members": {name: metrics}, "ensemble": metrics}, "tta": {...}},
@@ -15,6 +19,8 @@ Any split or mode may be left out; the report shows what is there.
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -40,6 +46,15 @@ SPLIT_ORDER = ("val", "test")
 MODE_ORDER = ("plain", "tta")
 MODE_LABELS = {"plain": "", "tta": " (TTA)"}
 _DPI = 100
+# Misses: the folder of their frame strips (inside the report's folder), how many per true class are shown
+# (and decoded: the bound on the report's decoding work), and each strip's frames, their size in pixels,
+# the white gap between them and each video's decoding time limit.
+MISSES_DIR = "misses"
+MISSES_PER_CLASS = 3
+STRIP_FRAMES = 6
+STRIP_FRAME_SIZE = 128
+_STRIP_GAP = 4
+STRIP_DECODE_SECONDS = 60.0
 
 
 # --------------------------------------------------------------------------------------------- plots
@@ -338,6 +353,184 @@ def _figure_lines(output_dir: Path, caption: str, figure: str | os.PathLike) -> 
     return [f"![{caption}]({relative})", ""]
 
 
+# --------------------------------------------------------------------------------------------- misses
+
+
+@dataclass(frozen=True)
+class Miss:
+    """A video the ensemble gets wrong."""
+
+    index: int  # its row in the split
+    true_class: int
+    predicted: int
+    confidence: float  # the ensemble's probability for the (wrong) class it predicted
+    true_probability: float  # and for the true class
+
+
+def confident_misses(
+    y_true: Sequence[int] | np.ndarray,
+    probabilities: Sequence[Sequence[float]] | np.ndarray,
+    per_class: int = MISSES_PER_CLASS,
+) -> dict[int, list[Miss]]:
+    """For every class index, up to ``per_class`` of its videos whose top class in ``probabilities``
+    (``[N, C]``) is another, the most confident wrong prediction first (ties: in split order).
+
+    The most confident misses are the telling ones: a confident miss is either a wrong label or a real
+    blind spot, while a barely-lost vote says little."""
+    probs = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(y_true).astype(np.int64)
+    if probs.ndim != 2 or labels.shape != (probs.shape[0],):
+        raise ValueError(f"probabilities must be [N, C] for N labels, got {probs.shape} for {labels.shape}")
+    if per_class < 0:
+        raise ValueError(f"per_class must be at least 0, got {per_class}")
+    rows = np.arange(len(labels))
+    predicted = probs.argmax(axis=1)
+    confidence = probs[rows, predicted]
+    misses: dict[int, list[Miss]] = {}
+    for cls in range(probs.shape[1]):
+        wrong = rows[(labels == cls) & (predicted != cls)]
+        # A stable sort on the negated confidence: most confident first, equal ones in split order.
+        chosen = wrong[np.argsort(-confidence[wrong], kind="stable")][:per_class]
+        misses[cls] = [Miss(int(i), cls, int(predicted[i]), float(confidence[i]), float(probs[i, cls]))
+                       for i in chosen]
+    return misses
+
+
+def write_miss_strips(
+    misses: Sequence[Miss],
+    video_ids: Sequence[str],
+    videos_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    frames: int = STRIP_FRAMES,
+    frame_size: int = STRIP_FRAME_SIZE,
+    max_seconds: float | None = STRIP_DECODE_SECONDS,
+) -> tuple[dict[int, Path], dict[int, str]]:
+    """One PNG per miss under ``output_dir/misses``: ``frames`` frames spread evenly over the video
+    ``videos_dir/video_ids[miss.index]``, side by side, each resized and centre-cropped to ``frame_size`` as
+    the extractor crops the model's input, so the strip shows what the model saw. Returns
+    ``({index: strip path}, {index: why there is no strip})``: a video that is missing or cannot be decoded
+    gets a reason, never an exception."""
+    # Imported here: PyAV and torch load only when there are videos to decode.
+    from ..errors import VidtempoError
+    from ..features.extract.video import decode_clip
+
+    videos_dir, folder = Path(videos_dir), Path(output_dir) / MISSES_DIR
+    strips: dict[int, Path] = {}
+    reasons: dict[int, str] = {}
+    for miss in misses:
+        video_id = video_ids[miss.index]
+        # Checked by name, not by resolving: a videos folder of symbolic links to files elsewhere is common,
+        # but an id of the feature file must not lead out of the folder it names.
+        relative = Path(os.path.normpath(video_id))
+        if relative.is_absolute() or relative.parts[:1] == ("..",):
+            reasons[miss.index] = f"its id leads outside {videos_dir}"
+            continue
+        path = videos_dir / relative
+        if not path.is_file():
+            reasons[miss.index] = f"not found in {videos_dir}"
+            continue
+        try:
+            # decode_clip resizes on one thread (to_rgb): a pool of PyAV's resize threads left in this
+            # process would be inherited by any decoder process it forks later (features/extract/video.py).
+            clip = decode_clip(path, frames, frame_size, sampling="auto", max_seconds=max_seconds)
+        except (VidtempoError, OSError) as exc:
+            # The row names the video already; the error's own copy of the path is left out.
+            reasons[miss.index] = f"cannot be decoded ({str(exc).removeprefix(f'{path}: ')})"
+            continue
+        strip = _strip(clip.frames.permute(0, 2, 3, 1).numpy())
+        target = folder / f"{miss.index:05d}_{_slug(video_id)}.png"
+        strips[miss.index] = atomic_write(target, lambda tmp: _save_rgb(strip, tmp))
+    return strips, reasons
+
+
+def _remove_stale_strips(output_dir: Path, kept: Sequence[Path]) -> None:
+    """Strips an earlier report left in ``output_dir/misses`` go, so the folder holds what report.md links."""
+    folder = output_dir / MISSES_DIR
+    if folder.is_dir():
+        for stale in set(folder.glob("*.png")) - set(kept):
+            stale.unlink(missing_ok=True)
+
+
+def _strip(frames: np.ndarray) -> np.ndarray:
+    """uint8 ``[T, H, W, 3]`` frames side by side, a white gap between each."""
+    count, height, _, _ = frames.shape
+    gap = np.full((height, _STRIP_GAP, 3), 255, dtype=np.uint8)
+    parts: list[np.ndarray] = []
+    for i, frame in enumerate(frames):
+        parts += [gap] if i else []
+        parts.append(frame)
+    return np.concatenate(parts, axis=1) if count else np.zeros((1, 1, 3), dtype=np.uint8)
+
+
+def _save_rgb(image: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    # The temporary name has no .png suffix, so the format is given explicitly.
+    Image.fromarray(np.ascontiguousarray(image), mode="RGB").save(path, format="PNG")
+
+
+def _slug(video_id: str) -> str:
+    # A file name from the video's: letters, digits, '.', '-' and '_' only, short; the row index before it
+    # keeps two videos of one name apart.
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(video_id).stem).strip("._")[:60] or "video"
+
+
+@dataclass
+class MissesSection:
+    """What the report's misses section shows: :func:`confident_misses` of the scored split, its labels and
+    top classes, the videos' ids (None when the feature file has none) and, when the videos were looked for,
+    the strips and the reasons some have none (:func:`write_miss_strips`)."""
+
+    misses: Mapping[int, Sequence[Miss]]
+    class_names: Sequence[str]
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    video_ids: Sequence[str] | None = None
+    strips: Mapping[int, Path] | None = None  # None: the videos' folder was not given
+    reasons: Mapping[int, str] | None = None
+    split: str | None = None
+    per_class: int = MISSES_PER_CLASS
+
+    def lines(self, output_dir: Path) -> list[str]:
+        intro = (f"Per true class, up to {self.per_class} of the videos the ensemble gets wrong, the most confident "
+                 "first; confidence is the ensemble's calibrated probability for the class it wrongly chose, "
+                 "beside its probability for the true class.")
+        if self.strips is not None:
+            intro += (f" Each strip shows {STRIP_FRAMES} frames spread over the video, cropped as the model sees "
+                      "them: a video that plainly shows the predicted class points to a wrong label, one that "
+                      "plainly shows its true class to a model error.")
+        elif self.video_ids is not None:
+            intro += (" Frame strips need the folder the features were extracted from: `vidtempo evaluate "
+                      "--videos-dir DIR`.")
+        if self.video_ids is None:
+            intro += " The feature file records no video ids, so each video is named by its row in the split."
+        lines = [f"## Most confident misses{f' ({self.split})' if self.split else ''}", "", intro, ""]
+        header = ["video", "predicted", "confidence (%)", "true class (%)"]
+        header += ["frames"] if self.strips is not None else []
+        for cls, name in enumerate(self.class_names):
+            shown = self.misses.get(cls) or []
+            total = int(np.sum(self.y_true == cls))
+            wrong = int(np.sum((self.y_true == cls) & (self.y_pred != cls)))
+            lines += [f"### {_cell(name)}: {wrong} of {total} missed", ""]
+            if not shown:
+                lines += ["No misses." if total else "No videos of this class in the split.", ""]
+                continue
+            lines += _markdown_table(header, [self._row(output_dir, miss) for miss in shown]) + [""]
+        return lines
+
+    def _row(self, output_dir: Path, miss: Miss) -> list[str]:
+        name = self.video_ids[miss.index] if self.video_ids is not None else f"row {miss.index}"
+        row = [f"`{_cell(name)}`" if self.video_ids is not None else name, _cell(self.class_names[miss.predicted]),
+               f"{100 * miss.confidence:.2f}", f"{100 * miss.true_probability:.2f}"]
+        if self.strips is not None:
+            strip = self.strips.get(miss.index)
+            reason = (self.reasons or {}).get(miss.index, "not decoded")
+            # Square brackets in the alt text would end it early.
+            alt = _cell(name).replace("[", "(").replace("]", ")")
+            row.append(_figure_lines(output_dir, alt, strip.resolve())[0] if strip else f"no strip: {_cell(reason)}")
+        return row
+
+
 # --------------------------------------------------------------------------------------------- report
 
 
@@ -353,6 +546,7 @@ def write_report(
     per_class_caption: str | None = None,
     figures: Mapping[str, str | os.PathLike] | None = None,
     notes: Sequence[str] | None = None,
+    misses: MissesSection | None = None,
 ) -> Path:
     """Write ``output_dir/report.md`` and return its path.
 
@@ -362,7 +556,7 @@ def write_report(
     ``split`` (where the temperature was fitted). ``per_class``: :func:`per_class_table` rows.
     ``figures``: PNG paths (absolute, or relative to ``output_dir``) keyed ``confusion_matrix``,
     ``training_curves`` or ``reliability``, each shown in its section; other keys go under "Figures".
-    ``notes``: free text, one bullet each.
+    ``notes``: free text, one bullet each. ``misses``: the most confident misses, after the confusion matrix.
     """
     output_dir = Path(output_dir)
     figures = dict(figures or {})
@@ -375,6 +569,8 @@ def write_report(
         lines += _per_class_section(per_class, per_class_caption)
     if "confusion_matrix" in figures:
         lines += _figure_lines(output_dir, "Confusion matrix", figures.pop("confusion_matrix"))
+    if misses is not None:
+        lines += misses.lines(output_dir)
     if calibration:
         lines += _calibration_section(calibration)
     if "reliability" in figures:
@@ -403,12 +599,22 @@ def build_report(
     reliability: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
     title: str = "vidtempo evaluation report",
     notes: Sequence[str] | None = None,
+    probabilities: Sequence[Sequence[float]] | np.ndarray | None = None,
+    video_ids: Sequence[str] | None = None,
+    videos_dir: str | os.PathLike | None = None,
+    misses_per_class: int = MISSES_PER_CLASS,
+    split: str | None = None,
 ) -> Path:
     """Write every plot the inputs allow, then ``report.md`` linking them; returns the report's path.
 
     ``y_true``/``y_pred`` with ``class_names`` (the ensemble's predictions on one split, say test) give the
     per-class table and the confusion matrix. ``reliability`` is ``{"before": bins, "after": bins}`` from
     ``calibration.reliability_bins`` (``after`` optional).
+
+    ``probabilities`` (``[N, C]``, whose top classes are ``y_pred``) with ``y_true`` and ``class_names`` add
+    the ``misses_per_class`` most confident misses of each class; ``video_ids`` name them (paths relative
+    to ``videos_dir``) and, with ``videos_dir``, each gets a strip of its frames under ``misses/``.
+    ``split`` names the split in that section's title.
     """
     output_dir = Path(output_dir)
     figures: dict[str, str] = {}  # file names, relative to output_dir as the report links them
@@ -424,6 +630,10 @@ def build_report(
     if reliability and reliability.get("before") is not None:
         plot_reliability_diagram(reliability["before"], reliability.get("after"), output_dir / RELIABILITY_PNG)
         figures["reliability"] = RELIABILITY_PNG
+    misses = None
+    if probabilities is not None and y_true is not None and class_names is not None:
+        misses = _misses(output_dir, np.asarray(y_true), np.asarray(probabilities), class_names, video_ids,
+                         videos_dir, misses_per_class, split)
     return write_report(
         output_dir,
         title=title,
@@ -435,4 +645,23 @@ def build_report(
         per_class_caption=f"Ensemble predictions, {len(y_true)} videos." if per_class else None,
         figures=figures,
         notes=notes,
+        misses=misses,
     )
+
+
+def _misses(output_dir: Path, y_true: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str],
+            video_ids: Sequence[str] | None, videos_dir: str | os.PathLike | None, per_class: int,
+            split: str | None) -> MissesSection:
+    """The misses section's content, decoding the strips when the videos can be found."""
+    if probabilities.shape != (len(y_true), len(class_names)):
+        raise ValueError(f"probabilities must be [{len(y_true)}, {len(class_names)}], got {probabilities.shape}")
+    if video_ids is not None and len(video_ids) != len(y_true):
+        raise ValueError(f"{len(video_ids)} video ids for {len(y_true)} videos")
+    misses = confident_misses(y_true, probabilities, per_class)
+    strips = reasons = None
+    if videos_dir is not None and video_ids is not None:
+        strips, reasons = write_miss_strips([m for shown in misses.values() for m in shown], video_ids, videos_dir,
+                                            output_dir)
+    _remove_stale_strips(output_dir, list((strips or {}).values()))
+    return MissesSection(misses, class_names, y_true, probabilities.argmax(axis=1), video_ids, strips, reasons,
+                         split, per_class)
