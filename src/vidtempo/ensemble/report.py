@@ -411,12 +411,15 @@ def write_miss_strips(
     ``({index: strip path}, {index: why there is no strip})``: a video that is missing or cannot be decoded
     gets a reason, never an exception."""
     # Imported here: PyAV and torch load only when there are videos to decode.
-    from ..errors import VidtempoError
+    import functools
+
+    from ..features.extract.decoder_pool import DecoderPool
     from ..features.extract.video import decode_clip
 
     videos_dir, folder = Path(videos_dir), Path(output_dir) / MISSES_DIR
     strips: dict[int, Path] = {}
     reasons: dict[int, str] = {}
+    found: list[tuple[Miss, Path]] = []
     for miss in misses:
         video_id = video_ids[miss.index]
         # Checked by name, not by resolving: a videos folder of symbolic links to files elsewhere is common,
@@ -424,22 +427,24 @@ def write_miss_strips(
         relative = Path(os.path.normpath(video_id))
         if relative.is_absolute() or relative.parts[:1] == ("..",):
             reasons[miss.index] = f"its id leads outside {videos_dir}"
-            continue
-        path = videos_dir / relative
-        if not path.is_file():
+        elif not (videos_dir / relative).is_file():
             reasons[miss.index] = f"not found in {videos_dir}"
-            continue
-        try:
-            # decode_clip resizes on one thread (to_rgb): a pool of PyAV's resize threads left in this
-            # process would be inherited by any decoder process it forks later (features/extract/video.py).
-            clip = decode_clip(path, frames, frame_size, sampling="auto", max_seconds=max_seconds)
-        except (VidtempoError, OSError) as exc:
-            # The row names the video already; the error's own copy of the path is left out.
-            reasons[miss.index] = f"cannot be decoded ({str(exc).removeprefix(f'{path}: ')})"
-            continue
-        strip = _strip(clip.frames.permute(0, 2, 3, 1).numpy())
-        target = folder / f"{miss.index:05d}_{_slug(video_id)}.png"
-        strips[miss.index] = atomic_write(target, lambda tmp: _save_rgb(strip, tmp))
+        else:
+            found.append((miss, videos_dir / relative))
+    if not found:
+        return strips, reasons
+    # In a watched decoder process, as every decode: a file that hangs the decoder costs max_seconds, no more.
+    decode = functools.partial(decode_clip, num_frames=frames, image_size=frame_size, sampling="auto",
+                               max_seconds=max_seconds)
+    with DecoderPool(1, max_seconds) as pool:
+        for (miss, path), (clip, error) in zip(found, pool.imap(decode, ((p,) for _, p in found), ahead=2)):
+            if error is not None:
+                # The row names the video already; the error's own copy of the path is left out.
+                reasons[miss.index] = f"cannot be decoded ({error.removeprefix(f'{path}: ')})"
+                continue
+            strip = _strip(clip.frames.permute(0, 2, 3, 1).numpy())
+            target = folder / f"{miss.index:05d}_{_slug(video_ids[miss.index])}.png"
+            strips[miss.index] = atomic_write(target, lambda tmp: _save_rgb(strip, tmp))
     return strips, reasons
 
 
