@@ -61,8 +61,13 @@ def test_a_video_is_opened_once_per_classification(classifier, video_model, monk
     real_open = av.open
     monkeypatch.setattr(av, "open", lambda *args, **kwargs: opened.append(args[0]) or real_open(*args, **kwargs))
     result = classifier.classify_file(clip, thumbnails=True)
+    assert opened == [], "the video is decoded in a decoder process, never in the caller's"
+    # Decoded here instead (workers=0), the one decode can be watched: a single open of the container.
+    monkeypatch.setattr(classifier.extractor, "workers", 0)
+    here = classifier.classify_file(clip, thumbnails=True)
     assert opened == [str(clip)], "frame count, frames and frame rate come from one open of the container"
     assert result["frames"][-1]["time_s"] == pytest.approx(15 / 25)
+    assert here["probabilities"] == pytest.approx(result["probabilities"], abs=1e-6)
 
 
 @pytest.mark.slow

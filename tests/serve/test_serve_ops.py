@@ -73,7 +73,7 @@ def test_the_web_page_asks_for_the_api_key_and_sends_it(keyed_server, video_mode
         page.set_input_files("#file", str(a_clip(video_model)))
         page.click("#upload-button")
         page.wait_for_selector("#frames .frame img", timeout=120_000)
-        assert page.inner_text("#predicted") in ("Animation", "Flat_Content", "Natural_Content")
+        assert page.inner_text("#predicted") in ("Animation", "Flat_Content", "Gaming", "Natural_Content")
 
 
 # ------------------------------------------------------------------------------------------ observability

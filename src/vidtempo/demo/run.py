@@ -81,6 +81,7 @@ def run_demo(output_dir: str | os.PathLike, epochs: int = 40, num_models: int = 
         output_dir / "results" / "report", evaluation, ensemble.class_names, splits["test"].labels,
         histories={m["model_name"]: m["history"] for m in training["members"]},
         best_epochs={m["model_name"]: m["best_epoch"] for m in training["members"]}, notes=notes, title="vidtempo demo",
+        videos_dir=videos.root,
     )
     return _summarize(output_dir, videos, evaluation, prediction, clip, report, started)
 
