@@ -62,32 +62,16 @@ def use_threads(args: argparse.Namespace) -> None:
     """Apply ``--threads`` (or the usable cores): called by a command after its arguments are checked, as it
     starts loading models (this imports torch).
 
-    On a machine where other processes are running, OpenMP's threads are told to sleep rather than spin while
-    they wait for each other (OMP_WAIT_POLICY=PASSIVE, unless the environment sets a policy): a spinning
-    thread holds a core another process needs, and on 2 busy cores an epoch ran 9x slower than quiet, 2x with
-    sleeping threads (benchmarks/busy_cpu.py). It changes no number, only how threads wait; on a quiet machine
-    spinning is faster, so it is left alone there. It must be set before torch starts OpenMP, hence here."""
-    if other_running_processes() > 0:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    OpenMP's threads are told to sleep rather than spin while they wait for each other (OMP_WAIT_POLICY=PASSIVE,
+    unless the environment sets a policy). A spinning thread holds a core another process needs: beside a
+    second vidtempo process on 2 cores, epochs ran 10-20x slower spinning than sleeping, and a run that started
+    on a quiet machine cannot know that another will start later (benchmarks/two_runs.py). Sleeping costs
+    about 20-35% on a quiet machine for the demo's small model (benchmarks/busy_cpu.py), less for larger ones;
+    it changes no number, only how threads wait. It must be set before torch starts OpenMP, hence here."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from ..runtime import thread_plan
 
     thread_plan(getattr(args, "threads", None)).apply()
-
-
-def other_running_processes(stat: Path = Path("/proc/stat"), samples: int = 5) -> int:
-    """Processes running or ready to run besides this one, the fewest of a few looks 10 ms apart (0 where
-    /proc/stat cannot be read)."""
-    import time
-
-    counts = []
-    for _ in range(samples):
-        try:
-            line = next(l for l in stat.read_text().splitlines() if l.startswith("procs_running"))
-            counts.append(int(line.split()[1]) - 1)
-        except (OSError, StopIteration, ValueError, IndexError):
-            return 0
-        time.sleep(0.01)
-    return max(0, min(counts))
 
 
 def add_decode_limit_options(parser: argparse.ArgumentParser) -> None:
