@@ -1,8 +1,9 @@
 """Temperature scaling and calibration error for the ensemble's probabilities.
 
-Temperature scaling (Guo et al., 2017) divides a model's logits by one scalar ``T`` fitted on the validation
-split to minimise the negative log-likelihood; ``T > 1`` softens over-confident predictions, ``T < 1``
-sharpens under-confident ones, and the argmax (so accuracy) never changes.
+Temperature scaling (Guo et al., 2017) divides a model's logits by one scalar ``T`` fitted on held-out
+predictions to minimise the negative log-likelihood (the validation split's, or a cross-fitted ensemble's
+out-of-fold predictions of every labelled video: see fit.py); ``T > 1`` softens over-confident
+predictions, ``T < 1`` sharpens under-confident ones, and the argmax (so accuracy) never changes.
 
 An ensemble's output is the mean of its members' softmax, which has no logits of its own. Its logarithm
 plays their part: ``softmax(log(p) / T)`` is what :func:`apply_temperature` computes, and ``T = 1`` gives
@@ -27,7 +28,8 @@ import torch
 # a coin flip), which says more about the validation split than about the model.
 MIN_TEMPERATURE = 0.2
 MAX_TEMPERATURE = 5.0
-# Fewer validation videos than this give a temperature that is mostly noise: calibration is skipped.
+# Fewer videos than this (validation, or out-of-fold for a cross-fitted ensemble) give a temperature that is
+# mostly noise: calibration is skipped.
 MIN_CALIBRATION_VIDEOS = 50
 # Probabilities are clamped here before the logarithm, so a member's exact zero cannot give -inf.
 PROBABILITY_FLOOR = 1e-12
@@ -86,28 +88,33 @@ def fit_temperature(
     return math.exp((low + high) / 2.0)
 
 
-def fit_calibration(probs: torch.Tensor | np.ndarray, labels: Any) -> tuple[float, str | None]:
-    """The temperature for an ensemble's validation probabilities, or 1.0 and the reason it was skipped.
+def fit_calibration(probs: torch.Tensor | np.ndarray, labels: Any,
+                    data: str = "validation") -> tuple[float, str | None]:
+    """The temperature for an ensemble's held-out probabilities, or 1.0 and the reason it was skipped.
 
-    Skipped when validation is too small to fit one, or when no validation video is misclassified: then the
-    likelihood keeps rising as ``T -> 0`` and any fit would only sharpen the outputs to the search bound.
-    Also when the fit stops at either bound of the search: its likelihood was still rising there (say one
-    near-tie mistake among many right answers, which pulls T to the lower bound and turns 60% into 99%), so
-    the bound is where the search ended, not a temperature the validation split supports.
+    ``probs`` are predictions of videos the ensemble did not learn from: the validation split's, or for a
+    cross-fitted ensemble the out-of-fold predictions of every labelled video (each by the member that did
+    not train on it); ``data`` names them in the reasons ("validation", "out-of-fold").
+
+    Skipped when there are too few videos to fit one, or when none is misclassified: then the likelihood
+    keeps rising as ``T -> 0`` and any fit would only sharpen the outputs to the search bound. Also when
+    the fit stops at either bound of the search: its likelihood was still rising there (say one near-tie
+    mistake among many right answers, which pulls T to the lower bound and turns 60% into 99%), so the
+    bound is where the search ended, not a temperature the data supports.
     """
     probs_np, labels_np = _checked_probs_and_labels(probs, labels)
     if len(labels_np) < MIN_CALIBRATION_VIDEOS:
-        return 1.0, (f"calibration skipped (temperature 1): {len(labels_np)} validation videos, "
+        return 1.0, (f"calibration skipped (temperature 1): {len(labels_np)} {data} videos, "
                      f"fewer than {MIN_CALIBRATION_VIDEOS}")
     if (probs_np.argmax(axis=1) == labels_np).all():
-        return 1.0, ("calibration skipped (temperature 1): no validation video is misclassified, so the "
-                     "validation split cannot tell how sure the ensemble should be")
+        return 1.0, (f"calibration skipped (temperature 1): no {data} video is misclassified, so the "
+                     f"{data} predictions cannot tell how sure the ensemble should be")
     temperature = fit_temperature(log_probabilities(probs), labels_np)
     for bound, direction in ((MIN_TEMPERATURE, "sharper"), (MAX_TEMPERATURE, "softer")):
         if abs(math.log(temperature / bound)) < _AT_BOUND_LOG_T:
             return 1.0, (f"calibration skipped (temperature 1): the fit ran to the bound of its search, "
-                         f"T = {bound:g}, and {direction} outputs would fit validation better still, so "
-                         f"validation cannot tell how sure the ensemble should be")
+                         f"T = {bound:g}, and {direction} outputs would fit the {data} predictions better "
+                         f"still, so they cannot tell how sure the ensemble should be")
     return temperature, None
 
 

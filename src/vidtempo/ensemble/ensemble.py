@@ -52,7 +52,16 @@ class EnsembleSettings:
     uncertain_below: float = DEFAULT_UNCERTAIN_BELOW
     tta_temperature: float = 1.0
     tta_uncertain_below: float = DEFAULT_UNCERTAIN_BELOW
-    fitted_on: str | None = None  # the split the settings were fitted on
+    fitted_on: str | None = None  # the split the settings were fitted on: "val" or "out_of_fold"
+    # The predictions calibration (temperatures and trust thresholds) was fitted on, in words with their
+    # count: "validation, 32 videos" or "out-of-fold, 128 videos" (None: written before it was recorded).
+    calibrated_on: str | None = None
+    # Per member, the trust score's distance spread per class (trust.py) fitted on out-of-fold videos, used
+    # instead of the spread of the member's own training videos stored in its checkpoint (None: that one).
+    distance_q95: list[list[float] | None] | None = None
+    # The splits whose videos some member learned from: ["train"], or ["train", "val"] when cross-fitted
+    # (None: written before it was recorded, see ``learned_from_splits``).
+    learned_from: list[str] | None = None
     report: dict[str, Any] = field(default_factory=dict)  # how they were chosen
 
     def calibration(self, tta: bool) -> tuple[float, float]:
@@ -60,6 +69,25 @@ class EnsembleSettings:
         if tta:
             return self.tta_temperature, self.tta_uncertain_below
         return self.temperature, self.uncertain_below
+
+    def learned_from_splits(self) -> list[str]:
+        """The splits some member trained on; for a manifest that does not say, what its fit implies."""
+        if self.learned_from is not None:
+            return list(self.learned_from)
+        return ["train", "val"] if self.fitted_on == "out_of_fold" else ["train"]
+
+    def held_out(self, split: str) -> bool:
+        """Whether no member learned from ``split``'s videos, so that scores on it are held-out scores."""
+        return split not in self.learned_from_splits()
+
+    def scores_note(self, split: str) -> str | None:
+        """What a report should say beside scores on ``split`` when they are not held out (None: they are)."""
+        if self.held_out(split):
+            return None
+        if split == "val" and self.fitted_on == "out_of_fold":
+            return ("not held out: scores on data the members trained on (cross-fitted, every member but one "
+                    "learned from each validation video); the test split's scores are the held-out ones")
+        return "not held out: scores on data the members trained on"
 
 
 @dataclass
@@ -182,8 +210,9 @@ class Ensemble:
         self.names = list(names) if names is not None else [f"member_{i + 1}" for i in range(len(models))]
         self.extraction = extraction  # how the training features were made from videos, if they were
         self.metadata = [dict(m) for m in metadata] if metadata is not None else [{} for _ in models]
-        self.representation_stats = list(representation_stats or [None] * len(models))
         self.settings = settings or EnsembleSettings()
+        self.representation_stats = with_fitted_spread(list(representation_stats or [None] * len(models)),
+                                                       self.settings)
 
     @property
     def class_names(self) -> list[str]:
@@ -329,6 +358,21 @@ class Ensemble:
             lengths = torch.from_numpy(split.num_frames[start : start + batch_size])
             yield [model_outputs(m, feats, lengths, views=views, amp_dtype=self.amp_dtype, separate_views=True)
                    for m in self.models]
+
+
+def with_fitted_spread(stats: Sequence[Mapping[str, torch.Tensor] | None],
+                       settings: EnsembleSettings) -> list[Mapping[str, torch.Tensor] | None]:
+    """The members' representation statistics with the distance spread ``settings`` fitted (out-of-fold, see
+    fit.py) in place of their training videos' spread; the statistics as they are when none was fitted.
+    New dicts: the checkpoint's statistics are left as they were loaded."""
+    fitted = settings.distance_q95
+    if fitted is None:
+        return list(stats)
+    if len(fitted) != len(stats):
+        raise CheckpointError(f"the ensemble's manifest has a distance spread for {len(fitted)} members, "
+                              f"but it has {len(stats)}")
+    return [s if s is None or q95 is None else {**s, "distance_q95": torch.tensor(q95, dtype=torch.float32)}
+            for s, q95 in zip(stats, fitted)]
 
 
 def _checkpoint_paths(paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike]) -> tuple[list[Path], dict | None]:

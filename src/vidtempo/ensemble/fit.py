@@ -8,6 +8,14 @@
 - temperature scaling of the combined probabilities (calibration);
 - the trust-score threshold of the "uncertain" flag.
 
+A cross-fitted ensemble (folds.py) makes all of them on out-of-fold predictions instead: every labelled
+video (train and val) predicted by the member that did not train on it. That is several times the
+validation split's videos, so calibration is fitted where validation alone would be too small to (see
+calibration.MIN_CALIBRATION_VIDEOS), and it is the only held-out data there is: every member but one learned
+from each validation video. The trust score's distance spread is refitted on the same predictions
+(``trust.fit_distance_spread``). The manifest records which data calibration was fitted on, and which
+splits the members learned from, so that scores on them are not shown as held-out ones.
+
 Also the check for collapsed members (best validation accuracy within a margin of chance, or a class that
 is hardly ever predicted right), and the assembly of trained members into an ensemble with its results.
 """
@@ -24,15 +32,15 @@ import numpy as np
 import torch
 
 from .. import checkpoint
-from .calibration import apply_temperature, fit_calibration
+from .calibration import apply_temperature, expected_calibration_error, fit_calibration
 from ..config import TrainingConfig
-from .ensemble import Ensemble, EnsembleSettings
+from .ensemble import Ensemble, EnsembleSettings, with_fitted_spread
 from ..errors import ConfigError
 from .evaluation import evaluate_ensemble, write_evaluation_report
 from ..files import write_json
 from .folds import cross_fit_splits, cross_fits
 from ..features.store import FeatureSplit
-from .trust import fit_uncertain_threshold
+from .trust import fit_distance_spread, fit_uncertain_threshold
 from .tta import TTA_VIEWS, average_member_views
 
 
@@ -105,15 +113,20 @@ def fit_ensemble_settings(ensemble: Ensemble, val: FeatureSplit, cfg: TrainingCo
     member_accuracy = [_accuracy(p, labels) for p in view_probs[:, 0]]
     weights, notes = member_weights(member_accuracy, cfg)
     ensemble.settings = EnsembleSettings(member_weights=weights)
-    return _fit_settings(ensemble, view_probs, applies, class_ratios, labels, cfg, member_accuracy, notes, "val")
+    settings = _fit_settings(ensemble, view_probs, applies, class_ratios, labels, cfg, member_accuracy, notes,
+                             "val", "validation")
+    settings.learned_from = ["train"]
+    return settings
 
 
 def fit_ensemble_settings_out_of_fold(ensemble: Ensemble, held_out: list[FeatureSplit],
                                       cfg: TrainingConfig) -> EnsembleSettings:
     """The same settings for a cross-fitted ensemble (folds.py), chosen on out-of-fold predictions: each
-    labelled video is predicted by the one member that did not train on it (member i on ``held_out[i]``).
-    Member weights come from each member's accuracy on its own fold; TTA views, temperatures and trust
-    thresholds are fitted on the out-of-fold predictions, which stand in for the ensemble's."""
+    labelled video (train and val) is predicted by the one member that did not train on it (member i on
+    ``held_out[i]``). Member weights come from each member's accuracy on its own fold; TTA views,
+    temperatures, the trust score's distance spread and its thresholds are fitted on the out-of-fold
+    predictions, which stand in for the ensemble's on videos it never saw. Each member runs once over its
+    fold, and every setting is fitted from that one pass."""
     members = [_single_member(ensemble, i) for i in range(len(ensemble.models))]
     parts = [view_probabilities(member, split) for member, split in zip(members, held_out)]
     fold_labels = [torch.from_numpy(split.labels) for split in held_out]
@@ -121,13 +134,36 @@ def fit_ensemble_settings_out_of_fold(ensemble: Ensemble, held_out: list[Feature
     weights, notes = member_weights(member_accuracy, cfg)
     view_probs = torch.cat([probs for probs, _, _ in parts], dim=2)  # [1, V, N, C]: one prediction per video
     applies = torch.cat([views for _, views, _ in parts], dim=1)
-    class_ratios = torch.cat([ratios for _, _, ratios in parts], dim=1)
     labels = torch.cat(fold_labels)
+    spread, spread_skipped = _fit_distance_spread(ensemble, parts, fold_labels)
+    if spread_skipped:
+        notes.append(spread_skipped)
+    # The threshold is fitted on ratios to the refitted spread: the ratios inference will compute (a member
+    # without representation statistics keeps its ratios of 1).
+    class_ratios = torch.cat([ratios if stats is None else ratios / spread
+                              for (_, _, ratios), stats in zip(parts, ensemble.representation_stats)], dim=1)
     settings = _fit_settings(members[0], view_probs, applies, class_ratios, labels, cfg, member_accuracy, notes,
-                             "out_of_fold")
+                             "out_of_fold", "out-of-fold")
     settings.member_weights = weights
+    settings.learned_from = ["train", "val"]
+    settings.distance_q95 = [None if stats is None else (stats["distance_q95"].double() * spread).tolist()
+                             for stats in ensemble.representation_stats]
+    settings.report["distance_spread"] = {"factor": spread, "skipped": spread_skipped}
     settings.report["out_of_fold_accuracy"] = _accuracy(view_probs[0, 0], labels)
     return settings
+
+
+def _fit_distance_spread(ensemble: Ensemble, parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                         fold_labels: list[torch.Tensor]) -> tuple[float, str | None]:
+    """The factor that widens the members' training spread to the out-of-fold videos' (trust.py), from the
+    videos each member classified right (plain view). ``parts[i]``: ``view_probabilities`` of member i on
+    fold i; a member without representation statistics has no spread to refit (its ratios are all 1)."""
+    own = []
+    for (view_probs, _, ratios), labels, stats in zip(parts, fold_labels, ensemble.representation_stats):
+        if stats is not None:
+            right = view_probs[0, 0].argmax(-1) == labels
+            own.append(ratios[0].gather(1, labels[:, None])[:, 0][right])
+    return fit_distance_spread(torch.cat(own).numpy() if own else np.zeros(0))
 
 
 def _single_member(ensemble: Ensemble, index: int) -> Ensemble:
@@ -137,14 +173,15 @@ def _single_member(ensemble: Ensemble, index: int) -> Ensemble:
 
 def _fit_settings(ensemble: Ensemble, view_probs: torch.Tensor, applies: torch.Tensor, class_ratios: torch.Tensor,
                   labels: torch.Tensor, cfg: TrainingConfig, member_accuracy: list[float], notes: list[str],
-                  fitted_on: str) -> EnsembleSettings:
+                  fitted_on: str, data: str) -> EnsembleSettings:
     """TTA views, then temperature and trust threshold for plain and TTA predictions, for ``ensemble``
-    (whose member weights are set) from its members' view probabilities ``[M, V, N, C]``."""
+    (whose member weights are set) from its members' view probabilities ``[M, V, N, C]``. ``data`` names
+    the predictions ("validation", "out-of-fold") in the reasons and in ``calibrated_on``."""
     plain = view_probs[:, 0]
     chosen, tried = _choose_views(ensemble, view_probs, applies, labels, cfg)
     calibration, report = {}, {}
     for mode, member_probs in (("plain", plain), ("tta", _views_average(view_probs, applies, chosen))):
-        calibration[mode], report[mode] = _fit_calibration(ensemble, member_probs, class_ratios, labels, cfg)
+        calibration[mode], report[mode] = _fit_calibration(ensemble, member_probs, class_ratios, labels, cfg, data)
         if report[mode]["skipped"]:
             notes.append(f"{mode} predictions: {report[mode]['skipped']}")
     (temperature, uncertain_below), (tta_temperature, tta_uncertain_below) = calibration["plain"], calibration["tta"]
@@ -156,6 +193,7 @@ def _fit_settings(ensemble: Ensemble, view_probs: torch.Tensor, applies: torch.T
         tta_temperature=tta_temperature,
         tta_uncertain_below=tta_uncertain_below,
         fitted_on=fitted_on,
+        calibrated_on=f"{data}, {len(labels)} videos",
         report={"member_val_accuracy": member_accuracy, "tta_candidates": tried, "calibration": report,
                 "notes": notes},
     )
@@ -177,16 +215,22 @@ def _choose_views(ensemble: Ensemble, view_probs: torch.Tensor, applies: torch.T
 
 
 def _fit_calibration(ensemble: Ensemble, member_probs: torch.Tensor, class_ratios: torch.Tensor,
-                     labels: torch.Tensor, cfg: TrainingConfig) -> tuple[tuple[float, float], dict[str, Any]]:
-    """``(temperature, uncertain_below)`` for one inference mode, and how they were fitted."""
+                     labels: torch.Tensor, cfg: TrainingConfig,
+                     data: str = "validation") -> tuple[tuple[float, float], dict[str, Any]]:
+    """``(temperature, uncertain_below)`` for one inference mode, and how they were fitted: with the ECE
+    before and after the temperature on the predictions it was fitted on (in-sample for its one parameter;
+    the evaluation measures it on test)."""
     uncalibrated = ensemble.combine(member_probs, calibrated=False)
-    temperature, skipped = fit_calibration(uncalibrated, labels) if cfg.calibrate else (
+    temperature, skipped = fit_calibration(uncalibrated, labels, data) if cfg.calibrate else (
         1.0, "calibration turned off (temperature 1)")
     probs = apply_temperature(uncalibrated, temperature)
     signals = ensemble.trust_signals(member_probs, probs, class_ratios)
     correct = (probs.argmax(-1) == labels).numpy()
     threshold = fit_uncertain_threshold(signals["score"].numpy(), correct)
-    return (temperature, threshold), {"temperature": temperature, "uncertain_below": threshold, "skipped": skipped}
+    return (temperature, threshold), {
+        "temperature": temperature, "uncertain_below": threshold, "skipped": skipped, "fitted_on": data,
+        "videos": len(labels), "ece_before": expected_calibration_error(uncalibrated, labels),
+        "ece_after": expected_calibration_error(probs, labels)}
 
 
 def assemble_ensemble(
@@ -213,6 +257,8 @@ def assemble_ensemble(
     if cross_fits(cfg.ensemble_strategy, num_models):
         folds = cross_fit_splits(splits, num_models, cfg.seed)
         ensemble.settings = fit_ensemble_settings_out_of_fold(ensemble, [fold["val"] for fold in folds], cfg)
+        # Test scores and the saved manifest then use the spread fitted out-of-fold.
+        ensemble.representation_stats = with_fitted_spread(ensemble.representation_stats, ensemble.settings)
         scored = ("test",)
     else:
         val_views = view_probabilities(ensemble, splits["val"])
@@ -275,9 +321,16 @@ def _ensemble_results(num_models: int, ensemble: Ensemble, evaluation: Mapping[s
             "accuracy_tta": tta["accuracy"] - average["accuracy_tta"],
         },
         "ensemble_settings": dataclasses.asdict(ensemble.settings),
+        # Per split, whether no member learned from it: scores on a split marked False are not held-out ones.
+        "held_out": {split: ensemble.settings.held_out(split) for split in ("train", "val", "test")},
+        "calibrated_on": ensemble.settings.calibrated_on,
         "calibration": evaluation["calibration"],
         "evaluation": {k: v for k, v in evaluation.items() if k not in ("calibration", "reliability", "predictions")},
     }
+
+
+def _fit_data(settings: EnsembleSettings) -> str:
+    return "out-of-fold predictions" if settings.fitted_on == "out_of_fold" else "validation"
 
 
 def _ensemble_notes(member_results: list[dict[str, Any]], ensemble: Ensemble) -> list[str]:
@@ -287,7 +340,9 @@ def _ensemble_notes(member_results: list[dict[str, Any]], ensemble: Ensemble) ->
             if attempt["collapsed"]:
                 notes.append(f"{r['model_name']} with seed {attempt['seed']} collapsed ({attempt['collapsed']}).")
     settings = ensemble.settings
-    notes.append(f"TTA views chosen on validation: {' + '.join(settings.tta_views)}.")
+    notes.append(f"TTA views chosen on {_fit_data(settings)}: {' + '.join(settings.tta_views)}.")
+    if settings.calibrated_on:
+        notes.append(f"Calibration (temperatures, trust thresholds) fitted on: {settings.calibrated_on}.")
     weights = "equal" if settings.member_weights is None else ", ".join(f"{w:.3g}" for w in settings.member_weights)
     notes.append(f"Member weights: {weights}.")
     notes.extend(settings.report.get("notes", []))

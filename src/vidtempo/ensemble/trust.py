@@ -16,10 +16,16 @@ signal in benchmarks/RESULTS.md, from benchmarks/trust_auroc.py).
 
 A prediction is flagged ``out_of_distribution`` when ``distance_ratio > OOD_DISTANCE_RATIO`` and
 ``uncertain`` when its score is below the ensemble's threshold; otherwise ``ok``. The threshold is fitted
-on the validation split when an ensemble is trained: the 5th percentile of the scores of correctly
-classified validation videos (so 95% of such predictions count as ``ok``), stored in ``ensemble.json``
-beside the checkpoints. Without one, ``DEFAULT_UNCERTAIN_BELOW`` applies. Members trained before
-representation statistics existed contribute no distance (ratio 1.0).
+on the validation split when an ensemble is trained (on out-of-fold predictions for a cross-fitted one):
+the 5th percentile of the scores of correctly classified videos (so 95% of such predictions count as
+``ok``), stored in ``ensemble.json`` beside the checkpoints. Without one, ``DEFAULT_UNCERTAIN_BELOW``
+applies. Members trained before representation statistics existed contribute no distance (ratio 1.0).
+
+A member's own training videos lie closer to its centroids than videos it never saw: it learned them. So
+for a cross-fitted ensemble, whose every labelled video is unseen by one member, the spread is refitted
+on those out-of-fold videos (:func:`fit_distance_spread`): the training spread is widened by the factor
+that puts 95% of the correctly classified ones within ratio 1, so that "farther than 95% of the videos of
+its class" is measured against unseen videos, the kind that inference sees.
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ DEFAULT_UNCERTAIN_BELOW = 0.5
 # Share of correct validation predictions that fall below the fitted threshold.
 UNCERTAIN_QUANTILE = 0.05
 DISTANCE_QUANTILE = 0.95
+# Fewer (correctly classified) out-of-fold videos than this keep the training spread: their 95th percentile
+# would be decided by the one or two farthest of them.
+MIN_SPREAD_VIDEOS = 20
 
 
 def representation_stats(pooled: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, torch.Tensor]:
@@ -76,6 +85,26 @@ def fit_uncertain_threshold(scores: np.ndarray, correct: np.ndarray) -> float:
     if not correct.any():
         return DEFAULT_UNCERTAIN_BELOW
     return float(np.quantile(scores[correct], UNCERTAIN_QUANTILE))
+
+
+def fit_distance_spread(own_class_ratios: np.ndarray) -> tuple[float, str | None]:
+    """How much wider than the training spread the distances of unseen videos to their class are.
+
+    ``own_class_ratios`` ``[N]``: the distance ratio of each correctly classified out-of-fold video to its
+    class, measured by the member that did not train on it (the ratio inference computes for a right
+    prediction; a misclassified video lies far from its class, which the trust score should go on saying).
+    Returns the factor to multiply the members' ``distance_q95`` by (the ratios' 95th percentile, so that
+    95% of these videos then lie within ratio 1) and None, or 1.0 and the reason it was not fitted. One
+    factor for every member and class: members trained alike learn their folds alike, and pooling keeps the
+    percentile from resting on a fold's few videos of one class. Never below 1: videos as close as the
+    training videos are not unusual, and a factor under 1 from a few dozen videos says more about them than
+    about the members.
+    """
+    ratios = np.asarray(own_class_ratios, dtype=np.float64).reshape(-1)
+    if len(ratios) < MIN_SPREAD_VIDEOS:
+        return 1.0, (f"distance spread of the training videos kept: {len(ratios)} correctly classified "
+                     f"out-of-fold videos, fewer than {MIN_SPREAD_VIDEOS}")
+    return max(1.0, float(np.quantile(ratios, DISTANCE_QUANTILE))), None
 
 
 def flag(score: float, ratio: float, uncertain_below: float = DEFAULT_UNCERTAIN_BELOW) -> str:
