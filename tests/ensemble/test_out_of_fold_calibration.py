@@ -180,6 +180,23 @@ def test_scores_on_the_splits_a_cross_fitted_ensemble_learned_from_are_not_held_
     assert "not held out" in settings.scores_note("val") and settings.scores_note("test") is None
 
 
+def test_the_report_says_which_scores_are_not_held_out(cross_fitted, labelled_set, tmp_path):
+    from vidtempo.ensemble.evaluation import evaluate_ensemble, write_evaluation_report
+    from vidtempo.features.store import read_split, split_path
+
+    folder, _, _, manifest = cross_fitted
+    ensemble = Ensemble.from_checkpoints(folder)
+    splits = {name: read_split(split_path(labelled_set, name, MULTISCALE_SUFFIX)) for name in ("val", "test")}
+    evaluation = evaluate_ensemble(ensemble, splits, tta=False)
+    assert evaluation["held_out"]["test"] is None and "not held out" in evaluation["held_out"]["val"]
+    report = write_evaluation_report(tmp_path / "report", evaluation, ensemble.class_names, splits["test"].labels)
+    text = report.read_text()
+    val_section = text[text.index("### val"):text.index("### test")]
+    test_section = text[text.index("### test"):text.index("## ", text.index("### test") + 4)]
+    assert "not held out" in val_section and "not held out" not in test_section
+    assert f"Temperatures fitted on {manifest['calibrated_on']}" in text
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*collapsed:RuntimeWarning")  # one epoch: the members barely learn
 def test_a_plain_ensemble_is_still_calibrated_on_validation(labelled_set, tmp_path):

@@ -19,11 +19,15 @@ from ..features.store import FeatureSplit
 from .tta import average_member_views
 
 
+# The entries of evaluate_ensemble's result that are not a split's scores.
+NOT_SCORES = ("calibration", "reliability", "predictions", "held_out")
+
+
 def evaluate_ensemble(ensemble: Ensemble, splits: Mapping[str, FeatureSplit], tta: bool = True,
                       computed: Mapping[str, tuple[Sequence[str], torch.Tensor, torch.Tensor]] | None = None,
                       ) -> dict[str, Any]:
-    """``{split: {"plain"|"tta": {"members": {name: metrics}, "ensemble": metrics}}}`` plus, for the last
-    split, ``calibration`` (temperature, ECE before and after), ``reliability`` bins and ``predictions``
+    """``{split: {"plain"|"tta": {"members": {name: metrics}, "ensemble": metrics}}}`` plus ``held_out``
+    (``{split: None, or why its scores are not held out}``), for the last split, ``calibration`` (temperature, ECE before and after), ``reliability`` bins and ``predictions``
     (``split``, the calibrated plain ``probabilities`` ``[N, C]``, their top classes ``y_pred`` and the
     split's ``video_ids``, None when its file has none).
 
@@ -51,7 +55,10 @@ def evaluate_ensemble(ensemble: Ensemble, splits: Mapping[str, FeatureSplit], tt
     calibration = {mode: _calibration_of_mode(ensemble, probs, labels, mode == "tta")
                    for mode, (_, _, probs) in last.items()}
     fitted = ensemble.settings.report.get("calibration", {})
+    # Which splits' scores are held out: a cross-fitted ensemble learned from val too.
+    evaluation["held_out"] = {name: ensemble.settings.scores_note(name) for name in splits}
     evaluation["calibration"] = {
+        "calibrated_on": ensemble.settings.calibrated_on,
         **{k: v for k, v in calibration["plain"].items() if k != "bins"},
         "modes": {mode: {k: v for k, v in c.items() if k != "bins"} for mode, c in calibration.items()},
         "skipped": {mode: fitted[mode]["skipped"] for mode in calibration if fitted.get(mode, {}).get("skipped")},
@@ -107,12 +114,13 @@ def write_evaluation_report(
     (its ``video_ids`` are paths relative to it), each with a strip of its frames."""
     from .report import MISSES_PER_CLASS, build_report
 
-    scores = {k: v for k, v in evaluation.items() if k not in ("calibration", "reliability", "predictions")}
+    scores = {k: v for k, v in evaluation.items() if k not in NOT_SCORES}
     calibration = dict(evaluation["calibration"])
     calibration["split"] = calibration.get("fitted_on") or calibration["split"]
     predictions = evaluation["predictions"]
     return build_report(
         folder, scores, histories=histories, best_epochs=best_epochs, calibration=calibration, y_true=y_true,
+        not_held_out={k: v for k, v in (evaluation.get("held_out") or {}).items() if v},
         y_pred=np.asarray(predictions["y_pred"]), class_names=class_names,
         reliability=evaluation["reliability"], title=title,
         notes=[f"Calibration: ECE measured on the {evaluation['calibration']['split']} split.", *(notes or [])],

@@ -36,7 +36,7 @@ from .calibration import apply_temperature, expected_calibration_error, fit_cali
 from ..config import TrainingConfig
 from .ensemble import Ensemble, EnsembleSettings, with_fitted_spread
 from ..errors import ConfigError
-from .evaluation import evaluate_ensemble, write_evaluation_report
+from .evaluation import NOT_SCORES, evaluate_ensemble, write_evaluation_report
 from ..files import write_json
 from .folds import cross_fit_splits, cross_fits
 from ..features.store import FeatureSplit
@@ -325,7 +325,7 @@ def _ensemble_results(num_models: int, ensemble: Ensemble, evaluation: Mapping[s
         "held_out": {split: ensemble.settings.held_out(split) for split in ("train", "val", "test")},
         "calibrated_on": ensemble.settings.calibrated_on,
         "calibration": evaluation["calibration"],
-        "evaluation": {k: v for k, v in evaluation.items() if k not in ("calibration", "reliability", "predictions")},
+        "evaluation": {k: v for k, v in evaluation.items() if k not in NOT_SCORES},
     }
 
 

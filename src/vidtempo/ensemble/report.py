@@ -254,7 +254,8 @@ def _ordered(keys: Sequence[str], preferred: Sequence[str]) -> list[str]:
     return [k for k in preferred if k in keys] + [k for k in keys if k not in preferred]
 
 
-def _results_section(evaluation: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def _results_section(evaluation: Mapping[str, Mapping[str, Any]], not_held_out: Mapping[str, str]) -> list[str]:
+    """The scores table of each split; a split the members learned from says so under its title."""
     lines = ["## Accuracy and weighted F1 (%)", ""]
     for split in _ordered(list(evaluation), SPLIT_ORDER):
         modes = _ordered(list(evaluation[split]), MODE_ORDER)
@@ -267,6 +268,8 @@ def _results_section(evaluation: Mapping[str, Mapping[str, Any]]) -> list[str]:
         rows = [[_cell(name)] + _scores(evaluation[split], modes, name) for name in _member_names(evaluation[split])]
         rows.append(["**ensemble**"] + [f"**{v}**" for v in _scores(evaluation[split], modes, None)])
         lines += [f"### {split}{_sample_count(evaluation[split])}", ""]
+        if not_held_out.get(split):
+            lines += [f"*{split.capitalize()} scores are {not_held_out[split]}.*", ""]
         lines += _markdown_table(header, rows) + [""]
     return lines
 
@@ -310,9 +313,10 @@ def _per_class_section(rows: Sequence[Mapping[str, Any]], caption: str | None) -
 
 def _calibration_section(calibration: Mapping[str, Any]) -> list[str]:
     lines = ["## Calibration", ""]
-    if calibration.get("split"):
-        lines += [f"Temperatures fitted on {calibration['split']}, for plain and for TTA-averaged predictions "
-                  "apart; ECE over equal-width confidence bins.", ""]
+    fitted_on = calibration.get("calibrated_on") or calibration.get("split")
+    if fitted_on:
+        lines += [f"Temperatures fitted on {fitted_on}, for plain and for TTA-averaged predictions apart; ECE "
+                  "over equal-width confidence bins.", ""]
     modes = calibration.get("modes") or {"plain": calibration}
     rows = []
     for mode, values in modes.items():
@@ -552,6 +556,7 @@ def write_report(
     figures: Mapping[str, str | os.PathLike] | None = None,
     notes: Sequence[str] | None = None,
     misses: MissesSection | None = None,
+    not_held_out: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``output_dir/report.md`` and return its path.
 
@@ -569,7 +574,7 @@ def write_report(
     if notes:
         lines += [f"- {note}" for note in notes] + [""]
     if evaluation:
-        lines += _results_section(evaluation)
+        lines += _results_section(evaluation, not_held_out or {})
     if per_class:
         lines += _per_class_section(per_class, per_class_caption)
     if "confusion_matrix" in figures:
@@ -609,8 +614,10 @@ def build_report(
     videos_dir: str | os.PathLike | None = None,
     misses_per_class: int = MISSES_PER_CLASS,
     split: str | None = None,
+    not_held_out: Mapping[str, str] | None = None,
 ) -> Path:
     """Write every plot the inputs allow, then ``report.md`` linking them; returns the report's path.
+    ``not_held_out``: ``{split: why its scores are not held out}``, said beside those scores.
 
     ``y_true``/``y_pred`` with ``class_names`` (the ensemble's predictions on one split, say test) give the
     per-class table and the confusion matrix. ``reliability`` is ``{"before": bins, "after": bins}`` from
@@ -651,6 +658,7 @@ def build_report(
         figures=figures,
         notes=notes,
         misses=misses,
+        not_held_out=not_held_out,
     )
 
 
