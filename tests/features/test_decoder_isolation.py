@@ -156,3 +156,19 @@ def test_extract_lists_a_stuck_video_as_failed_and_writes_the_others(tmp_path):
     assert "decoder stopped responding after" in failed[0]["error"]
     assert sorted(read_split(out / "train_features_multiscale.h5").video_ids) == ["train/A/fine.mp4",
                                                                                  "train/B/also_fine.mp4"]
+
+
+@pytest.mark.parametrize("retry", [False, True])
+def test_a_video_that_failed_in_an_interrupted_run_is_retried_only_when_asked(tmp_path, retry):
+    from vidtempo.features.extract.resume import PartialSplit
+
+    extractor = FeatureExtractor(SMALL, workers=1)
+    videos = items(CARPHONE, BIKES)
+    output = tmp_path / "train_features.h5"
+    # An interrupted run recorded the second video's decoder as stuck.
+    partial = PartialSplit(output, extractor.settings.identity(), extractor.feature_dim)
+    partial.add_failure(videos[1], "decoder stopped responding after 602 s")
+    partial.close()
+    report = extractor.extract_split("train", videos, output, {"A": 0}, quiet=True, retry_failed=retry)
+    assert report.resumed == (0 if retry else 1)
+    assert [video for video, _ in report.failed] == ([] if retry else [videos[1].video_id])

@@ -206,14 +206,17 @@ class FeatureExtractor:
         quiet: bool = False,
         shard: tuple[int, int] | None = None,
         split_videos: int | None = None,
+        retry_failed: bool = False,
     ) -> SplitReport:
-        """Extract ``items`` into ``output_path``, resuming saved progress. The file appears under its final
-        name only when complete. With ``shard`` (i, n), ``items`` are shard i of the split's ``split_videos``
-        videos: the file records that, its failures go to the shard's own list, and it may hold no video."""
+        """Extract ``items`` into ``output_path``, resuming saved progress; videos that failed in an earlier
+        run stay failed unless ``retry_failed`` (``--overwrite``). The file appears under its final name only
+        when complete. With ``shard`` (i, n), ``items`` are shard i of the split's ``split_videos`` videos: the
+        file records that, its failures go to the shard's own list, and it may hold no video."""
         report = SplitReport(split=split, output=output_path, videos=len(items))
         partial = PartialSplit(output_path, self.settings.identity(), self.feature_dim)
         try:
-            pending = [item for item in items if partial.finished(item) is None]
+            pending = [item for item in items
+                       if (record := partial.finished(item)) is None or (retry_failed and record.failed)]
             report.resumed = len(items) - len(pending)
             started = time.perf_counter()
             self._run(split, pending, partial, report, strict=strict, quiet=quiet)
@@ -374,13 +377,14 @@ def extract_features(
         if shard is None:
             path = split_path(output_dir, split, settings.suffix)
             split_report = extractor.extract_split(
-                split, items, path, catalog.category_mapping, strict=options.strict, quiet=options.quiet
+                split, items, path, catalog.category_mapping, strict=options.strict, quiet=options.quiet,
+                retry_failed=options.overwrite,
             )
         else:
             path = shard_path(output_dir, split, settings.suffix, *shard)
             split_report = extractor.extract_split(
                 split, shard_items(items, *shard), path, catalog.category_mapping, strict=options.strict,
-                quiet=options.quiet, shard=shard, split_videos=len(items),
+                quiet=options.quiet, shard=shard, split_videos=len(items), retry_failed=options.overwrite,
             )
         report.splits[split] = split_report
         split_report.announce(options.quiet)
