@@ -629,19 +629,10 @@ def build_report(
     ``split`` names the split in that section's title.
     """
     output_dir = Path(output_dir)
-    figures: dict[str, str] = {}  # file names, relative to output_dir as the report links them
+    figures = _plot_figures(output_dir, histories, y_true, y_pred, class_names, reliability)
     per_class = None
     if y_true is not None and y_pred is not None and class_names is not None:
         per_class = per_class_table(y_true, y_pred, class_names)
-        matrix = sklearn_confusion_matrix(np.asarray(y_true), np.asarray(y_pred), labels=range(len(class_names)))
-        plot_confusion_matrix(matrix, class_names, output_dir / CONFUSION_MATRIX_PNG)
-        figures["confusion_matrix"] = CONFUSION_MATRIX_PNG
-    if histories and any(histories.values()):
-        plot_training_curves(histories, output_dir / TRAINING_CURVES_PNG)
-        figures["training_curves"] = TRAINING_CURVES_PNG
-    if reliability and reliability.get("before") is not None:
-        plot_reliability_diagram(reliability["before"], reliability.get("after"), output_dir / RELIABILITY_PNG)
-        figures["reliability"] = RELIABILITY_PNG
     misses = None
     if probabilities is not None and y_true is not None and class_names is not None:
         misses = _misses(output_dir, np.asarray(y_true), np.asarray(probabilities), class_names, video_ids,
@@ -660,6 +651,22 @@ def build_report(
         misses=misses,
         not_held_out=not_held_out,
     )
+
+
+def _plot_figures(output_dir: Path, histories, y_true, y_pred, class_names, reliability) -> dict[str, str]:
+    """Every plot the inputs allow, by report section: file names relative to ``output_dir``."""
+    figures: dict[str, str] = {}
+    if y_true is not None and y_pred is not None and class_names is not None:
+        matrix = sklearn_confusion_matrix(np.asarray(y_true), np.asarray(y_pred), labels=range(len(class_names)))
+        plot_confusion_matrix(matrix, class_names, output_dir / CONFUSION_MATRIX_PNG)
+        figures["confusion_matrix"] = CONFUSION_MATRIX_PNG
+    if histories and any(histories.values()):
+        plot_training_curves(histories, output_dir / TRAINING_CURVES_PNG)
+        figures["training_curves"] = TRAINING_CURVES_PNG
+    if reliability and reliability.get("before") is not None:
+        plot_reliability_diagram(reliability["before"], reliability.get("after"), output_dir / RELIABILITY_PNG)
+        figures["reliability"] = RELIABILITY_PNG
+    return figures
 
 
 def _misses(output_dir: Path, y_true: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str],
