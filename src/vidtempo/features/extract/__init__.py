@@ -7,6 +7,7 @@ _LAZY = {
     "FrozenBackbone": ".backbones",
     "backbone_names": ".backbones",
     "build_backbone": ".backbones",
+    "DecoderPool": ".decoder_pool",
     "ExtractionFailed": ".extractor",
     "FeatureExtractor": ".extractor",
     "extract_features": ".extractor",
@@ -30,6 +31,7 @@ __getattr__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "DEFAULT_SCALES",
+    "DecoderPool",
     "ExtractionFailed",
     "ExtractionReport",
     "ExtractionSettings",
