@@ -172,3 +172,15 @@ def test_a_video_that_failed_in_an_interrupted_run_is_retried_only_when_asked(tm
     report = extractor.extract_split("train", videos, output, {"A": 0}, quiet=True, retry_failed=retry)
     assert report.resumed == (0 if retry else 1)
     assert [video for video, _ in report.failed] == ([] if retry else [videos[1].video_id])
+
+
+@pytest.mark.timeout(60)
+def test_a_decoder_that_died_while_idle_is_replaced_before_the_next_video():
+    with DecoderPool(workers=1, max_seconds=30) as pool:
+        assert tuple(pool.submit(decode_clip, sample(CARPHONE), 2, 32).result(timeout=30).frames.shape)[0] == 2
+        (pid,) = pool.worker_pids()
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        clip = pool.submit(decode_clip, sample(CARPHONE), 2, 32).result(timeout=30)
+        assert pool.worker_pids() != [pid]
+    assert tuple(clip.frames.shape) == (2, 3, 32, 32)

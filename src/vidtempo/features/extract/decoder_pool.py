@@ -156,16 +156,29 @@ class _PoolState:
             pass
 
     def run(self) -> None:
+        try:
+            self._watch()
+        except BaseException as exc:  # a bug here must fail the waiting decodes, not leave them waiting for ever
+            with self.lock:
+                tasks = [*self.pending, *(w.task for w in self.workers if w.task is not None)]
+                self.pending.clear()
+            for task in tasks:
+                _fail(task.future, f"{task.label}: the decoder pool failed ({type(exc).__name__}: {exc})")
+            raise
+
+    def _watch(self) -> None:
         while True:
+            finished: list[tuple[Future, str, Any]] = []
             with self.lock:
                 if self.closed:
                     return
-                self._dispatch()
+                finished.extend(self._dispatch())
                 waiting = {w.conn: w for w in self.workers if w.task is not None}
                 sentinels = {w.process.sentinel: w for w in self.workers}
                 timeout = self._seconds_to_next_deadline()
+            self._resolve(finished)
             ready = wait([*waiting, *sentinels, self.wake_read], timeout)
-            finished: list[tuple[Future, str, Any]] = []
+            finished = []
             with self.lock:
                 self._drain_wake()
                 for conn in ready:
@@ -177,19 +190,30 @@ class _PoolState:
                     if worker is not None and worker in self.workers and not worker.process.is_alive():
                         finished.extend(self._replace(worker, self._death_reason(worker)))
                 finished.extend(self._stop_overdue())
-            for future, kind, value in finished:
-                if kind == "ok":
-                    future.set_result(value)
-                else:
-                    future.set_exception(VideoDecodeError(value))
+            self._resolve(finished)
 
-    def _dispatch(self) -> None:
-        for worker in self.workers:
+    @staticmethod
+    def _resolve(finished: list[tuple[Future, str, Any]]) -> None:
+        for future, kind, value in finished:
+            if kind == "ok":
+                future.set_result(value)
+            else:
+                future.set_exception(VideoDecodeError(value))
+
+    def _dispatch(self) -> list[tuple[Future, str, Any]]:
+        finished = []
+        for worker in list(self.workers):
             while worker.task is None and self.pending:
                 task = self.pending.popleft()
                 if not task.future.set_running_or_notify_cancel():
                     continue  # cancelled while it waited
-                worker.give(task)
+                try:
+                    worker.give(task)
+                except (BrokenPipeError, OSError):  # the worker died while idle
+                    worker.task = task
+                    finished.extend(self._replace(worker, self._death_reason(worker)))
+                    break
+        return finished
 
     def _seconds_to_next_deadline(self) -> float | None:
         if self.max_seconds is None:
@@ -296,7 +320,7 @@ class DecoderPool:
         state = self._state
         future: Future = Future()
         with state.lock:
-            if state.closed:
+            if state.closed or not state.thread.is_alive():
                 raise RuntimeError("the decoder pool is closed")
             state.pending.append(_Task(future, function, args))
         state.wake()
@@ -329,6 +353,11 @@ class DecoderPool:
         finally:
             for future in queued:
                 future.cancel()
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of the decoder processes."""
+        with self._state.lock:
+            return [w.process.pid for w in self._state.workers if w.process.pid]
 
     def busy_pids(self) -> list[int]:
         """The process ids of the workers running a decode now."""
