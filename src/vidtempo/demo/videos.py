@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import av
 import numpy as np
@@ -274,29 +274,28 @@ def _cut(frames: list[np.ndarray]) -> tuple[list[np.ndarray], int, None]:
     return frames, REAL_FPS, None
 
 
-def _game_clips(root: Path, seed: int) -> Iterator[Job]:
-    for split, items in GAME_SOURCES.items():
+def _rendered_clips(root: Path, seed: int, sources: Mapping[str, Any], category: str, kind: str,
+                    render: Callable[..., tuple[list[np.ndarray], int, str | None]]) -> Iterator[Job]:
+    """The clips each split's rendered ``sources`` give: ``render(source, clip seed, clip number)``."""
+    for split, items in sources.items():
         for source, count in items:
             for i in range(count):
-                path = root / split / GAMEPLAY_CATEGORY / f"{source.stem}_{i:03d}.mp4"
-                entry = _entry(root, path, split, GAMEPLAY_CATEGORY, source.label, source.stem, KIND_GAMEPLAY,
-                               source.label)
-                yield partial(_write, path, partial(_play, source, clip_seed(seed, split, source.stem, i)), entry)
+                path = root / split / category / f"{source.stem}_{i:03d}.mp4"
+                entry = _entry(root, path, split, category, source.label, source.stem, kind, source.label)
+                yield partial(_write, path, partial(render, source, clip_seed(seed, split, source.stem, i), i), entry)
 
 
-def _play(source: GameSource, seed: int) -> tuple[list[np.ndarray], int, None]:
+def _game_clips(root: Path, seed: int) -> Iterator[Job]:
+    return _rendered_clips(root, seed, GAME_SOURCES, GAMEPLAY_CATEGORY, KIND_GAMEPLAY, _play)
+
+
+def _play(source: GameSource, seed: int, _index: int) -> tuple[list[np.ndarray], int, None]:
     frames, fps = gameplay_clip(source, seed, CLIP_FRAMES)
     return frames, fps, None
 
 
 def _screen_clips(root: Path, seed: int) -> Iterator[Job]:
-    for split, items in SCREEN_SOURCES.items():
-        for source, count in items:
-            for i in range(count):
-                path = root / split / RENDERED_CATEGORY / f"{source.stem}_{i:03d}.mp4"
-                entry = _entry(root, path, split, RENDERED_CATEGORY, source.label, source.stem, KIND_RENDERED,
-                               source.label)
-                yield partial(_write, path, partial(_screen, source, clip_seed(seed, split, source.stem, i), i), entry)
+    return _rendered_clips(root, seed, SCREEN_SOURCES, RENDERED_CATEGORY, KIND_RENDERED, _screen)
 
 
 def _screen(source: ScreenSource, seed: int, index: int) -> tuple[list[np.ndarray], int, str | None]:

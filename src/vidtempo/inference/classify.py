@@ -7,7 +7,6 @@ training videos, by the same FeatureExtractor.
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from pathlib import Path
@@ -19,8 +18,7 @@ from ..errors import VidtempoError
 from ..features.extract.catalog import VideoItem
 from .library import error_row, library_items, result_row
 from .predictor import PreparedVideo, VideoPredictor, step_frame_matrix
-from .timeline import (DEFAULT_SWITCH_PENALTY, TimelineOptions, classify_timeline, decode_timeline_frames,
-                       timeline_result)
+from .timeline import DEFAULT_SWITCH_PENALTY, TimelineOptions, classify_timeline, timeline_decoder, timeline_result
 
 # Videos that go through the ensemble together when classifying a library.
 LIBRARY_BATCH_VIDEOS = 8
@@ -73,11 +71,7 @@ class VideoClassifier(VideoPredictor):
 
     def _timeline_rows(self, pending: Sequence[VideoItem], options: TimelineOptions) -> Iterator[dict[str, Any]]:
         """One video at a time: its windows already make batches for the ensemble."""
-        decode = functools.partial(decode_timeline_frames, window_seconds=options.window_seconds,
-                                   hop_seconds=options.hop_seconds, frames_per_video=self.settings.frames_per_video,
-                                   image_size=self.settings.image_size, sampling=self.settings.sampling,
-                                   max_pixels=self.extractor.max_frame_pixels)
-        for item, frames, error in self.extractor.decoded_videos(pending, decode):
+        for item, frames, error in self.extractor.decoded_videos(pending, timeline_decoder(self, options)):
             if frames is None:
                 yield error_row(item.video_id, f"{item.video_id}: {error}", self.categories, timeline=True)
                 continue

@@ -244,6 +244,16 @@ def decode_timeline_frames(path: str | os.PathLike, window_seconds: float, hop_s
     return TimelineFrames(clip, plans["plan"], plans["whole"], window_seconds, hop_seconds)
 
 
+def timeline_decoder(classifier: "VideoPredictor", options: TimelineOptions) -> functools.partial:
+    """``decode_timeline_frames`` with ``classifier``'s extraction settings and limits and the timeline's
+    windows: a function of the path alone, picklable, for its decoder processes."""
+    settings = classifier.settings
+    return functools.partial(decode_timeline_frames, window_seconds=options.window_seconds,
+                             hop_seconds=options.hop_seconds, frames_per_video=settings.frames_per_video,
+                             image_size=settings.image_size, sampling=settings.sampling,
+                             max_pixels=classifier.extractor.max_frame_pixels)
+
+
 def classify_timeline(classifier: "VideoPredictor", path: str | os.PathLike, window_seconds: float | None = None,
                       hop_seconds: float | None = None,
                       switch_penalty: float = DEFAULT_SWITCH_PENALTY, thumbnails: bool = False) -> dict[str, Any]:
@@ -254,12 +264,7 @@ def classify_timeline(classifier: "VideoPredictor", path: str | os.PathLike, win
         raise VidtempoError(f"{path}: file not found")
     options = TimelineOptions(window_seconds, hop_seconds, switch_penalty).resolved(classifier)
     start = time.perf_counter()
-    settings = classifier.settings
-    decode = functools.partial(decode_timeline_frames, window_seconds=options.window_seconds,
-                               hop_seconds=options.hop_seconds, frames_per_video=settings.frames_per_video,
-                               image_size=settings.image_size, sampling=settings.sampling,
-                               max_pixels=classifier.extractor.max_frame_pixels)
-    frames = classifier.extractor.decode_with(decode, path)
+    frames = classifier.extractor.decode_with(timeline_decoder(classifier, options), path)
     return timeline_result(classifier, path, frames, switch_penalty, thumbnails,
                            {"decode_s": time.perf_counter() - start})
 
