@@ -48,6 +48,8 @@ RESIZE_RATIO = 1.15
 AUTO_WHOLE_FRAMES_PER_TARGET = 8
 # The container's frame count is trusted when it agrees with duration x rate to within this share.
 FRAME_COUNT_TOLERANCE = 0.01
+# How many of the index's last entries are compared with the file's size to find a file cut short.
+INDEX_TAIL_ENTRIES = 64
 # PyAV 17 and later resize with a pool of slice threads unless told otherwise. One thread: each decoder
 # process already has a core, and a pool's state must never be inherited by a forked child (see
 # decoder_pool).
@@ -414,7 +416,9 @@ def _index_past_the_end(container: av.container.InputContainer, stream: av.Video
         size = os.path.getsize(container.name)
     except (OSError, TypeError):
         return False
-    return max(entry.pos + entry.size for entry in entries) > size
+    # The last frames' data lies at the end of a file written in time order, and a cut loses the end: the
+    # index's last entries settle it without walking an index of hundreds of thousands on every video.
+    return max(entry.pos + entry.size for entry in entries[max(0, len(entries) - INDEX_TAIL_ENTRIES):]) > size
 
 
 def _open(path: str | os.PathLike) -> av.container.InputContainer:
