@@ -136,12 +136,41 @@ class TrainingConfig:
             raise ConfigError(f"training_config.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
+# The student `vidtempo distill` trains unless --model-config says otherwise: a small member of the same
+# architecture family, the smallest of the sizes benchmarks/distill.py compared that kept the teachers' accuracy
+# (0.77 M parameters against 65 M for each member of the default ensemble).
+STUDENT_MODEL_CONFIG = {"hidden_dim": 128, "num_lstm_layers": 1, "num_attention_heads": 4, "dropout": 0.3}
+
+
+@dataclass
+class DistillConfig:
+    """How a student learns from its teacher (training/distill.py)."""
+
+    temperature: float = 2.0  # softens the teacher's and the student's distributions in the soft loss
+    soft_weight: float = 0.7  # the soft loss's share of the loss; the hard labels' cross-entropy has the rest
+    random_views: int = 4  # random frame subsets of each video the teacher labels, beside the TTA views
+    min_subset_ratio: float = 0.25  # a random subset keeps between this share of the frames and all of them
+    selection_folds: int = 5  # one in this many labelled videos is held out to select the epoch and calibrate
+
+    def __post_init__(self) -> None:
+        if not float(self.temperature) > 0:
+            raise ConfigError(f"distill_config.temperature must be > 0, got {self.temperature}")
+        if not 0.0 <= float(self.soft_weight) <= 1.0:
+            raise ConfigError(f"distill_config.soft_weight must be in [0, 1], got {self.soft_weight}")
+        if int(self.random_views) < 0:
+            raise ConfigError(f"distill_config.random_views must be >= 0, got {self.random_views}")
+        if not 0.0 < float(self.min_subset_ratio) <= 1.0:
+            raise ConfigError(f"distill_config.min_subset_ratio must be in (0, 1], got {self.min_subset_ratio}")
+        if int(self.selection_folds) < 2:
+            raise ConfigError(f"distill_config.selection_folds must be at least 2, got {self.selection_folds}")
+
+
 # What a saved training config that predates a setting was trained with (the seed system's recipe), whatever
 # that setting's default is now: a resumed run continues with the math it started with.
 ABSENT_SETTINGS_MEANT = {"ensemble_strategy": "seeds", "weight_averaging": "none", "mixup_alpha": 0.0,
                          "cutmix_alpha": 0.0}
 
-C = TypeVar("C", ModelConfig, TrainingConfig)
+C = TypeVar("C", ModelConfig, TrainingConfig, DistillConfig)
 
 
 def make_config(cls: type[C], value: C | Mapping[str, Any] | None = None, **overrides: Any) -> C:
@@ -164,7 +193,8 @@ def make_config(cls: type[C], value: C | Mapping[str, Any] | None = None, **over
 
 
 # The prefix of a config's fields in messages, as the checkpoints and the README name them.
-_CONFIG_NAMES = {"ModelConfig": "model_config", "TrainingConfig": "training_config"}
+_CONFIG_NAMES = {"ModelConfig": "model_config", "TrainingConfig": "training_config",
+                 "DistillConfig": "distill_config"}
 
 
 def check_types(cls: type, values: Mapping[str, Any]) -> None:

@@ -31,7 +31,7 @@ from .options import (
     default_of,
     with_default,
 )
-from ..config import DEFAULT_NUM_MODELS, ENSEMBLE_STRATEGIES, PRECISIONS, WEIGHT_AVERAGINGS, TrainingConfig
+from ..config import DEFAULT_NUM_MODELS, ENSEMBLE_STRATEGIES, PRECISIONS, WEIGHT_AVERAGINGS, TrainingConfig, make_config
 from ..errors import VidtempoError
 from ..serve.settings import API_KEY_ENV, ServiceSettings
 from ..features.sharding import resolve_shard
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_merge(sub)
     _add_train(sub)
     _add_tune(sub)
+    _add_distill(sub)
     _add_evaluate(sub)
     _add_predict(sub)
     _add_serve(sub)
@@ -234,6 +235,86 @@ def _run_train(args) -> int:
             f"ensemble test accuracy {results['ensemble']['test']['accuracy']:.2f}% "
             f"(TTA {results['ensemble']['test_tta']['accuracy']:.2f}%) -> {results_dir}/ensemble_final_results.json"
         )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- distill
+def _add_distill(sub) -> None:
+    from ..config import STUDENT_MODEL_CONFIG, DistillConfig
+
+    p = sub.add_parser("distill", help="train one small model (a student) to answer as a trained ensemble does")
+    p.add_argument("--features-dir", required=True, type=Path,
+                   help="folder with {train,val}_features{suffix}.h5 (the test split is never read)")
+    p.add_argument("--teacher", required=True, type=Path, help="the ensemble's checkpoint folder (or a checkpoint)")
+    p.add_argument("--output-dir", required=True, type=Path, help="the student's folder: a checkpoint folder "
+                   "that evaluate, predict, serve and export take as they take an ensemble")
+    p.add_argument("--results-dir", type=Path, help="where results JSON goes (default: OUTPUT_DIR/results)")
+    add_suffix_option(p)
+    p.add_argument("--epochs", type=int, help=with_default("maximum epochs", TrainingConfig, "num_epochs"))
+    p.add_argument("--batch-size", type=int, help=with_default("batch size", TrainingConfig, "batch_size"))
+    p.add_argument("--lr", type=float, help=with_default("learning rate", TrainingConfig, "learning_rate"))
+    p.add_argument("--workers", type=int, help=with_default("data loader workers", TrainingConfig, "num_workers"))
+    p.add_argument("--seed", type=int, help=with_default("random seed", TrainingConfig, "seed"))
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help=with_default("training precision", TrainingConfig, "precision"))
+    p.add_argument("--temperature", type=float,
+                   help=with_default("softens the teacher's and the student's distributions", DistillConfig,
+                                     "temperature"))
+    p.add_argument("--soft-weight", type=float,
+                   help=with_default("the teacher's share of the loss (the labels have the rest)", DistillConfig,
+                                     "soft_weight"))
+    p.add_argument("--model-config", help="the student's model settings, over the default student "
+                   f"{json.dumps(STUDENT_MODEL_CONFIG)}: a JSON file, or an inline JSON object")
+    p.add_argument("--training-config", help="training settings: a JSON file, or an inline JSON object")
+    p.add_argument("--distill-config", help="distillation settings (temperature, soft_weight, random_views, "
+                   "min_subset_ratio, selection_folds): a JSON file, or an inline JSON object")
+    p.add_argument("--resume", choices=("auto",), help="auto: keep a finished student, continue an interrupted one")
+    p.add_argument("--tensorboard", type=Path, metavar="DIR", help="also log each epoch's metrics for TensorBoard")
+    add_device_option(p)
+    add_threads_option(p)
+    add_quiet_option(p)
+    p.set_defaults(run=_run_distill)
+
+
+def _run_distill(args) -> int:
+    from ..config import DistillConfig, ModelConfig, load_config_file
+    from ..features.store import detect_suffix
+
+    for flag, value, least in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
+                               ("--workers", args.workers, 0)):
+        if value is not None and value < least:
+            raise VidtempoError(f"{flag} must be {'a positive integer' if least else '0 or more'}, got {value}")
+    if args.lr is not None and not args.lr > 0:
+        raise VidtempoError(f"--lr must be a positive number, got {args.lr}")
+    if not args.teacher.exists():
+        raise VidtempoError(f"{args.teacher}: --teacher: no such file or folder")
+    model_config = load_config_file(args.model_config, ModelConfig, "--model-config") if args.model_config else {}
+    training_config = (load_config_file(args.training_config, TrainingConfig, "--training-config")
+                       if args.training_config else {})
+    for key, value in (("num_workers", args.workers), ("seed", args.seed), ("precision", args.precision),
+                       ("num_epochs", args.epochs), ("batch_size", args.batch_size), ("learning_rate", args.lr)):
+        if value is not None:
+            training_config[key] = value
+    distill_config = (load_config_file(args.distill_config, DistillConfig, "--distill-config")
+                      if args.distill_config else {})
+    for key, value in (("temperature", args.temperature), ("soft_weight", args.soft_weight)):
+        if value is not None:
+            distill_config[key] = value
+    make_config(DistillConfig, distill_config)  # one line for a bad value, before torch loads
+    suffix = detect_suffix(args.features_dir) if args.suffix is None else args.suffix
+    use_threads(args)
+    from ..training.distill import DISTILL_RESULTS_NAME, distill
+
+    results_dir = args.results_dir or args.output_dir / "results"
+    _, results = distill(args.features_dir, args.teacher, args.output_dir, model_config=model_config,
+                         training_config=training_config, distill_config=distill_config,
+                         feature_file_suffix=suffix, device=args.device, quiet=args.quiet,
+                         resume=args.resume == "auto", results_dir=results_dir,
+                         tensorboard_dir=args.tensorboard)
+    held_out = results["held_out"]
+    print(f"student: agreement with the teacher {held_out['agreement']:.2f}%, accuracy {held_out['accuracy']:.2f}% "
+          f"on {held_out['videos']} held-out videos; {results['parameters']:,} parameters "
+          f"(teacher {results['teacher_parameters']:,}) -> {args.output_dir}, {results_dir / DISTILL_RESULTS_NAME}")
     return 0
 
 

@@ -445,7 +445,7 @@ def _load_member(path: Path, device: torch.device) -> _Member:
         path=path,
         model=model.to(device),
         category_mapping=category_mapping_of(payload, model.config.num_classes),
-        extraction=_extraction_settings(payload, path),
+        extraction=extraction_settings_of(payload, path),
         name=str(payload.get("model_name") or Path(path).stem.removeprefix("best_")),
         metadata={
             "path": str(path),
@@ -453,6 +453,7 @@ def _load_member(path: Path, device: torch.device) -> _Member:
             "best_val_acc": payload.get("best_val_acc"),
             "history": payload.get("run_history") or payload.get("history"),
             "checkpoint_id": payload.get("checkpoint_id"),
+            "distillation": payload.get("distillation"),  # a student's: its teacher and how well it agrees
             MEDIAN_SECONDS_ATTR: (payload.get("feature_settings") or {}).get(MEDIAN_SECONDS_ATTR),
         },
         representation_stats={k: v.clone() for k, v in stats.items()} if stats is not None else None,
@@ -469,17 +470,17 @@ def _check_members_agree(members: Sequence[_Member]) -> None:
         if member.extraction != first.extraction:
             raise CheckpointError(
                 f"{member.path}: trained on features extracted with other settings than {first.path} "
-                f"({_describe_difference(member.extraction, first.extraction)})"
+                f"({describe_difference(member.extraction, first.extraction)})"
             )
 
 
-def _describe_difference(mine: ExtractionSettings | None, theirs: ExtractionSettings | None) -> str:
+def describe_difference(mine: ExtractionSettings | None, theirs: ExtractionSettings | None) -> str:
     if mine is None or theirs is None:
         return "one records extraction settings, the other none"
     return "; ".join(mine.differences(theirs))
 
 
-def _extraction_settings(payload: Mapping[str, Any], path: Path) -> ExtractionSettings | None:
+def extraction_settings_of(payload: Mapping[str, Any], path: Path) -> ExtractionSettings | None:
     """How a member's training features were made from videos: None when they were not (the seed's files,
     generated features) or by a backbone this version does not know."""
     # Imported here: extraction brings PyAV and the backbones, which only classifying video files needs.

@@ -81,6 +81,7 @@ class MixedBatch:
     lengths: torch.Tensor  # [B]
     partner_targets: torch.Tensor  # [B]: the class of each video's partner
     own_share: torch.Tensor  # [B]: the share of each video's label that stays its own class
+    partner: torch.Tensor  # [B]: the position in the batch of each video's partner
 
     def loss(self, per_sample_loss, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The loss against both labels, each weighted by its share."""
@@ -113,12 +114,13 @@ def mix_batch(features: torch.Tensor, targets: torch.Tensor, lengths: torch.Tens
     if use_mixup:
         lam = torch.distributions.Beta(mixup_alpha, mixup_alpha).sample(())
         return MixedBatch(lam * features + (1.0 - lam) * partner_features, torch.maximum(lengths, lengths[partner]),
-                          partner_targets, torch.full((features.shape[0],), float(lam)))
-    return _cutmix(features, lengths, partner_features, lengths[partner], partner_targets, cutmix_alpha)
+                          partner_targets, torch.full((features.shape[0],), float(lam)), partner)
+    return _cutmix(features, lengths, partner_features, lengths[partner], partner_targets, cutmix_alpha, partner)
 
 
 def _cutmix(features: torch.Tensor, lengths: torch.Tensor, partner_features: torch.Tensor,
-            partner_lengths: torch.Tensor, partner_targets: torch.Tensor, alpha: float) -> MixedBatch:
+            partner_lengths: torch.Tensor, partner_targets: torch.Tensor, alpha: float,
+            partner: torch.Tensor) -> MixedBatch:
     batch, steps, dim = features.shape
     lam = torch.distributions.Beta(alpha, alpha).sample((batch,))
     span = torch.round((1.0 - lam) * lengths).long()
@@ -130,7 +132,7 @@ def _cutmix(features: torch.Tensor, lengths: torch.Tensor, partner_features: tor
     taken = partner_features.gather(1, source[..., None].expand(-1, -1, dim))
     mixed = torch.where(inside.to(features.device)[..., None], taken, features)
     own_share = 1.0 - span.float() / lengths.clamp_min(1).float()
-    return MixedBatch(mixed, lengths, partner_targets, own_share)
+    return MixedBatch(mixed, lengths, partner_targets, own_share, partner)
 
 
 def collate_features(batch: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -69,14 +69,20 @@ class Progress:
     patience_counter: int = 0
     next_epoch: int = 0
     periodic_epochs: list[int] = field(default_factory=list)  # this run's periodic checkpoints on disk
+    # A distilled student's best agreement with its teacher on validation (percent), which its epochs are
+    # selected on before accuracy (training/distill.py); None for a model trained on labels alone.
+    best_val_agreement: float | None = None
 
     def history(self) -> dict[str, list[float]]:
         return {key: [getattr(r, key) for r in self.records] for key in HISTORY_KEYS}
 
     def checkpoint_fields(self) -> dict[str, Any]:
-        return {"history": self.history(), "best_val_acc": self.best_val_acc, "best_val_loss": self.best_val_loss,
-                "best_epoch": self.best_epoch, "patience_counter": self.patience_counter,
-                "periodic_epochs": list(self.periodic_epochs)}
+        fields = {"history": self.history(), "best_val_acc": self.best_val_acc, "best_val_loss": self.best_val_loss,
+                  "best_epoch": self.best_epoch, "patience_counter": self.patience_counter,
+                  "periodic_epochs": list(self.periodic_epochs)}
+        if self.best_val_agreement is not None:
+            fields["best_val_agreement"] = self.best_val_agreement
+        return fields
 
     @classmethod
     def from_checkpoint(cls, payload: Mapping[str, Any]) -> "Progress":
@@ -84,26 +90,37 @@ class Progress:
         epochs = len(history.get("val_acc", []))
         columns = {key: list(history.get(key, [float("nan")] * epochs)) for key in HISTORY_KEYS}
         records = [EpochRecord(**{key: float(columns[key][i]) for key in HISTORY_KEYS}) for i in range(epochs)]
+        agreement = payload.get("best_val_agreement")
         return cls(records, float(payload["best_val_acc"]), float(payload.get("best_val_loss", float("inf"))),
                    int(payload["best_epoch"]), int(payload["patience_counter"]), int(payload["epoch"]) + 1,
-                   [int(e) for e in payload.get("periodic_epochs", [])])
+                   [int(e) for e in payload.get("periodic_epochs", [])],
+                   None if agreement is None else float(agreement))
 
     def improves(self, val_metrics: Mapping[str, Any], selection: str) -> bool:
-        return scores_better(val_metrics, {"accuracy": self.best_val_acc, "loss": self.best_val_loss}, selection)
+        incumbent = {"accuracy": self.best_val_acc, "loss": self.best_val_loss}
+        if "agreement" in val_metrics:
+            incumbent["agreement"] = -1.0 if self.best_val_agreement is None else self.best_val_agreement
+        return scores_better(val_metrics, incumbent, selection)
 
-    def record(self, epoch: int, record: EpochRecord, improved: bool) -> None:
+    def record(self, epoch: int, record: EpochRecord, improved: bool, agreement: float | None = None) -> None:
         self.records.append(record)
         self.next_epoch = epoch + 1
         if improved:
             self.best_val_acc, self.best_val_loss = record.val_acc, record.val_loss
             self.best_epoch, self.patience_counter = epoch, 0
+            if agreement is not None:
+                self.best_val_agreement = agreement
         else:
             self.patience_counter += 1
 
 
 def scores_better(candidate: Mapping[str, Any], incumbent: Mapping[str, Any], selection: str) -> bool:
     """A strictly better validation accuracy; with ``accuracy_then_loss``, also an equal accuracy at a
-    strictly lower validation loss (small validation sets tie often, and the later epoch fits better)."""
+    strictly lower validation loss (small validation sets tie often, and the later epoch fits better).
+    When both carry an ``agreement`` with a teacher (a distilled student), a higher agreement comes first and
+    accuracy decides between equal agreements."""
+    if "agreement" in candidate and "agreement" in incumbent and candidate["agreement"] != incumbent["agreement"]:
+        return candidate["agreement"] > incumbent["agreement"]
     if candidate["accuracy"] > incumbent["accuracy"]:
         return True
     return (selection == "accuracy_then_loss" and candidate["accuracy"] == incumbent["accuracy"]
@@ -216,7 +233,7 @@ class TrainingRun:
                 train_metrics["loss"], train_metrics["accuracy"], val_metrics["loss"], val_metrics["accuracy"],
                 val_metrics["f1_weighted"], self.optimizer.param_groups[0]["lr"], time.perf_counter() - epoch_start)))
             (improved,) = self.dist.broadcast_decisions(progress.improves(val_metrics, cfg.selection))
-            progress.record(epoch, record, improved)
+            progress.record(epoch, record, improved, val_metrics.get("agreement"))
             if board is not None:
                 _log_to_board(board, record, epoch)
             periodic = bool(cfg.checkpoint_every) and epoch > 0 and epoch % cfg.checkpoint_every == 0
