@@ -114,6 +114,8 @@ def build_checkpoint(
         "train_metrics": dict(train_metrics),
         **{key: progress[key] for key in ("history", "best_val_acc", "best_val_loss", "best_epoch",
                                           "patience_counter", "periodic_epochs")},
+        # A distilled student's epochs are selected on agreement with its teacher first (training/distill.py).
+        **({"best_val_agreement": progress["best_val_agreement"]} if "best_val_agreement" in progress else {}),
         "model_config": dataclasses.asdict(model_config),
         "training_config": dataclasses.asdict(training_config),
         "category_mapping": dict(category_mapping),

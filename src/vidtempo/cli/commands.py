@@ -687,14 +687,18 @@ def _run_export(args) -> int:
 
 # --------------------------------------------------------------------------------------------- inspect
 def _add_inspect(sub) -> None:
-    p = sub.add_parser("inspect", help="validate one feature file and summarise it")
-    p.add_argument("file", type=Path, help="a {split}_features{suffix}.h5 file")
+    p = sub.add_parser("inspect", help="validate one feature file, or a model folder, and summarise it")
+    p.add_argument("file", type=Path, help="a {split}_features{suffix}.h5 file, or a checkpoint folder or file "
+                   "(an ensemble or a distilled student)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=_run_inspect)
 
 
 def _run_inspect(args) -> int:
     from ..features.store import read_split, summarize
+
+    if args.file.is_dir() or args.file.suffix == ".pt":
+        return _inspect_model(args)
 
     summary = summarize(read_split(args.file))
     if args.json:
@@ -715,6 +719,36 @@ def _run_inspect(args) -> int:
         print("  extra attributes")
         for key, value in summary["extra_attributes"].items():
             print(f"    {key:<24} {value}")
+    return 0
+
+
+def _inspect_model(args) -> int:
+    from ..ensemble.ensemble import Ensemble
+
+    summary = Ensemble.from_checkpoints(checkpoint_source([args.file])).summary()
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
+    print(f"{args.file}: a model of {len(summary['members'])} member(s), {summary['parameters']:,} parameters")
+    for member in summary["members"]:
+        config = member["model_config"]
+        print(f"  {member['name']:<22} hidden {config['hidden_dim']} x {config['num_lstm_layers']} LSTM layer(s), "
+              f"{config['num_attention_heads']} heads, {member['parameters']:,} parameters")
+    print(f"  classes        {', '.join(summary['classes'])}")
+    extraction = summary["extraction"]
+    print("  extraction     " + (", ".join(f"{k} {v}" for k, v in extraction.items()) if extraction else
+                                 "not recorded (features not extracted by vidtempo): classifies features only"))
+    calibration = summary["calibration"]
+    print(f"  calibration    temperature {calibration['temperature']:.3g} (TTA {calibration['tta_temperature']:.3g}), "
+          f"fitted on {calibration['calibrated_on'] or 'not recorded'}; learned from "
+          f"{' + '.join(calibration['learned_from'])}")
+    teacher = summary["distilled_from"]
+    if teacher:
+        agreement = teacher.get("agreement")
+        scores = ("" if agreement is None else f"; agreement {agreement:.1f}%, accuracy {teacher['accuracy']:.1f}% "
+                  f"(teacher {teacher['teacher_accuracy']:.1f}%) on {teacher['selection_videos']} held-out videos")
+        print(f"  distilled from {teacher['teacher']['source']} ({teacher['teacher']['members']} members, "
+              f"{teacher['teacher']['parameters']:,} parameters){scores}")
     return 0
 
 

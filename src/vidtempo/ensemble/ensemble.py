@@ -258,6 +258,26 @@ class Ensemble:
                            "checkpoint_ids": {f: m.get("checkpoint_id") for f, m in zip(member_files, self.metadata)},
                            "names": self.names, "settings": asdict(self.settings)}, Path(folder) / MANIFEST_NAME)
 
+    def summary(self) -> dict[str, Any]:
+        """Plain data about the model, for ``vidtempo inspect``: members and sizes, categories, extraction
+        settings, calibration, and a distilled student's teacher and how well it agrees with it."""
+        from dataclasses import asdict
+
+        members = [{"name": name, "parameters": sum(p.numel() for p in model.parameters()),
+                    "model_config": asdict(model.config), "best_epoch": meta.get("best_epoch"),
+                    "checkpoint": meta.get("path")} for name, model, meta in zip(self.names, self.models, self.metadata)]
+        settings = self.settings
+        return {
+            "members": members,
+            "parameters": sum(m["parameters"] for m in members),
+            "classes": self.class_names,
+            "extraction": self.extraction.to_dict() if self.extraction is not None else None,
+            "calibration": {"temperature": settings.temperature, "tta_temperature": settings.tta_temperature,
+                            "calibrated_on": settings.calibrated_on, "learned_from": settings.learned_from_splits()},
+            "tta_views": list(settings.tta_views),
+            "distilled_from": next((m["distillation"] for m in self.metadata if m.get("distillation")), None),
+        }
+
     def member_probabilities(self, features: Any, lengths: Any = None, tta: bool = False,
                              views: Sequence[str] | None = None) -> torch.Tensor:
         """``[M, B, C]``: each member's probabilities (with TTA, over the ensemble's chosen views)."""

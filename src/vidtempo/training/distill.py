@@ -62,8 +62,8 @@ LABELLED_SPLITS = ("train", "val")
 # ------------------------------------------------------------------------------------------------ views
 def view_frames(length: int, view: int, seed: int, video: int, cfg: DistillConfig) -> np.ndarray | None:
     """The frame indices of view ``view`` of a video of ``length`` frames (None: the view does not apply).
-    Views 0..3 are the TTA views; the others are random subsets of the frames in their order, drawn from
-    ``(seed, video, view)`` alone, so any process rebuilds the same views."""
+    Views 0..3 are the TTA views; the others are random subsets of the frames in their order (at least one
+    frame left out), drawn from ``(seed, video, view)`` alone, so any process rebuilds the same views."""
     if view < len(TTA_VIEWS):
         indices = VIEW_INDICES[TTA_VIEWS[view]](length)
         return None if indices is None else indices.numpy()
@@ -71,7 +71,7 @@ def view_frames(length: int, view: int, seed: int, video: int, cfg: DistillConfi
         return None
     rng = np.random.default_rng([seed, video, view])
     ratio = rng.uniform(cfg.min_subset_ratio, 1.0)
-    keep = min(max(int(round(length * ratio)), MIN_AUGMENT_FRAMES), length)
+    keep = min(max(int(round(length * ratio)), MIN_AUGMENT_FRAMES), length - 1)  # never the original again
     return np.sort(rng.choice(length, size=keep, replace=False))
 
 
