@@ -102,6 +102,9 @@ class TrainingConfig:
     ema_half_life_epochs: float = 2.0  # the averaged weights forget half of an epoch's weights in this many epochs
     mixup_alpha: float = 0.0  # > 0: mix pairs of videos' features and labels, with Beta(alpha, alpha) shares
     cutmix_alpha: float = 0.0  # > 0: replace a stretch of time with another video's, labels by the time share
+    # Prefixes of the coarse-to-fine order of a video's steps (features/frame_order.py) that training draws as
+    # augmentation, so that the model answers from a few steps too (None: off). For example [8, 16, 32].
+    prefix_lengths: list[int] | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "num_epochs", "patience", "scheduler_t0", "scheduler_t_mult"):
@@ -130,6 +133,10 @@ class TrainingConfig:
         for name in ("mixup_alpha", "cutmix_alpha"):
             if not float(getattr(self, name)) >= 0.0:
                 raise ConfigError(f"training_config.{name} must be >= 0 (0 turns it off), got {getattr(self, name)}")
+        if self.prefix_lengths is not None and (not self.prefix_lengths or any(
+                isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.prefix_lengths)):
+            raise ConfigError(f"training_config.prefix_lengths must be a non-empty list of positive integers or "
+                              f"null, got {self.prefix_lengths}")
         if not float(self.ema_half_life_epochs) > 0.0:
             raise ConfigError(f"training_config.ema_half_life_epochs must be > 0, got {self.ema_half_life_epochs}")
         if self.precision not in PRECISIONS:
@@ -168,7 +175,7 @@ class DistillConfig:
 # What a saved training config that predates a setting was trained with (the seed system's recipe), whatever
 # that setting's default is now: a resumed run continues with the math it started with.
 ABSENT_SETTINGS_MEANT = {"ensemble_strategy": "seeds", "weight_averaging": "none", "mixup_alpha": 0.0,
-                         "cutmix_alpha": 0.0}
+                         "cutmix_alpha": 0.0, "prefix_lengths": None}
 
 C = TypeVar("C", ModelConfig, TrainingConfig, DistillConfig)
 

@@ -7,12 +7,14 @@ gzip chunk is decompressed per item.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from .sampling import BalancedBatchSampler
+from ..features.frame_order import prefix_steps
 from ..features.store import FeatureSplit
 
 # Augmentation of the seed system (train split only, sequences longer than MIN_AUGMENT_FRAMES).
@@ -22,6 +24,21 @@ SHIFT_PROB, MAX_SHIFT = 0.3, 3
 NOISE_PROB, NOISE_STD = 0.2, 0.01
 # Class weights N / (C * n_c) are clipped to this range.
 CLASS_WEIGHT_RANGE = (0.5, 10.0)
+
+
+# With prefix training on, the share of drawn videos cut to a prefix of their coarse-to-fine order.
+PREFIX_PROB = 0.5
+
+
+def prefix_of(seq: torch.Tensor, prefix_lengths: Sequence[int] | None) -> torch.Tensor:
+    """With probability PREFIX_PROB, the steps of one of ``prefix_lengths`` (drawn among those shorter than the
+    video) of the coarse-to-fine order, in time order (features/frame_order.py); else ``seq`` as it is."""
+    length = seq.shape[0]
+    shorter = [n for n in (prefix_lengths or ()) if n < length]
+    if not shorter or torch.rand(()) >= PREFIX_PROB:
+        return seq
+    count = shorter[int(torch.randint(len(shorter), ()))]
+    return seq[torch.from_numpy(prefix_steps(length, count))]
 
 
 def augment_sequence(seq: torch.Tensor) -> torch.Tensor:
@@ -52,9 +69,10 @@ class FeatureDataset(Dataset):
     from the file, through a handle and bounded chunk cache of the process (DataLoader worker) reading it.
     """
 
-    def __init__(self, split: FeatureSplit, augment: bool = False) -> None:
+    def __init__(self, split: FeatureSplit, augment: bool = False, prefix_lengths: Sequence[int] | None = None) -> None:
         self.split = split
         self.augment = augment
+        self.prefix_lengths = list(prefix_lengths) if augment and prefix_lengths else None
         self._streamed = not isinstance(split.features, np.ndarray)
         self._features = split.features if self._streamed else torch.from_numpy(split.features)
         self.labels = torch.from_numpy(split.labels)
@@ -68,6 +86,8 @@ class FeatureDataset(Dataset):
         seq = self._features[index, :length]
         if self._streamed:
             seq = torch.from_numpy(seq)
+        if self.prefix_lengths:
+            seq = prefix_of(seq, self.prefix_lengths)
         if self.augment:
             seq = augment_sequence(seq)
         return seq, int(self.labels[index]), int(seq.shape[0])
@@ -170,13 +190,14 @@ def make_loader(
     rank: int = 0,
     world_size: int = 1,
     sampler_generator: torch.Generator | None = None,
+    prefix_lengths: Sequence[int] | None = None,
 ) -> DataLoader:
     """A train loader (augmented, class-balanced sampling) or an evaluation loader (in order).
 
     ``generator`` seeds the loader's workers (their augmentation); ``sampler_generator`` (default: the same)
     draws the videos, and must be seeded alike in every process of a distributed run.
     """
-    dataset = FeatureDataset(split, augment=train)
+    dataset = FeatureDataset(split, augment=train, prefix_lengths=prefix_lengths if train else None)
     common = dict(
         num_workers=num_workers,
         collate_fn=collate_features,

@@ -27,7 +27,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ from ..ensemble.metrics import classification_metrics
 from ..ensemble.folds import fold_assignment, subset
 from ..ensemble.tta import TTA_VIEWS, VIEW_INDICES
 from ..errors import CheckpointError, ConfigError
+from ..features.frame_order import prefix_steps
 from ..features.store import MULTISCALE_SUFFIX, FeatureSplit, read_splits
 from ..files import atomic_write, write_json
 from ..progress import progress_bar
@@ -60,23 +61,28 @@ LABELLED_SPLITS = ("train", "val")
 
 
 # ------------------------------------------------------------------------------------------------ views
-def view_frames(length: int, view: int, seed: int, video: int, cfg: DistillConfig) -> np.ndarray | None:
-    """The frame indices of view ``view`` of a video of ``length`` frames (None: the view does not apply).
-    Views 0..3 are the TTA views; the others are random subsets of the frames in their order (at least one
-    frame left out), drawn from ``(seed, video, view)`` alone, so any process rebuilds the same views."""
+def view_frames(length: int, view: int, seed: int, video: int, cfg: DistillConfig,
+                prefix_lengths: Sequence[int] = ()) -> np.ndarray | None:
+    """The steps of view ``view`` of a video of ``length`` steps (None: the view does not apply). Views
+    0..3 are the TTA views; then, with prefix training on, one view per prefix length (the prefix of the
+    coarse-to-fine order, features/frame_order.py); then random subsets of the steps in their order (at
+    least one left out), drawn from ``(seed, video, view)`` alone, so any process rebuilds the same views."""
     if view < len(TTA_VIEWS):
         indices = VIEW_INDICES[TTA_VIEWS[view]](length)
         return None if indices is None else indices.numpy()
+    view -= len(TTA_VIEWS)
+    if view < len(prefix_lengths):
+        return prefix_steps(length, prefix_lengths[view]) if prefix_lengths[view] < length else None
     if length <= MIN_AUGMENT_FRAMES:
         return None
-    rng = np.random.default_rng([seed, video, view])
+    rng = np.random.default_rng([seed, video, view + len(TTA_VIEWS) + len(prefix_lengths)])
     ratio = rng.uniform(cfg.min_subset_ratio, 1.0)
     keep = min(max(int(round(length * ratio)), MIN_AUGMENT_FRAMES), length - 1)  # never the original again
     return np.sort(rng.choice(length, size=keep, replace=False))
 
 
-def num_views(cfg: DistillConfig) -> int:
-    return len(TTA_VIEWS) + int(cfg.random_views)
+def num_views(cfg: DistillConfig, prefix_lengths: Sequence[int] = ()) -> int:
+    return len(TTA_VIEWS) + len(prefix_lengths) + int(cfg.random_views)
 
 
 @dataclasses.dataclass
@@ -89,9 +95,9 @@ class TeacherTargets:
 
 
 def label_views(teacher: Ensemble, pool: FeatureSplit, cfg: DistillConfig, seed: int, key: dict[str, Any],
-                quiet: bool = False, batch_rows: int = 64) -> TeacherTargets:
+                prefix_lengths: Sequence[int] = (), quiet: bool = False, batch_rows: int = 64) -> TeacherTargets:
     """Run the teacher once over every view of every video of ``pool``."""
-    views = num_views(cfg)
+    views = num_views(cfg, prefix_lengths)
     probs = np.full((pool.num_videos, views, teacher.num_classes), np.nan, dtype=np.float32)
     rows: list[tuple[int, int, np.ndarray]] = []
 
@@ -111,7 +117,7 @@ def label_views(teacher: Ensemble, pool: FeatureSplit, cfg: DistillConfig, seed:
         length = int(pool.num_frames[video])
         features = np.asarray(pool.features[video, :length], dtype=np.float32)
         for view in range(views):
-            frames = view_frames(length, view, seed, video, cfg)
+            frames = view_frames(length, view, seed, video, cfg, prefix_lengths)
             if frames is not None:
                 rows.append((video, view, features[frames]))
         if len(rows) >= batch_rows:
@@ -127,8 +133,9 @@ class DistillDataset(Dataset):
     of the video's views drawn at random (torch's default generator, seeded per epoch), else the original."""
 
     def __init__(self, split: FeatureSplit, teacher_probs: np.ndarray, cfg: DistillConfig, seed: int,
-                 pool_positions: np.ndarray, random_view: bool) -> None:
+                 pool_positions: np.ndarray, random_view: bool, prefix_lengths: Sequence[int] = ()) -> None:
         self.split, self.cfg, self.seed, self.random_view = split, cfg, seed, random_view
+        self.prefix_lengths = tuple(prefix_lengths)
         self.teacher_probs = torch.from_numpy(teacher_probs)
         self.pool_positions = pool_positions  # each item's row in the pool, which its views are drawn from
 
@@ -143,7 +150,7 @@ class DistillDataset(Dataset):
         if self.random_view:
             applicable = torch.nonzero(~torch.isnan(probs[:, 0]))[:, 0]
             view = int(applicable[torch.randint(len(applicable), ())])
-        frames = view_frames(length, view, self.seed, int(self.pool_positions[index]), self.cfg)
+        frames = view_frames(length, view, self.seed, int(self.pool_positions[index]), self.cfg, self.prefix_lengths)
         seq = features[torch.from_numpy(frames)]
         return seq, int(self.split.labels[index]), int(seq.shape[0]), probs[view]
 
@@ -356,9 +363,11 @@ class StudentTrainer(SingleModelTrainer):
                          record: Mapping[str, Any]) -> TeacherTargets:
         """The teacher's labels of every view: read back from the student's folder when they were computed for
         this teacher, these features and these views, else computed and written there."""
+        prefixes = tuple(self.training_config.prefix_lengths or ())
         key = {"teacher": record["teacher"]["checkpoint_ids"], "features": record["features"]["fingerprint"],
-               "views": num_views(self.distill_config), "min_subset_ratio": self.distill_config.min_subset_ratio,
-               "seed": seed, "precision": teacher.precision, "vidtempo_version": __version__}
+               "views": num_views(self.distill_config, prefixes), "prefix_lengths": list(prefixes),
+               "min_subset_ratio": self.distill_config.min_subset_ratio, "seed": seed,
+               "precision": teacher.precision, "vidtempo_version": __version__}
         path = self.output_dir / TEACHER_TARGETS_NAME
         if path.is_file():
             try:
@@ -368,8 +377,8 @@ class StudentTrainer(SingleModelTrainer):
                     return TeacherTargets(saved["probs"].numpy(), key)
             except Exception:  # noqa: BLE001  a damaged file is computed again
                 pass
-        self.log(f"the teacher labels {pool.num_videos} videos in up to {num_views(self.distill_config)} views each")
-        targets = label_views(teacher, pool, self.distill_config, seed, key, quiet=self.quiet)
+        self.log(f"the teacher labels {pool.num_videos} videos in up to {key['views']} views each")
+        targets = label_views(teacher, pool, self.distill_config, seed, key, prefixes, quiet=self.quiet)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: torch.save({"key": key, "probs": torch.from_numpy(targets.probs)}, tmp))
         return targets
@@ -378,12 +387,13 @@ class StudentTrainer(SingleModelTrainer):
                  selection_rows: np.ndarray) -> tuple[DataLoader, DataLoader, None]:
         """The training loader (class-balanced draws, a random view of each video) and the held-out one."""
         dcfg, train, selection = self.distill_config, self.splits["train"], self.splits["val"]
+        prefixes = tuple(cfg.prefix_lengths or ())
         self._generator.manual_seed(cfg.seed)
         common = dict(num_workers=cfg.num_workers, collate_fn=collate_distill, generator=self._generator)
-        train_loader = DataLoader(DistillDataset(train, probs[train_rows], dcfg, cfg.seed, train_rows, True),
+        train_loader = DataLoader(DistillDataset(train, probs[train_rows], dcfg, cfg.seed, train_rows, True, prefixes),
                                   batch_size=cfg.batch_size,
                                   sampler=balanced_sampler(train.labels, train.num_classes, self._generator), **common)
-        held_out = DataLoader(DistillDataset(selection, probs[selection_rows], dcfg, cfg.seed, selection_rows, False),
+        held_out = DataLoader(DistillDataset(selection, probs[selection_rows], dcfg, cfg.seed, selection_rows, False, prefixes),
                               batch_size=cfg.batch_size, shuffle=False, **common)
         return train_loader, held_out, None
 

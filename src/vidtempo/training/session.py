@@ -126,7 +126,8 @@ class TrainingSession:
         self._sampler_generator.manual_seed(cfg.seed)
         train = make_loader(splits["train"], cfg.batch_size, cfg.num_workers, train=True, generator=self._generator,
                             bucket_by_length=cfg.bucket_by_length, rank=self.dist.rank,
-                            world_size=self.dist.world_size, sampler_generator=self._sampler_generator)
+                            world_size=self.dist.world_size, sampler_generator=self._sampler_generator,
+                            prefix_lengths=cfg.prefix_lengths)
         val = make_loader(splits["val"], cfg.batch_size, cfg.num_workers)
         test = make_loader(splits["test"], cfg.batch_size, cfg.num_workers)
         return train, val, test
