@@ -8,6 +8,7 @@ bf16 on a CPU with AMX or AVX512-BF16 (runtime.choose_precision). Run:
 
     python benchmarks/inference_latency.py [--members 4] [--repeats 2] [--device cpu|cuda] [--bulk 12]
     python benchmarks/inference_latency.py --quick      # 1 member, 16 frames at 128 px, one video
+    python benchmarks/inference_latency.py --members 1 --student   # the default student of `vidtempo distill`
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from vidtempo import Ensemble, SuperEnhancedTemporalModel
+from vidtempo import Ensemble, ModelConfig, SuperEnhancedTemporalModel
+from vidtempo.config import STUDENT_MODEL_CONFIG
 from vidtempo.inference.classify import VideoClassifier
 from vidtempo.features.extract import ExtractionSettings, FeatureExtractor
 from vidtempo.runtime import PrecisionPlan
@@ -126,6 +128,8 @@ def main() -> None:
     parser.add_argument("--bulk", type=int, default=12, help="videos for the bulk throughput run (0: skip it)")
     parser.add_argument("--quick", action="store_true", help="1 member, 16 frames at 128 px, one video")
     parser.add_argument("--no-onnx", action="store_true", help="leave out the ONNX Runtime rows")
+    parser.add_argument("--student", action="store_true",
+                        help="members of the default student's size (config.STUDENT_MODEL_CONFIG), not the full model")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("inference_latency.py: no CUDA GPU here")
@@ -134,13 +138,15 @@ def main() -> None:
     videos = sample_paths()[2:] if args.quick else sample_paths()
     if args.quick:
         args.members, args.repeats, args.bulk = 1, 1, min(args.bulk, 3)
-    models = [SuperEnhancedTemporalModel().to(args.device).eval() for _ in range(args.members)]
+    config = ModelConfig(**STUDENT_MODEL_CONFIG) if args.student else ModelConfig()
+    models = [SuperEnhancedTemporalModel.from_config(config).to(args.device).eval() for _ in range(args.members)]
 
     device = torch.device(args.device)
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"device {args.device}{gpu}, torch {torch.__version__}; auto = {PrecisionPlan.for_device('auto', device).reason}")
-    print(f"{args.members} members, {settings.frames_per_video} frames at {settings.image_size} px, multi-scale, "
+    print(f"{args.members} members of {sum(p.numel() for p in models[0].parameters()) / 1e6:.2f} M parameters "
+          f"(hidden {config.hidden_dim} x {config.num_lstm_layers} layers), {settings.frames_per_video} frames at {settings.image_size} px, multi-scale, "
           f"best of {args.repeats}\n")
     with tempfile.TemporaryDirectory() as folder:
         onnx = None if args.device != "cpu" or args.no_onnx else onnx_classifier(models, settings, Path(folder) / "m")
