@@ -4,6 +4,7 @@ of videos, with as few steps read as that allows."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from vidtempo.ensemble.early_exit import ExitRule, fit_exit_rule, staged_probabilities
@@ -81,3 +82,31 @@ def test_staged_probabilities_read_prefixes_of_the_coarse_to_fine_order(small_fe
     assert torch.allclose(staged[1, video], alone[0], atol=1e-5)
     full = ensemble.predict_proba(split.features[video, :length][None])
     assert torch.allclose(staged[2, video], full[0], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_an_ensemble_trained_on_prefixes_carries_its_rule_and_evaluate_reports_it(small_features, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import TINY_MODEL, TINY_TRAINING
+    from vidtempo import EnhancedTemporalModelTrainer
+    from vidtempo.ensemble.ensemble import Ensemble
+
+    trainer = EnhancedTemporalModelTrainer(small_features, tmp_path / "ckpt", device="cpu", model_config=TINY_MODEL,
+                                           training_config={**TINY_TRAINING, "collapse_retries": 0,
+                                                            "prefix_lengths": [4, 8]}, quiet=True)
+    trainer.train_ensemble(num_models=2, num_epochs=4, results_dir=tmp_path / "results")
+    ensemble = Ensemble.from_checkpoints(tmp_path / "ckpt")
+    rule = ExitRule.from_dict(ensemble.settings.early_exit)
+    assert rule.stages == [4, 8] and rule.fitted_on == "out-of-fold, 128 videos"
+    assert rule.agreement >= rule.target_agreement and rule.mean_steps <= rule.full_steps
+    result = subprocess.run([sys.executable, "-m", "vidtempo", "evaluate", "--features-dir", str(small_features),
+                             "--checkpoints", str(tmp_path / "ckpt"), "--output", str(tmp_path / "e.json")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "early exit" in result.stdout
+    early = json.loads((tmp_path / "e.json").read_text())["early_exit"]
+    assert early["split"] == "test" and sum(early["stopped_at"].values()) == 32
+    assert 0 <= early["agreement"] <= 100 and early["mean_steps"] <= early["full_steps"]

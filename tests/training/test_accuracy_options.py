@@ -190,7 +190,7 @@ def test_an_old_checkpoint_resumes_with_the_recipe_it_was_trained_with(small_fea
     resumed = trainer._resumed_config({"training_config": saved}, "old.pt", {})
     assert {k: getattr(resumed, k) for k in ABSENT_SETTINGS_MEANT} == ABSENT_SETTINGS_MEANT
     assert ABSENT_SETTINGS_MEANT == {"ensemble_strategy": "seeds", "weight_averaging": "none", "mixup_alpha": 0.0,
-                                     "cutmix_alpha": 0.0}
+                                     "cutmix_alpha": 0.0, "prefix_lengths": None}
 
 
 # -------------------------------------------------------------------------------------- cross-fitting

@@ -411,6 +411,8 @@ def _run_evaluate(args) -> int:
     scores = evaluation[args.split]
     report: dict[str, Any] = {"file": str(split.path), "split": args.split, "classes": ensemble.class_names,
                               **scores, "calibration": evaluation["calibration"]}
+    if "early_exit" in evaluation:
+        report["early_exit"] = evaluation["early_exit"]
     first = args.checkpoints[0]
     folder = first if first.is_dir() else first.parent
     output = args.output or folder / f"evaluation_{args.split}.json"
@@ -463,6 +465,12 @@ def _format_evaluation(report: dict[str, Any]) -> str:
     lines.append("per-class F1 (ensemble): " + ", ".join(f"{k} {v:.1f}%" for k, v in ensemble["per_class_f1"].items()))
     lines.append("confusion matrix (rows: true, columns: predicted; " + ", ".join(report["classes"]) + "):")
     lines.extend("  " + " ".join(f"{v:>6d}" for v in row) for row in ensemble["confusion_matrix"])
+    early = report.get("early_exit")
+    if early:
+        lines.append(f"early exit (features of the prefixes only): answers equal to all steps' on "
+                     f"{early['agreement']:.1f}% of videos, accuracy {early['accuracy']:.2f}% "
+                     f"(all steps {early['full_accuracy']:.2f}%), {early['mean_steps']:.1f} of "
+                     f"{early['full_steps']:.1f} steps read on average")
     return "\n".join(lines)
 
 

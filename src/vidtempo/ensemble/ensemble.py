@@ -62,6 +62,9 @@ class EnsembleSettings:
     # The splits whose videos some member learned from: ["train"], or ["train", "val"] when cross-fitted
     # (None: written before it was recorded, see ``learned_from_splits``).
     learned_from: list[str] | None = None
+    # When a video's early answer is final (early_exit.ExitRule as a dict), fitted for models trained on
+    # prefixes of the coarse-to-fine order (TrainingConfig.prefix_lengths); None: every step is read.
+    early_exit: dict[str, Any] | None = None
     report: dict[str, Any] = field(default_factory=dict)  # how they were chosen
 
     def calibration(self, tta: bool) -> tuple[float, float]:

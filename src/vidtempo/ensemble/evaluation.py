@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .calibration import expected_calibration_error, reliability_bins
+from .early_exit import ExitRule, staged_probabilities
 from .ensemble import Ensemble
 from .metrics import classification_metrics
 from ..features.store import FeatureSplit
@@ -20,7 +21,7 @@ from .tta import average_member_views
 
 
 # The entries of evaluate_ensemble's result that are not a split's scores.
-NOT_SCORES = ("calibration", "reliability", "predictions", "held_out")
+NOT_SCORES = ("calibration", "reliability", "predictions", "held_out", "early_exit")
 
 
 def evaluate_ensemble(ensemble: Ensemble, splits: Mapping[str, FeatureSplit], tta: bool = True,
@@ -66,10 +67,26 @@ def evaluate_ensemble(ensemble: Ensemble, splits: Mapping[str, FeatureSplit], tt
         "split": split_name,
     }
     evaluation["reliability"] = calibration["plain"]["bins"]
+    if ensemble.settings.early_exit:
+        evaluation["early_exit"] = {"split": split_name, **early_exit_scores(ensemble, split)}
     after = ensemble.combine(last["plain"][2])
     evaluation["predictions"] = {"split": split_name, "y_pred": after.argmax(-1).tolist(),
                                  "probabilities": after.detach().float().cpu().numpy(), "video_ids": split.video_ids}
     return evaluation
+
+
+def early_exit_scores(ensemble: Ensemble, split: FeatureSplit) -> dict[str, Any]:
+    """How the ensemble's early-exit rule does on ``split``: the share of early answers equal to the answer
+    from every step, the accuracy of both, and the steps read per video on average, with and without it."""
+    rule = ExitRule.from_dict(ensemble.settings.early_exit)
+    staged, steps = staged_probabilities(ensemble, split, rule.stages)
+    answers, stopped, used = rule.apply(staged, steps)
+    early, full = answers.argmax(-1).numpy(), staged[-1].argmax(-1).numpy()
+    return {"agreement": 100.0 * float(np.mean(early == full)), "accuracy": 100.0 * float(np.mean(early == split.labels)),
+            "full_accuracy": 100.0 * float(np.mean(full == split.labels)), "mean_steps": float(np.mean(used)),
+            "full_steps": float(np.mean(steps[-1])),
+            "stopped_at": {str(stage): int(np.sum(stopped == i)) for i, stage in enumerate([*rule.stages, "all"])},
+            "rule": rule.to_dict()}
 
 
 def _view_probabilities(ensemble: Ensemble, split: FeatureSplit, views: tuple[str, ...],

@@ -36,6 +36,7 @@ from .calibration import apply_temperature, expected_calibration_error, fit_cali
 from ..config import TrainingConfig
 from .ensemble import Ensemble, EnsembleSettings, with_fitted_spread
 from ..errors import ConfigError
+from .early_exit import fit_exit_rule, staged_probabilities
 from .evaluation import NOT_SCORES, evaluate_ensemble, write_evaluation_report
 from ..files import write_json
 from .folds import cross_fit_splits, cross_fits
@@ -116,6 +117,11 @@ def fit_ensemble_settings(ensemble: Ensemble, val: FeatureSplit, cfg: TrainingCo
     settings = _fit_settings(ensemble, view_probs, applies, class_ratios, labels, cfg, member_accuracy, notes,
                              "val", "validation")
     settings.learned_from = ["train"]
+    if cfg.prefix_lengths:
+        ensemble.settings = settings
+        stages = sorted(set(cfg.prefix_lengths))
+        staged, steps = staged_probabilities(ensemble, val, stages)
+        settings.early_exit = fit_exit_rule(staged, steps, stages, f"validation, {val.num_videos} videos").to_dict()
     return settings
 
 
@@ -150,7 +156,25 @@ def fit_ensemble_settings_out_of_fold(ensemble: Ensemble, held_out: list[Feature
                              for stats in ensemble.representation_stats]
     settings.report["distance_spread"] = {"factor": spread, "skipped": spread_skipped}
     settings.report["out_of_fold_accuracy"] = _accuracy(view_probs[0, 0], labels)
+    if cfg.prefix_lengths:
+        settings.early_exit = _fit_exit_rule_out_of_fold(members, held_out, settings, cfg)
     return settings
+
+
+def _fit_exit_rule_out_of_fold(members: list[Ensemble], held_out: list[FeatureSplit], settings: EnsembleSettings,
+                               cfg: TrainingConfig) -> dict[str, Any]:
+    """The early-exit rule (early_exit.py) fitted on out-of-fold answers: each labelled video's stages read by
+    the member that did not learn from it, calibrated with the ensemble's plain temperature."""
+    stages = sorted(set(cfg.prefix_lengths))
+    staged, steps = [], []
+    for member, split in zip(members, held_out):
+        member.settings = EnsembleSettings(temperature=settings.temperature)
+        member_staged, member_steps = staged_probabilities(member, split, stages)
+        staged.append(member_staged)
+        steps.append(member_steps)
+    count = sum(split.num_videos for split in held_out)
+    return fit_exit_rule(torch.cat(staged, dim=1), np.concatenate(steps, axis=1), stages,
+                         f"out-of-fold, {count} videos").to_dict()
 
 
 def _fit_distance_spread(ensemble: Ensemble, parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],

@@ -411,6 +411,8 @@ class StudentTrainer(SingleModelTrainer):
         settings = fit_ensemble_settings(student, selection, run.cfg)
         settings.learned_from = list(LABELLED_SPLITS)
         settings.calibrated_on = f"held-out videos of train + val, {selection.num_videos} videos"
+        if settings.early_exit:
+            settings.early_exit["fitted_on"] = settings.calibrated_on
         student.settings = settings
         student.save_manifest(self.output_dir, [run.best_path.name])
         results = {
