@@ -155,7 +155,7 @@ def test_every_option_of_every_command_has_help_text():
 def test_every_command_that_runs_a_model_has_the_same_device_option():
     options = _options_by_command()
     with_device = {command for command, actions in options.items() if "--device" in actions}
-    assert with_device == {"extract", "train", "tune", "evaluate", "predict", "serve"}
+    assert with_device == {"extract", "train", "tune", "distill", "evaluate", "predict", "serve"}
     assert {options[c]["--device"].default for c in with_device} == {"auto"}
     assert len({options[c]["--device"].help for c in with_device}) == 1
 

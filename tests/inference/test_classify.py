@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from vidtempo.inference.classify import VideoClassifier, step_frame_matrix
+from vidtempo.inference.classify import VideoClassifier
+from vidtempo.inference.predictor import step_frame_matrix
 from vidtempo.errors import VidtempoError
 from vidtempo.features.store import read_split, split_path
 

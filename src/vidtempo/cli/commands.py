@@ -18,6 +18,7 @@ from .._version import __version__
 from .options import (
     add_checkpoints_option,
     add_decode_limit_options,
+    add_frames_option,
     decode_limits,
     add_device_option,
     add_precision_option,
@@ -495,6 +496,7 @@ def _add_predict(sub) -> None:
     add_runtime_option(p)
     add_quiet_option(p, help="no progress bar (the closing summary line stays)")
     add_decode_limit_options(p)
+    add_frames_option(p)
     add_timeline_options(p)
     p.set_defaults(run=_run_predict)
 
@@ -528,7 +530,8 @@ def _run_predict(args) -> int:
     from ..inference.classify import VideoClassifier  # torch: after the arguments are checked
 
     classifier = VideoClassifier.from_checkpoints(source, device=args.device, tta=args.tta,
-                                                  precision=args.precision, runtime=args.runtime, **limits)
+                                                  precision=args.precision, runtime=args.runtime,
+                                                  frames=args.frames, **limits)
     if args.videos_dir is not None:
         return _predict_library(classifier, args, shard)
     if args.timeline:
@@ -562,14 +565,17 @@ def _predict_library(classifier, args, shard: tuple[int, int] | None) -> int:
     todo = args.library_items
     with PredictionWriter(args.output, classifier.categories, timeline=args.timeline) as writer:
         pending = sum(item.video_id not in writer.done for item in todo)
-        errors = 0
+        errors, frames_used = 0, []
         with progress_bar(total=len(todo), initial=len(todo) - pending, unit="video", quiet=args.quiet) as bar:
             for row in classifier.classify_items(todo, skip=writer.done, timeline=timeline):
                 writer.write(row)
                 errors += bool(row["error"])
+                if row.get("frames_used") not in (None, ""):
+                    frames_used.append(int(row["frames_used"]))
                 bar.update(1)
-    print(f"{args.output}: {pending} videos classified ({errors} could not be read), "
-              f"{len(todo) - pending} already there", file=sys.stderr)
+    used = f", {sum(frames_used) / len(frames_used):.1f} frames embedded per video" if frames_used else ""
+    print(f"{args.output}: {pending} videos classified ({errors} could not be read){used}, "
+          f"{len(todo) - pending} already there", file=sys.stderr)
     return 0
 
 
@@ -604,6 +610,7 @@ def _add_serve(sub) -> None:
                                      f"but / and /health; or set {API_KEY_ENV}")
     add_tta_option(p, help="average each prediction over test-time augmentation views")
     add_decode_limit_options(p)
+    add_frames_option(p)
     add_device_option(p)
     add_threads_option(p)
     add_precision_option(p)
@@ -633,7 +640,8 @@ def _run_serve(args) -> int:
     from ..inference.classify import VideoClassifier
 
     classifier = VideoClassifier.from_checkpoints(source, device=args.device, tta=args.tta,
-                                                  precision=args.precision, runtime=args.runtime, **limits)
+                                                  precision=args.precision, runtime=args.runtime,
+                                                  frames=args.frames, **limits)
     uvicorn.run(create_app(classifier, settings), host=args.host, port=args.port, log_config=log_config(),
                 access_log=False, limit_concurrency=settings.max_connections,
                 timeout_graceful_shutdown=settings.shutdown_timeout_s,

@@ -122,3 +122,10 @@ def add_suffix_option(
     help: str = f"feature file suffix (default: {MULTISCALE_SUFFIX} or none, whichever train file exists)",
 ) -> None:
     parser.add_argument("--suffix", default=None, help=help)
+
+
+def add_frames_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--frames", default="auto", choices=("auto", "all"),
+                        help="auto: a model trained on prefixes (training_config.prefix_lengths) embeds a video in "
+                             "stages and stops once its answer is settled (its early-exit rule; TTA reads every "
+                             "frame); all: embed every sampled frame (default %(default)s)")

@@ -17,7 +17,7 @@ import torch
 from ..errors import VidtempoError
 from ..features.extract.catalog import VideoItem
 from .library import error_row, library_items, result_row
-from .predictor import PreparedVideo, VideoPredictor, step_frame_matrix
+from .predictor import PreparedVideo, VideoPredictor
 from .timeline import DEFAULT_SWITCH_PENALTY, TimelineOptions, classify_timeline, timeline_decoder, timeline_result
 
 # Videos that go through the ensemble together when classifying a library.
@@ -79,11 +79,10 @@ class VideoClassifier(VideoPredictor):
 
     def _prepared_frames(self, path: Path, frames: torch.Tensor) -> PreparedVideo:
         start = time.perf_counter()
-        features = self.embed(frames)
-        return PreparedVideo(path=path, features=features, frame_indices=list(range(len(frames))),
-                             frame_times=[0.0] * len(frames),
-                             step_frames=step_frame_matrix(len(frames), self.settings.scales),
-                             timings={"cnn_s": time.perf_counter() - start})
+        embedded = self.embed_video(frames)
+        return PreparedVideo(path=path, features=embedded.features, frame_indices=list(embedded.frames),
+                             frame_times=[0.0] * len(embedded.frames), step_frames=self.step_frames(embedded),
+                             timings={"cnn_s": time.perf_counter() - start}, frames_sampled=embedded.sampled)
 
     def _library_rows(self, batch: Sequence[tuple[str, PreparedVideo]]) -> Iterator[dict[str, Any]]:
         results = self.classify_prepared([video for _, video in batch])

@@ -33,7 +33,7 @@ TIMELINE_FIELDS = ("duration_s", "window_seconds", "hop_seconds", "switch_penalt
 def row_fields(class_names: Sequence[str], timeline: bool = False) -> list[str]:
     """The columns of a prediction row, in order."""
     return ["path", "predicted_class", "confidence", *(PROBABILITY_PREFIX + name for name in class_names),
-            "trust_score", "trust_flag", "error", *(TIMELINE_FIELDS if timeline else ())]
+            "trust_score", "trust_flag", "frames_used", "error", *(TIMELINE_FIELDS if timeline else ())]
 
 
 def result_row(path: str, result: Mapping[str, Any]) -> dict[str, Any]:
@@ -46,6 +46,7 @@ def result_row(path: str, result: Mapping[str, Any]) -> dict[str, Any]:
         **{PROBABILITY_PREFIX + name: p for name, p in result["probabilities"].items()},
         "trust_score": result["trust"]["score"],
         "trust_flag": result["trust"]["flag"],
+        "frames_used": result.get("frames_used", ""),
         "error": "",
     }
     timeline = result.get("timeline")

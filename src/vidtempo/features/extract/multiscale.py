@@ -57,3 +57,24 @@ def multiscale_sequence(features: Array, scales: Sequence[float] = DEFAULT_SCALE
         rows = scale_indices(num_frames, s)
         total[: len(rows)] += features[rows]
     return total / np.asarray(len(scales), dtype=features.dtype)
+
+
+def step_sources(num_frames: int, scales: Sequence[float] = DEFAULT_SCALES) -> list[list[int]]:
+    """For each step of the multi-scale sequence of ``num_frames`` frames, the frames it averages, in the order
+    of ``scales`` (a scale shorter than the step adds nothing: its padding zero)."""
+    rows = [scale_indices(num_frames, s) for s in scales]
+    return [[int(r[t]) for r in rows if t < len(r)] for t in range(max(len(r) for r in rows))]
+
+
+def multiscale_steps(frame_rows: dict[int, np.ndarray], sources: list[list[int]], steps: Sequence[int],
+                     num_scales: int) -> np.ndarray:
+    """Rows ``steps`` of ``multiscale_sequence``, from the features of just the frames they need
+    (``frame_rows``: frame -> ``[D]``; ``sources``: ``step_sources``), summed in the same order, so equal to
+    the rows of the whole sequence."""
+    dim = len(next(iter(frame_rows.values())))
+    dtype = next(iter(frame_rows.values())).dtype
+    out = np.zeros((len(steps), dim), dtype=dtype)
+    for i, step in enumerate(steps):
+        for frame in sources[step]:
+            out[i] += frame_rows[frame]
+    return out / np.asarray(num_scales, dtype=dtype)
