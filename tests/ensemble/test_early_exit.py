@@ -110,3 +110,6 @@ def test_an_ensemble_trained_on_prefixes_carries_its_rule_and_evaluate_reports_i
     early = json.loads((tmp_path / "e.json").read_text())["early_exit"]
     assert early["split"] == "test" and sum(early["stopped_at"].values()) == 32
     assert 0 <= early["agreement"] <= 100 and early["mean_steps"] <= early["full_steps"]
+    inspected = subprocess.run([sys.executable, "-m", "vidtempo", "inspect", str(tmp_path / "ckpt")],
+                               capture_output=True, text=True, timeout=300)
+    assert inspected.returncode == 0 and "early exit" in inspected.stdout, inspected.stderr

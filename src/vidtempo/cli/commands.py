@@ -758,6 +758,12 @@ def _inspect_model(args) -> int:
     print(f"  calibration    temperature {calibration['temperature']:.3g} (TTA {calibration['tta_temperature']:.3g}), "
           f"fitted on {calibration['calibrated_on'] or 'not recorded'}; learned from "
           f"{' + '.join(calibration['learned_from'])}")
+    rule = summary["early_exit"]
+    if rule:
+        stops = ", ".join(f"{stage} steps at confidence >= {threshold:.3f}" for stage, threshold in
+                          zip(rule["stages"], rule["thresholds"]) if threshold is not None) or "no early stage"
+        print(f"  early exit     {stops}; fitted on {rule['fitted_on']}: {100 * rule['agreement']:.1f}% of answers "
+              f"equal to all steps', {rule['mean_steps']:.1f} of {rule['full_steps']:.1f} steps read on average")
     teacher = summary["distilled_from"]
     if teacher:
         agreement = teacher.get("agreement")

@@ -279,6 +279,7 @@ class Ensemble:
                             "calibrated_on": settings.calibrated_on, "learned_from": settings.learned_from_splits()},
             "tta_views": list(settings.tta_views),
             "distilled_from": next((m["distillation"] for m in self.metadata if m.get("distillation")), None),
+            "early_exit": settings.early_exit,
         }
 
     def member_probabilities(self, features: Any, lengths: Any = None, tta: bool = False,
