@@ -131,15 +131,7 @@ def _add_train(sub) -> None:
     add_suffix_option(p)
     p.add_argument("--num-models", type=int, default=DEFAULT_NUM_MODELS,
                    help=f"ensemble members (default {DEFAULT_NUM_MODELS})")
-    # Left unset unless given, so the values of --training-config stand.
-    p.add_argument("--epochs", type=int, help=with_default("maximum epochs", TrainingConfig, "num_epochs"))
-    p.add_argument("--batch-size", type=int, help=with_default("batch size", TrainingConfig, "batch_size"))
-    p.add_argument("--lr", type=float, help=with_default("learning rate", TrainingConfig, "learning_rate"))
-    p.add_argument("--workers", type=int, help=with_default("data loader workers", TrainingConfig, "num_workers"))
-    p.add_argument("--seed", type=int, help=with_default("random seed of the first member", TrainingConfig, "seed"))
-    p.add_argument("--precision", choices=PRECISIONS,
-                   help=with_default("fp32, tf32, bf16 or fp16 (GPU); auto picks from the hardware", TrainingConfig,
-                                     "precision"))
+    _add_recipe_options(p, "random seed of the first member")
     p.add_argument("--ensemble-strategy", choices=ENSEMBLE_STRATEGIES,
                    help=with_default("seeds: members learn from the train split with different seeds; cross_fit: "
                                      "train + val pooled into one fold per member, each member validating on its "
@@ -167,6 +159,29 @@ def _add_train(sub) -> None:
     p.set_defaults(run=_run_train)
 
 
+def _add_recipe_options(p, seed_help: str) -> None:
+    """The training flags of train and distill, left unset unless given, so the values of --training-config
+    stand (``_recipe_flags`` checks them)."""
+    p.add_argument("--epochs", type=int, help=with_default("maximum epochs", TrainingConfig, "num_epochs"))
+    p.add_argument("--batch-size", type=int, help=with_default("batch size", TrainingConfig, "batch_size"))
+    p.add_argument("--lr", type=float, help=with_default("learning rate", TrainingConfig, "learning_rate"))
+    p.add_argument("--workers", type=int, help=with_default("data loader workers", TrainingConfig, "num_workers"))
+    p.add_argument("--seed", type=int, help=with_default(seed_help, TrainingConfig, "seed"))
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help=with_default("fp32, tf32, bf16 or fp16 (GPU); auto picks from the hardware", TrainingConfig,
+                                     "precision"))
+
+
+def _recipe_flags(args) -> None:
+    """Refuse a flag of ``_add_recipe_options`` out of its range, in one line."""
+    for flag, value, least in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
+                               ("--workers", args.workers, 0)):
+        if value is not None and value < least:
+            raise VidtempoError(f"{flag} must be {'a positive integer' if least else '0 or more'}, got {value}")
+    if args.lr is not None and not args.lr > 0:
+        raise VidtempoError(f"--lr must be a positive number, got {args.lr}")
+
+
 def _train_configs(args) -> tuple[dict | None, dict]:
     """The model and training settings of ``vidtempo train``: its config files or inline objects, with the
     flags given on top; each flag and field checked."""
@@ -174,12 +189,7 @@ def _train_configs(args) -> tuple[dict | None, dict]:
 
     if args.num_models < 1:
         raise VidtempoError(f"--num-models must be at least 1, got {args.num_models}")
-    for flag, value, least in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
-                               ("--workers", args.workers, 0)):
-        if value is not None and value < least:
-            raise VidtempoError(f"{flag} must be {'a positive integer' if least else '0 or more'}, got {value}")
-    if args.lr is not None and not args.lr > 0:
-        raise VidtempoError(f"--lr must be a positive number, got {args.lr}")
+    _recipe_flags(args)
     model_config = load_config_file(args.model_config, ModelConfig, "--model-config") if args.model_config else None
     training_config = (load_config_file(args.training_config, TrainingConfig, "--training-config")
                        if args.training_config else {})
@@ -251,13 +261,7 @@ def _add_distill(sub) -> None:
                    "that evaluate, predict, serve and export take as they take an ensemble")
     p.add_argument("--results-dir", type=Path, help="where results JSON goes (default: OUTPUT_DIR/results)")
     add_suffix_option(p)
-    p.add_argument("--epochs", type=int, help=with_default("maximum epochs", TrainingConfig, "num_epochs"))
-    p.add_argument("--batch-size", type=int, help=with_default("batch size", TrainingConfig, "batch_size"))
-    p.add_argument("--lr", type=float, help=with_default("learning rate", TrainingConfig, "learning_rate"))
-    p.add_argument("--workers", type=int, help=with_default("data loader workers", TrainingConfig, "num_workers"))
-    p.add_argument("--seed", type=int, help=with_default("random seed", TrainingConfig, "seed"))
-    p.add_argument("--precision", choices=PRECISIONS,
-                   help=with_default("training precision", TrainingConfig, "precision"))
+    _add_recipe_options(p, "random seed")
     p.add_argument("--temperature", type=float,
                    help=with_default("softens the teacher's and the student's distributions", DistillConfig,
                                      "temperature"))
@@ -281,12 +285,7 @@ def _run_distill(args) -> int:
     from ..config import DistillConfig, ModelConfig, load_config_file
     from ..features.store import detect_suffix
 
-    for flag, value, least in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
-                               ("--workers", args.workers, 0)):
-        if value is not None and value < least:
-            raise VidtempoError(f"{flag} must be {'a positive integer' if least else '0 or more'}, got {value}")
-    if args.lr is not None and not args.lr > 0:
-        raise VidtempoError(f"--lr must be a positive number, got {args.lr}")
+    _recipe_flags(args)
     if not args.teacher.exists():
         raise VidtempoError(f"{args.teacher}: --teacher: no such file or folder")
     model_config = load_config_file(args.model_config, ModelConfig, "--model-config") if args.model_config else {}

@@ -193,42 +193,23 @@ class DistillationRun(TrainingRun):
         self.distill_cfg, self.record = distill_cfg, dict(record)
         self.last_agreement = float("nan")
 
-    def train_epoch(self, epoch: int) -> dict[str, float]:
-        model, device, loader = self.model, self.device, self.train_loader
-        model.train()
-        num_batches = len(loader)
-        total_loss, correct, seen = 0.0, 0, 0
-        bar = progress_bar(loader, quiet=self.session.quiet, in_logs=False, desc=f"{self.model_name} epoch {epoch + 1}",
-                           leave=False, unit="batch")
-        for step, (features, targets, lengths, soft) in enumerate(bar):
-            features, targets, soft = features.to(device), targets.to(device), soft.to(device)
-            mixed = mix_batch(features, targets, lengths, self.cfg.mixup_alpha, 0.0)
-            if mixed is not None:
-                features, lengths = mixed.features, mixed.lengths
-            with self.precision.autocast():
-                logits = self.train_model(features, lengths)
-            if mixed is None:
-                loss = self.criterion(logits, targets, soft)
-            else:  # the teacher's distributions are mixed as the videos are; the hard labels by their shares
-                share = mixed.own_share.to(device)
-                soft = share[:, None] * soft + (1.0 - share[:, None]) * soft[mixed.partner.to(device)]
-                own = self.criterion.per_sample(logits, targets, soft)
-                other = self.criterion.per_sample(logits, mixed.partner_targets, soft)
-                loss = (share * own + (1.0 - share) * other).mean()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.precision.backward(loss)
-            self.precision.step(self.optimizer, model.parameters(), self.cfg.grad_clip)
-            self.scheduler.step(epoch + (step + 1) / num_batches)
-            if self.averaged is not None:
-                self.averaged.update_parameters(model)
-            batch_loss = float(loss.detach())
-            total_loss += batch_loss * targets.shape[0]
-            correct += int((logits.detach().argmax(-1) == targets).sum())
-            seen += targets.shape[0]
-            bar.set_postfix(loss=f"{batch_loss:.4f}")
-        if not np.isfinite(total_loss):
-            raise FloatingPointError(f"{self.model_name}: the training loss became {total_loss} in epoch {epoch + 1}")
-        return {"loss": total_loss / max(seen, 1), "accuracy": 100.0 * correct / max(seen, 1)}
+    def batch_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The distillation loss of a batch ``(features, labels, lengths, teacher probabilities)``; with mixup,
+        the teacher's distributions are mixed as the videos are, and the labels by their shares."""
+        features, targets, lengths, soft = batch
+        features, targets, soft = features.to(self.device), targets.to(self.device), soft.to(self.device)
+        mixed = mix_batch(features, targets, lengths, self.cfg.mixup_alpha, 0.0)
+        if mixed is not None:
+            features, lengths = mixed.features, mixed.lengths
+        with self.precision.autocast():
+            logits = self.train_model(features, lengths)
+        if mixed is None:
+            return logits, targets, self.criterion(logits, targets, soft)
+        share = mixed.own_share.to(self.device)
+        soft = share[:, None] * soft + (1.0 - share[:, None]) * soft[mixed.partner.to(self.device)]
+        own = self.criterion.per_sample(logits, targets, soft)
+        other = self.criterion.per_sample(logits, mixed.partner_targets, soft)
+        return logits, targets, (share * own + (1.0 - share) * other).mean()
 
     def _validate(self) -> dict[str, Any]:
         val_metrics = self._score(self.model)

@@ -266,28 +266,15 @@ class TrainingRun:
         return val_metrics
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        model, device, loader = self.model, self.device, self.train_loader
-        model.train()
+        loader = self.train_loader
+        self.model.train()
         num_batches = len(loader)
         total_loss, correct, seen = 0.0, 0, 0
         bar = progress_bar(loader, quiet=self.session.quiet or not self.dist.is_main, in_logs=False,
                            desc=f"{self.model_name} epoch {epoch + 1}", leave=False, unit="batch")
-        for step, (features, targets, lengths) in enumerate(bar):
-            features, targets = features.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            mixed = mix_batch(features, targets, lengths, self.cfg.mixup_alpha, self.cfg.cutmix_alpha)
-            if mixed is not None:
-                features, lengths = mixed.features, mixed.lengths
-            with self.precision.autocast():
-                logits = self.train_model(features, lengths)
-            loss = (self.criterion(logits, targets) if mixed is None
-                    else mixed.loss(self.criterion.per_sample, logits, targets))
-            self.optimizer.zero_grad(set_to_none=True)
-            self.precision.backward(loss)
-            self.precision.step(self.optimizer, model.parameters(), self.cfg.grad_clip)
-            # Per batch, with the fractional epoch: restarts after 20, 40, 80 ... epochs.
-            self.scheduler.step(epoch + (step + 1) / num_batches)
-            if self.averaged is not None:
-                self.averaged.update_parameters(model)
+        for step, batch in enumerate(bar):
+            logits, targets, loss = self.batch_loss(batch)
+            self.optimise(loss, epoch + (step + 1) / num_batches)
             batch_loss = float(loss.detach())
             total_loss += batch_loss * targets.shape[0]
             correct += int((logits.detach().argmax(-1) == targets).sum())
@@ -296,6 +283,30 @@ class TrainingRun:
         if not math.isfinite(total_loss):
             raise FloatingPointError(f"{self.model_name}: the training loss became {total_loss} in epoch {epoch + 1}")
         return {"loss": total_loss / max(seen, 1), "accuracy": 100.0 * correct / max(seen, 1)}
+
+    def batch_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(logits, labels, loss)`` of one training batch ``(features, labels, lengths)``, mixed as the run's
+        mixup and cutmix say."""
+        features, targets, lengths = batch
+        features, targets = features.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+        mixed = mix_batch(features, targets, lengths, self.cfg.mixup_alpha, self.cfg.cutmix_alpha)
+        if mixed is not None:
+            features, lengths = mixed.features, mixed.lengths
+        with self.precision.autocast():
+            logits = self.train_model(features, lengths)
+        loss = (self.criterion(logits, targets) if mixed is None
+                else mixed.loss(self.criterion.per_sample, logits, targets))
+        return logits, targets, loss
+
+    def optimise(self, loss: torch.Tensor, fractional_epoch: float) -> None:
+        """One optimiser step on ``loss``, then the schedule (per batch, with the fractional epoch: restarts
+        after 20, 40, 80 ... epochs) and the weight average."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.precision.backward(loss)
+        self.precision.step(self.optimizer, self.model.parameters(), self.cfg.grad_clip)
+        self.scheduler.step(fractional_epoch)
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.model)
 
     def _save_periodic(self, epoch: int, val_metrics, train_metrics) -> None:
         """Write this epoch's periodic checkpoint and keep the run's ``keep_last_checkpoints`` latest. Only
