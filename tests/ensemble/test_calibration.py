@@ -191,3 +191,13 @@ def test_the_size_rule_and_the_bound_rule_at_the_minimum_size():
     assert MIN_TEMPERATURE < temperature < MAX_TEMPERATURE
     temperature, skipped = fit_calibration(*sixty_percent_sure(50, near_ties_lost=1))
     assert temperature == 1.0 and "bound" in skipped
+
+
+def test_a_temperature_fitted_to_distributions_recovers_the_one_that_made_them():
+    from vidtempo.ensemble.calibration import fit_temperature_to_distributions
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(400, 4, generator=generator) * 3
+    for temperature in (0.5, 1.0, 2.5):
+        targets = torch.softmax(logits / temperature, dim=-1)
+        assert abs(fit_temperature_to_distributions(logits, targets) - temperature) < 0.01

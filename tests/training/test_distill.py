@@ -75,6 +75,11 @@ def test_a_student_learns_without_the_test_split_and_records_its_teacher(small_f
     assert loaded.settings.calibrated_on == f"held-out videos of train + val, {held_out['videos']} videos"
     assert not loaded.settings.held_out("val") and not loaded.settings.held_out("train")
     assert loaded.settings.held_out("test")
+    # Too few held-out videos to fit a temperature on labels: the student's comes from its teacher's
+    # distributions on every view of them.
+    plain = loaded.settings.report["calibration"]["plain"]
+    assert plain["skipped"] is None and "fitted to the teacher's distributions" in plain["fallback"]
+    assert loaded.settings.temperature == plain["temperature"] != 1.0
     assert results["parameters"] == sum(p.numel() for p in loaded.models[0].parameters())
     assert results["parameters"] < results["teacher_parameters"]
     assert json.loads((tmp_path / "student" / "results" / DISTILL_RESULTS_NAME).read_text())["held_out"] == held_out

@@ -66,12 +66,32 @@ def fit_temperature(
     ``log T`` finds its minimum deterministically, with no learning rate or starting point to tune.
     """
     scores, targets = _checked_scores_and_labels(logits_or_log_probs, labels)
+    return _minimise_over_log_t(lambda t: temperature_nll(scores, targets, t), min_temperature, max_temperature)
+
+
+def fit_temperature_to_distributions(scores: torch.Tensor | np.ndarray, target_probs: torch.Tensor | np.ndarray,
+                                     min_temperature: float = MIN_TEMPERATURE,
+                                     max_temperature: float = MAX_TEMPERATURE) -> float:
+    """The temperature that makes ``softmax(scores / T)`` closest to ``target_probs`` (both ``[N, C]``): the
+    lowest cross-entropy against them, convex in ``1 / T`` as the NLL is. A distilled student inherits its
+    teacher's calibration this way where too few labelled videos are held out to fit one on labels."""
+    scores = _cpu_tensor(scores, torch.float64)
+    targets = _cpu_tensor(target_probs, torch.float64)
+
+    def cross_entropy(temperature: float) -> float:
+        return float(-(targets * torch.log_softmax(scores / temperature, dim=-1)).sum(-1).mean())
+
+    return _minimise_over_log_t(cross_entropy, min_temperature, max_temperature)
+
+
+def _minimise_over_log_t(objective, min_temperature: float, max_temperature: float) -> float:
+    """Golden-section search of a function of T unimodal in ``log T``, over ``[min_temperature, max_temperature]``."""
     if not 0 < min_temperature < max_temperature:
         raise ValueError("need 0 < min_temperature < max_temperature")
     low, high = math.log(min_temperature), math.log(max_temperature)
 
     def nll_at(log_t: float) -> float:
-        return temperature_nll(scores, targets, math.exp(log_t))
+        return objective(math.exp(log_t))
 
     left = high - _INVERSE_GOLDEN * (high - low)
     right = low + _INVERSE_GOLDEN * (high - low)

@@ -106,16 +106,19 @@ def _accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def fit_ensemble_settings(ensemble: Ensemble, val: FeatureSplit, cfg: TrainingConfig,
-                          views: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> EnsembleSettings:
+                          views: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                          fallback_temperature: tuple[float, str] | None = None) -> EnsembleSettings:
     """Member weights, TTA views, and for plain and TTA predictions apart, temperature and trust threshold,
-    all chosen on ``val``. ``views``: ``view_probabilities(ensemble, val)`` if already computed."""
+    all chosen on ``val``. ``views``: ``view_probabilities(ensemble, val)`` if already computed.
+    ``fallback_temperature``: ``(temperature, how it was found)`` used where a temperature cannot be fitted on
+    ``val``'s labels (a distilled student's, from its teacher's distributions)."""
     labels = torch.from_numpy(val.labels)
     view_probs, applies, class_ratios = views if views is not None else view_probabilities(ensemble, val)
     member_accuracy = [_accuracy(p, labels) for p in view_probs[:, 0]]
     weights, notes = member_weights(member_accuracy, cfg)
     ensemble.settings = EnsembleSettings(member_weights=weights)
     settings = _fit_settings(ensemble, view_probs, applies, class_ratios, labels, cfg, member_accuracy, notes,
-                             "val", "validation")
+                             "val", "validation", fallback_temperature)
     settings.learned_from = ["train"]
     if cfg.prefix_lengths:
         ensemble.settings = settings
@@ -197,7 +200,7 @@ def _single_member(ensemble: Ensemble, index: int) -> Ensemble:
 
 def _fit_settings(ensemble: Ensemble, view_probs: torch.Tensor, applies: torch.Tensor, class_ratios: torch.Tensor,
                   labels: torch.Tensor, cfg: TrainingConfig, member_accuracy: list[float], notes: list[str],
-                  fitted_on: str, data: str) -> EnsembleSettings:
+                  fitted_on: str, data: str, fallback_temperature: tuple[float, str] | None = None) -> EnsembleSettings:
     """TTA views, then temperature and trust threshold for plain and TTA predictions, for ``ensemble``
     (whose member weights are set) from its members' view probabilities ``[M, V, N, C]``. ``data`` names
     the predictions ("validation", "out-of-fold") in the reasons and in ``calibrated_on``."""
@@ -205,9 +208,11 @@ def _fit_settings(ensemble: Ensemble, view_probs: torch.Tensor, applies: torch.T
     chosen, tried = _choose_views(ensemble, view_probs, applies, labels, cfg)
     calibration, report = {}, {}
     for mode, member_probs in (("plain", plain), ("tta", _views_average(view_probs, applies, chosen))):
-        calibration[mode], report[mode] = _fit_calibration(ensemble, member_probs, class_ratios, labels, cfg, data)
-        if report[mode]["skipped"]:
-            notes.append(f"{mode} predictions: {report[mode]['skipped']}")
+        calibration[mode], report[mode] = _fit_calibration(ensemble, member_probs, class_ratios, labels, cfg, data,
+                                                           fallback_temperature if mode == "plain" else None)
+        for key in ("skipped", "fallback"):
+            if report[mode][key]:
+                notes.append(f"{mode} predictions: {report[mode][key]}")
     (temperature, uncertain_below), (tta_temperature, tta_uncertain_below) = calibration["plain"], calibration["tta"]
     return EnsembleSettings(
         member_weights=ensemble.settings.member_weights,
@@ -239,20 +244,27 @@ def _choose_views(ensemble: Ensemble, view_probs: torch.Tensor, applies: torch.T
 
 
 def _fit_calibration(ensemble: Ensemble, member_probs: torch.Tensor, class_ratios: torch.Tensor,
-                     labels: torch.Tensor, cfg: TrainingConfig,
-                     data: str = "validation") -> tuple[tuple[float, float], dict[str, Any]]:
+                     labels: torch.Tensor, cfg: TrainingConfig, data: str = "validation",
+                     fallback_temperature: tuple[float, str] | None = None) -> tuple[tuple[float, float], dict[str, Any]]:
     """``(temperature, uncertain_below)`` for one inference mode, and how they were fitted: with the ECE
     before and after the temperature on the predictions it was fitted on (in-sample for its one parameter;
-    the evaluation measures it on test)."""
+    the evaluation measures it on test). Where the labels cannot fit a temperature, ``fallback_temperature``
+    (with the reason the labels could not, and how the fallback was found) is used when given."""
     uncalibrated = ensemble.combine(member_probs, calibrated=False)
     temperature, skipped = fit_calibration(uncalibrated, labels, data) if cfg.calibrate else (
         1.0, "calibration turned off (temperature 1)")
+    fallback = None
+    if skipped and cfg.calibrate and fallback_temperature is not None:
+        temperature, how = fallback_temperature
+        fallback = f"temperature {temperature:.3g} {how} ({data} labels could not fit one: {skipped.split(': ', 1)[1]})"
+        skipped = None
     probs = apply_temperature(uncalibrated, temperature)
     signals = ensemble.trust_signals(member_probs, probs, class_ratios)
     correct = (probs.argmax(-1) == labels).numpy()
     threshold = fit_uncertain_threshold(signals["score"].numpy(), correct)
     return (temperature, threshold), {
-        "temperature": temperature, "uncertain_below": threshold, "skipped": skipped, "fitted_on": data,
+        "temperature": temperature, "uncertain_below": threshold, "skipped": skipped, "fallback": fallback,
+        "fitted_on": data,
         "videos": len(labels), "ece_before": expected_calibration_error(uncalibrated, labels),
         "ece_after": expected_calibration_error(probs, labels)}
 

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from .. import checkpoint
 from .._version import __version__
 from ..config import STUDENT_MODEL_CONFIG, DistillConfig, ModelConfig, TrainingConfig, make_config
+from ..ensemble.calibration import fit_temperature_to_distributions
 from ..ensemble.ensemble import Ensemble, describe_difference, extraction_settings_of
 from ..ensemble.fit import fit_ensemble_settings
 from ..ensemble.metrics import classification_metrics
@@ -129,8 +130,10 @@ def label_views(teacher: Ensemble, pool: FeatureSplit, cfg: DistillConfig, seed:
 
 # --------------------------------------------------------------------------------------------- data
 class DistillDataset(Dataset):
-    """Items ``(features [T_i, D], label, length, teacher probs [C])``: with ``random_view``, each item is one
-    of the video's views drawn at random (torch's default generator, seeded per epoch), else the original."""
+    """Items ``(features [T_i, D], label, length, teacher probs [C])``. For training (``random_view``), one
+    item per video, in one of its views drawn at random (torch's default generator, seeded per epoch); for
+    selection, one item per view of every video, so that the few held-out videos give many comparisons
+    with the teacher."""
 
     def __init__(self, split: FeatureSplit, teacher_probs: np.ndarray, cfg: DistillConfig, seed: int,
                  pool_positions: np.ndarray, random_view: bool, prefix_lengths: Sequence[int] = ()) -> None:
@@ -138,15 +141,18 @@ class DistillDataset(Dataset):
         self.prefix_lengths = tuple(prefix_lengths)
         self.teacher_probs = torch.from_numpy(teacher_probs)
         self.pool_positions = pool_positions  # each item's row in the pool, which its views are drawn from
+        self.pairs = None if random_view else np.argwhere(~np.isnan(teacher_probs[:, :, 0]))  # (video, view)
 
     def __len__(self) -> int:
-        return self.split.num_videos
+        return self.split.num_videos if self.pairs is None else len(self.pairs)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, torch.Tensor]:
+        view = 0
+        if self.pairs is not None:
+            index, view = (int(i) for i in self.pairs[index])
         length = int(self.split.num_frames[index])
         features = torch.from_numpy(np.asarray(self.split.features[index, :length], dtype=np.float32))
         probs = self.teacher_probs[index]
-        view = 0
         if self.random_view:
             applicable = torch.nonzero(~torch.isnan(probs[:, 0]))[:, 0]
             view = int(applicable[torch.randint(len(applicable), ())])
@@ -222,20 +228,24 @@ class DistillationRun(TrainingRun):
         return val_metrics
 
     @torch.no_grad()
-    def _score(self, model) -> dict[str, Any]:
-        """Metrics of the labels, the distillation loss, and the agreement (percent) of the student's class
-        with the teacher's, on the held-out videos (their original view)."""
+    def held_out_logits(self, model) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(student logits, labels, teacher probabilities)`` of every view of every held-out video."""
         model.eval()
-        loss, predicted, labels, teacher = 0.0, [], [], []
+        logits, labels, teacher = [], [], []
         for features, targets, lengths, soft in self.val_loader:
             with autocast(self.device, self.amp_dtype):
-                logits = model(features.to(self.device), lengths).float().cpu()
-            loss += float(self.criterion(logits, targets, soft)) * targets.shape[0]
-            predicted.append(logits.argmax(-1))
+                logits.append(model(features.to(self.device), lengths).float().cpu())
             labels.append(targets)
-            teacher.append(soft.argmax(-1))
-        predicted, labels, teacher = (torch.cat(t).numpy() for t in (predicted, labels, teacher))
-        metrics = classification_metrics(labels, predicted, self.session.class_names, loss=loss / max(len(labels), 1))
+            teacher.append(soft)
+        return torch.cat(logits), torch.cat(labels), torch.cat(teacher)
+
+    def _score(self, model) -> dict[str, Any]:
+        """Metrics of the labels, the distillation loss, and the agreement (percent) of the student's class
+        with the teacher's, over every view of the held-out videos."""
+        logits, labels, teacher = self.held_out_logits(model)
+        loss = float(self.criterion(logits, labels, teacher))
+        predicted, labels, teacher = logits.argmax(-1).numpy(), labels.numpy(), teacher.argmax(-1).numpy()
+        metrics = classification_metrics(labels, predicted, self.session.class_names, loss=loss)
         metrics["agreement"] = 100.0 * float(np.mean(predicted == teacher))
         return metrics
 
@@ -389,7 +399,8 @@ class StudentTrainer(SingleModelTrainer):
                                 "accuracy": float(best["metrics"]["accuracy"]), "teacher_accuracy": teacher_accuracy}
         checkpoint.save_checkpoint(best, run.best_path)
         student = Ensemble.from_checkpoints([run.best_path], self.device)
-        settings = fit_ensemble_settings(student, selection, run.cfg)
+        settings = fit_ensemble_settings(student, selection, run.cfg,
+                                         fallback_temperature=_held_out_temperature(run))
         settings.learned_from = list(LABELLED_SPLITS)
         settings.calibrated_on = f"held-out videos of train + val, {selection.num_videos} videos"
         if settings.early_exit:
@@ -418,6 +429,12 @@ class StudentTrainer(SingleModelTrainer):
                  f"{results['held_out']['accuracy']:.2f}% (teacher {teacher_accuracy:.2f}%); "
                  f"{results['parameters']:,} parameters against the teacher's {results['teacher_parameters']:,}")
         return student, results
+
+
+def _held_out_temperature(run: DistillationRun) -> tuple[float, str]:
+    logits, _, teacher = run.held_out_logits(run.model)
+    temperature = fit_temperature_to_distributions(logits, teacher)
+    return temperature, f"fitted to the teacher's distributions on {len(teacher)} views of the held-out videos"
 
 
 def distill(features_dir: str | os.PathLike, teacher: str | os.PathLike, output_dir: str | os.PathLike, *,
