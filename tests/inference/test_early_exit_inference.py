@@ -120,3 +120,29 @@ def test_predict_records_the_frames_each_video_used(video_model, tmp_path):
     assert every.returncode == 0, every.stderr
     rows = [json.loads(line) for line in (tmp_path / "all.jsonl").read_text().splitlines()]
     assert all(row["frames_used"] == video_model.settings.frames_per_video for row in rows)
+
+
+@pytest.mark.slow
+def test_an_exported_model_keeps_its_rule(video_model, tmp_path):
+    """ONNX Runtime (and an int8 CNN) reads the stages an exported model's rule sets, as PyTorch does."""
+    import shutil
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(video_model.checkpoints, folder)
+    manifest = json.loads((folder / "ensemble.json").read_text())
+    manifest["settings"]["early_exit"] = rule([0.0, 0.0])
+    (folder / "ensemble.json").write_text(json.dumps(manifest))
+    exported = subprocess.run([sys.executable, "-m", "vidtempo", "export", "--checkpoints", str(folder),
+                               "--output", str(tmp_path / "onnx")], capture_output=True, text=True, timeout=600)
+    assert exported.returncode == 0, exported.stderr
+    clip = sorted((video_model.videos / "test").rglob("*.mp4"))[0]
+    onnx = VideoClassifier.from_checkpoints(tmp_path / "onnx", runtime="onnx")
+    torch_model = VideoClassifier.from_checkpoints(folder, precision="fp32")
+    try:
+        assert onnx.exit_rule == torch_model.exit_rule is not None
+        onnx_result, torch_result = onnx.classify([clip])[0], torch_model.classify([clip])[0]
+        assert onnx_result["frames_used"] == torch_result["frames_used"] < video_model.settings.frames_per_video
+        assert onnx_result["predicted_class"] == torch_result["predicted_class"]
+    finally:
+        onnx.extractor.close()
+        torch_model.extractor.close()

@@ -226,6 +226,11 @@ class Ensemble:
         return len(self.category_mapping)
 
     @property
+    def early_exit(self) -> dict[str, Any] | None:
+        """The early-exit rule fitted for this model (ensemble/early_exit.py), None when it has none."""
+        return self.settings.early_exit
+
+    @property
     def device(self) -> torch.device:
         return next(self.models[0].parameters()).device
 

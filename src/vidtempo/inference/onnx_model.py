@@ -146,6 +146,11 @@ class OnnxEnsemble:
     def class_names(self) -> list[str]:
         return list(self.manifest["classes"])
 
+    @property
+    def early_exit(self) -> dict[str, Any] | None:
+        """The exported ensemble's early-exit rule (ensemble/early_exit.py), None when it has none."""
+        return (self.manifest.get("settings") or {}).get("early_exit")
+
     def __len__(self) -> int:
         return len(self.names)
 

@@ -141,7 +141,7 @@ class VideoPredictor:
     @property
     def exit_rule(self) -> ExitRule | None:
         """The rule that ends a video's stages early, when this predictor uses one (see ``__init__``)."""
-        rule = getattr(getattr(self.ensemble, "settings", None), "early_exit", None)
+        rule = self.ensemble.early_exit
         if self.frames != "auto" or self.tta or not rule:
             return None
         return ExitRule.from_dict(rule)
