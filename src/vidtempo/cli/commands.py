@@ -182,6 +182,16 @@ def _recipe_flags(args) -> None:
         raise VidtempoError(f"--lr must be a positive number, got {args.lr}")
 
 
+def _settings(cls: type, given: str | None, flag: str, flags: Sequence[tuple[str, Any]]) -> dict[str, Any]:
+    """The settings given to ``flag`` (a JSON file or inline object, checked against ``cls``), with the
+    command's own flags that were given (``(key, value)``, None when not given) on top."""
+    from ..config import load_config_file
+
+    values = load_config_file(given, cls, flag) if given else {}
+    values.update({key: value for key, value in flags if value is not None})
+    return values
+
+
 def _train_configs(args) -> tuple[dict | None, dict]:
     """The model and training settings of ``vidtempo train``: its config files or inline objects, with the
     flags given on top; each flag and field checked."""
@@ -191,13 +201,10 @@ def _train_configs(args) -> tuple[dict | None, dict]:
         raise VidtempoError(f"--num-models must be at least 1, got {args.num_models}")
     _recipe_flags(args)
     model_config = load_config_file(args.model_config, ModelConfig, "--model-config") if args.model_config else None
-    training_config = (load_config_file(args.training_config, TrainingConfig, "--training-config")
-                       if args.training_config else {})
-    for key, value in (("num_workers", args.workers), ("seed", args.seed), ("precision", args.precision),
-                       ("ensemble_strategy", args.ensemble_strategy), ("weight_averaging", args.weight_averaging),
-                       ("mixup_alpha", args.mixup_alpha), ("cutmix_alpha", args.cutmix_alpha)):
-        if value is not None:
-            training_config[key] = value
+    training_config = _settings(TrainingConfig, args.training_config, "--training-config", (
+        ("num_workers", args.workers), ("seed", args.seed), ("precision", args.precision),
+        ("ensemble_strategy", args.ensemble_strategy), ("weight_averaging", args.weight_averaging),
+        ("mixup_alpha", args.mixup_alpha), ("cutmix_alpha", args.cutmix_alpha)))
     return model_config, training_config
 
 
@@ -282,24 +289,18 @@ def _add_distill(sub) -> None:
 
 
 def _run_distill(args) -> int:
-    from ..config import DistillConfig, ModelConfig, load_config_file
+    from ..config import DistillConfig, ModelConfig
     from ..features.store import detect_suffix
 
     _recipe_flags(args)
     if not args.teacher.exists():
         raise VidtempoError(f"{args.teacher}: --teacher: no such file or folder")
-    model_config = load_config_file(args.model_config, ModelConfig, "--model-config") if args.model_config else {}
-    training_config = (load_config_file(args.training_config, TrainingConfig, "--training-config")
-                       if args.training_config else {})
-    for key, value in (("num_workers", args.workers), ("seed", args.seed), ("precision", args.precision),
-                       ("num_epochs", args.epochs), ("batch_size", args.batch_size), ("learning_rate", args.lr)):
-        if value is not None:
-            training_config[key] = value
-    distill_config = (load_config_file(args.distill_config, DistillConfig, "--distill-config")
-                      if args.distill_config else {})
-    for key, value in (("temperature", args.temperature), ("soft_weight", args.soft_weight)):
-        if value is not None:
-            distill_config[key] = value
+    model_config = _settings(ModelConfig, args.model_config, "--model-config", ())
+    training_config = _settings(TrainingConfig, args.training_config, "--training-config", (
+        ("num_workers", args.workers), ("seed", args.seed), ("precision", args.precision),
+        ("num_epochs", args.epochs), ("batch_size", args.batch_size), ("learning_rate", args.lr)))
+    distill_config = _settings(DistillConfig, args.distill_config, "--distill-config", (
+        ("temperature", args.temperature), ("soft_weight", args.soft_weight)))
     make_config(DistillConfig, distill_config)  # one line for a bad value, before torch loads
     suffix = detect_suffix(args.features_dir) if args.suffix is None else args.suffix
     use_threads(args)

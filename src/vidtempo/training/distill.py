@@ -332,8 +332,13 @@ class StudentTrainer(SingleModelTrainer):
         stopped_early = run.fit(board)
         if board is not None:
             board.close()
-        self._reload_best(run)
-        return self._finish(run, teacher, targets, selection_rows, stopped_early, results_path)
+        # How well the kept epoch agrees with the teacher joins the record in the best checkpoint.
+        selection = self.splits["val"]
+        run.record.update(
+            agreement=float(run.progress.best_val_agreement), accuracy=float(run.progress.best_val_acc),
+            teacher_accuracy=100.0 * float(np.mean(targets.probs[selection_rows, 0].argmax(-1) == selection.labels)))
+        self._reload_best(run, {"distillation": run.record})
+        return self._finish(run, stopped_early, results_path)
 
     def _interrupted_run(self, record: Mapping[str, Any]) -> Path | None:
         """The latest periodic checkpoint of an interrupted student, checked to be of this teacher and these
@@ -388,16 +393,10 @@ class StudentTrainer(SingleModelTrainer):
                               batch_size=cfg.batch_size, shuffle=False, **common)
         return train_loader, held_out, None
 
-    def _finish(self, run: DistillationRun, teacher: Ensemble, targets: TeacherTargets, selection_rows: np.ndarray,
-                stopped_early: bool, results_path: Path) -> tuple[Ensemble, dict[str, Any]]:
-        """Record how well the kept epoch agrees with the teacher, fit the student's calibration on the held-out
-        videos, and write its manifest and results."""
-        best = checkpoint.load_checkpoint(run.best_path)
-        selection = self.splits["val"]
-        teacher_accuracy = 100.0 * float(np.mean(targets.probs[selection_rows, 0].argmax(-1) == selection.labels))
-        best["distillation"] = {**run.record, "agreement": float(best["metrics"]["agreement"]),
-                                "accuracy": float(best["metrics"]["accuracy"]), "teacher_accuracy": teacher_accuracy}
-        checkpoint.save_checkpoint(best, run.best_path)
+    def _finish(self, run: DistillationRun, stopped_early: bool,
+                results_path: Path) -> tuple[Ensemble, dict[str, Any]]:
+        """Fit the student's calibration on the held-out videos, and write its manifest and results."""
+        selection, record = self.splits["val"], run.record
         student = Ensemble.from_checkpoints([run.best_path], self.device)
         settings = fit_ensemble_settings(student, selection, run.cfg,
                                          fallback_temperature=_held_out_temperature(run))
@@ -409,12 +408,12 @@ class StudentTrainer(SingleModelTrainer):
         student.save_manifest(self.output_dir, [run.best_path.name])
         results = {
             "model_name": STUDENT_NAME,
-            "distillation": best["distillation"],
+            "distillation": record,
             "best_epoch": run.progress.best_epoch,
             "epochs_trained": run.progress.next_epoch,
             "stopped_early": stopped_early,
-            "held_out": {"videos": selection.num_videos, "agreement": best["distillation"]["agreement"],
-                         "accuracy": best["distillation"]["accuracy"], "teacher_accuracy": teacher_accuracy},
+            "held_out": {"videos": selection.num_videos, "agreement": record["agreement"],
+                         "accuracy": record["accuracy"], "teacher_accuracy": record["teacher_accuracy"]},
             "parameters": _parameters(student.models[0]),
             "teacher_parameters": run.record["teacher"]["parameters"],
             "ensemble_settings": dataclasses.asdict(settings),
@@ -426,7 +425,7 @@ class StudentTrainer(SingleModelTrainer):
         write_json(results, results_path)
         self.log(f"{STUDENT_NAME}: best epoch {run.progress.best_epoch + 1}, on {selection.num_videos} held-out videos "
                  f"agreement with the teacher {results['held_out']['agreement']:.2f}%, accuracy "
-                 f"{results['held_out']['accuracy']:.2f}% (teacher {teacher_accuracy:.2f}%); "
+                 f"{results['held_out']['accuracy']:.2f}% (teacher {record['teacher_accuracy']:.2f}%); "
                  f"{results['parameters']:,} parameters against the teacher's {results['teacher_parameters']:,}")
         return student, results
 

@@ -122,12 +122,12 @@ class SingleModelTrainer(TrainingSession):
             **thread_record(),
         }, self.output_dir / checkpoint.run_record_name(run.model_name))
 
-    def _reload_best(self, run: TrainingRun) -> SuperEnhancedTemporalModel:
+    def _reload_best(self, run: TrainingRun, more: Mapping[str, Any] | None = None) -> SuperEnhancedTemporalModel:
         """Load the run's best weights into its model and add what inference needs to the best checkpoint:
-        class centroids for the trust score, and the whole run's history. When the last epoch was the best,
-        its weights are in memory and its checkpoint is written now, once (see ``TrainingRun.fit``)."""
+        class centroids for the trust score, the whole run's history, and ``more`` entries. When the last epoch
+        was the best, its weights are in memory and its checkpoint is written now, once (see ``TrainingRun.fit``)."""
         if run.unsaved_best is not None:
-            return self._save_last_epoch_as_best(run)
+            return self._save_last_epoch_as_best(run, more)
         self.dist.barrier()  # rank 0 has written the best checkpoint
         best = checkpoint.load_checkpoint(run.best_path, map_location=self.device)
         run.best_val_metrics = best.get("metrics")
@@ -137,15 +137,17 @@ class SingleModelTrainer(TrainingSession):
         if self.dist.is_main:
             best["representation_stats"] = self._representation_stats(model, run.cfg.batch_size)
             best["run_history"] = run.progress.history()
+            best.update(more or {})
             checkpoint.save_checkpoint(best, run.best_path)
         self.dist.barrier()
         return model
 
-    def _save_last_epoch_as_best(self, run: TrainingRun) -> SuperEnhancedTemporalModel:
+    def _save_last_epoch_as_best(self, run: TrainingRun,
+                                 more: Mapping[str, Any] | None = None) -> SuperEnhancedTemporalModel:
         kept = run.kept_model.eval()  # the raw weights, or their average when the last epoch kept it
         if self.dist.is_main:
             run.save_unsaved_best({"representation_stats": self._representation_stats(kept, run.cfg.batch_size),
-                                   "run_history": run.progress.history()})
+                                   "run_history": run.progress.history(), **(more or {})})
         run.best_val_metrics = dict(run.unsaved_best[1])
         if kept is not run.model:  # after the write: the checkpoint's raw weights are the model's own tensors
             run.model.load_state_dict(kept.state_dict())
