@@ -104,3 +104,10 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(small_features):
     _, err = process.communicate(timeout=120)
     assert process.returncode == 141, err.decode()
     assert b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()
+
+
+def test_inspect_names_a_missing_checkpoint(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "vidtempo", "inspect", str(tmp_path / "gone.pt")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"vidtempo: error: {tmp_path / 'gone.pt'}: no such checkpoint"

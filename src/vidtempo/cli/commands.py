@@ -713,6 +713,8 @@ def _add_inspect(sub) -> None:
 def _run_inspect(args) -> int:
     from ..features.store import read_split, summarize
 
+    if args.file.suffix == ".pt" and not args.file.exists():
+        raise VidtempoError(f"{args.file}: no such checkpoint")
     if args.file.is_dir() or args.file.suffix == ".pt":
         return _inspect_model(args)
 
